@@ -1,0 +1,32 @@
+# transfer-automl: `make setup` then `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: setup test test-fast lint run clean
+
+setup:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first and exactly 2.13.0 (the CPU build on this machine's disk); otherwise pip
+	# resolves a multi-GB CUDA build for the packages that depend on torch.
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+
+test:
+	$(PY) -m pytest -q
+
+test-fast:
+	$(PY) -m pytest -q -m "not slow and not e2e"
+
+lint:
+	$(VENV)/bin/ruff check src tests
+
+# The main job on the embedded default: local MLflow (sqlite) and local artifacts under runs/demo.
+run:
+	rm -rf runs/demo
+	$(VENV)/bin/taml search --tasks sms_spam,mpqa,customer_reviews --trials 60 --out runs/demo
+
+clean:
+	rm -rf runs .pytest_cache

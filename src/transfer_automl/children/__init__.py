@@ -1,0 +1,1 @@
+"""Child models: config -> network, embedding modules, Proximal Adagrad, the trainer."""

@@ -1,0 +1,73 @@
+"""Two-tower wide & deep classifier (Transfer AutoML, section 4.1).
+
+deep tower: input module (frozen features, or a fine-tuned EmbeddingBag) -> hidden_layers x
+            [Linear(hidden_size) -> norm -> activation -> dropout] -> Linear(num_classes)
+wide tower: one-hot token features -> Linear(num_classes), i.e. a sum of per-token class weights
+logits = deep + wide (either tower may be disabled by the configuration)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from transfer_automl.children.spec import ChildSpec
+
+ACTIVATIONS = {"relu": nn.ReLU, "swish": nn.SiLU}
+
+
+def _norm(kind: str, width: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm1d(width)
+    if kind == "layer":
+        return nn.LayerNorm(width)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"normalization must be none|batch|layer, got {kind!r}")
+
+
+class WideDeepClassifier(nn.Module):
+    def __init__(self, spec: ChildSpec, input_dim: int, num_classes: int,
+                 table_weights: np.ndarray | None = None, wide_vocab: int = 0):
+        super().__init__()
+        if spec.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {spec.activation!r}")
+        self.spec = spec
+        self.embedding = None
+        if spec.use_deep and table_weights is not None:
+            self.embedding = nn.EmbeddingBag.from_pretrained(
+                torch.from_numpy(table_weights), freeze=False, mode="mean"
+            )
+        self.deep = None
+        if spec.use_deep:
+            layers: list[nn.Module] = []
+            width = input_dim
+            for _ in range(spec.hidden_layers):
+                layers += [nn.Linear(width, spec.hidden_size), _norm(spec.normalization, spec.hidden_size),
+                           ACTIVATIONS[spec.activation](), nn.Dropout(spec.dropout)]
+                width = spec.hidden_size
+            layers.append(nn.Linear(width, num_classes))
+            self.deep = nn.Sequential(*layers)
+        self.wide = None
+        if spec.use_wide:
+            self.wide = nn.EmbeddingBag(max(wide_vocab, 1), num_classes, mode="sum")
+            nn.init.zeros_(self.wide.weight)
+            self.wide_bias = nn.Parameter(torch.zeros(num_classes))
+
+    def deep_parameters(self) -> list[nn.Parameter]:
+        params = list(self.deep.parameters()) if self.deep is not None else []
+        return params + (list(self.embedding.parameters()) if self.embedding is not None else [])
+
+    def wide_parameters(self) -> list[nn.Parameter]:
+        return [self.wide.weight, self.wide_bias] if self.wide is not None else []
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        logits = None
+        if self.deep is not None:
+            x = self.embedding(batch["ids"], batch["offsets"]) if self.embedding is not None else batch["features"]
+            logits = self.deep(x)
+        if self.wide is not None:
+            wide = self.wide(batch["wide_ids"], batch["wide_offsets"]) + self.wide_bias
+            logits = wide if logits is None else logits + wide
+        return logits

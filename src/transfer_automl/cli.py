@@ -1,0 +1,140 @@
+"""`taml`: the command line.
+
+    taml search --tasks sms_spam,mpqa,customer_reviews --trials 60 --out runs/demo
+    taml spaces              # built-in search spaces
+    taml tasks               # tasks found in the data directory
+    taml modules             # input embedding modules
+
+User errors (bad task, space file, setting, checkpoint) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from transfer_automl.errors import TamlError
+
+EXIT_USAGE = 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taml", description="Multitask and transfer neural model search.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("search", help="run a multitask model search on one machine")
+    s.add_argument("--tasks", required=True, help="comma-separated task names (or .parquet paths)")
+    s.add_argument("--trials", type=_positive_int, required=True, help="child trials in total, across tasks")
+    s.add_argument("--out", required=True, help="run directory (ledger/, checkpoint.pt, mlflow.db)")
+    s.add_argument("--space", default="taml-text", help="built-in space (taml-text, mnms-text) or a .yaml/.json file")
+    s.add_argument("--batch-size", type=_positive_int, default=1, help="trials per controller update (paper: 1)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--controller-lr", type=_positive_float, default=1e-4, help="controller Adam step (paper: 1e-4)")
+    s.add_argument("--normalization", choices=["std", "baseline"], default="std",
+                   help="advantage (R-b)/sigma (T-AML) or (R-b)/b (MNMS)")
+    s.add_argument("--baseline-decay", type=float, default=0.95, help="EMA decay of per-task baseline and std")
+    s.add_argument("--entropy-weight", type=float, default=0.0, help="entropy bonus on the policy")
+    s.add_argument("--reward-power", type=_positive_float, default=1.0, help="reward = val accuracy ** power (MNMS: 3)")
+    s.add_argument("--budget-scale", type=_positive_float, default=0.05,
+                   help="multiplies the space's training budgets for CPU runs (1.0 = the papers')")
+    s.add_argument("--data-dir", help="where task names resolve (default $TAML_DATA_DIR, ../shared/data/text, or the shipped samples)")
+    s.add_argument("--cache-dir", help="frozen-feature cache (default <out>/cache/features)")
+    s.add_argument("--search-id", help="default: <out dir name>-<UTC time>")
+    s.add_argument("--resume", action="store_true", help="continue the search in --out from its checkpoint")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sub.add_parser("spaces", help="list the built-in search spaces")
+    t = sub.add_parser("tasks", help="list the tasks in the data directory")
+    t.add_argument("--data-dir")
+    sub.add_parser("modules", help="list the input embedding modules")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"search": _search, "spaces": _spaces, "tasks": _tasks, "modules": _modules}[args.command](args)
+    except TamlError as exc:
+        print(f"taml: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("taml: interrupted; committed rounds are kept, continue with --resume", file=sys.stderr)
+        return 130
+
+
+def _search(args: argparse.Namespace) -> int:
+    from transfer_automl.steps.search import SearchSettings, run_search
+
+    settings = SearchSettings(
+        tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()), trials=args.trials, out=args.out,
+        space=args.space, batch_size=args.batch_size, seed=args.seed, controller_lr=args.controller_lr,
+        normalization=args.normalization, baseline_decay=args.baseline_decay, entropy_weight=args.entropy_weight,
+        reward_power=args.reward_power, budget_scale=args.budget_scale, data_dir=args.data_dir,
+        cache_dir=args.cache_dir, search_id=args.search_id, resume=args.resume, progress=not args.no_progress,
+    )
+    result = run_search(settings)
+    top = f"top{10}"
+    print(f"\nsearch {result.search_id}: {result.trials_run} trials trained in {result.wall_s:.0f} s")
+    print(f"{'task':<24}{'trials':>7}{'best val':>10}{'its test':>10}{'acc-' + top:>12}{'majority':>10}")
+    for s in result.per_task:
+        print(f"{s.task:<24}{s.trials:>7}{s.best_val_accuracy:>10.4f}{s.best_test_accuracy:>10.4f}"
+              f"{s.accuracy_top_n:>12.4f}{s.majority_test_accuracy:>10.4f}")
+    print(f"ledger:     {result.ledger_dir}  (pyarrow.dataset.dataset(...))")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"mlflow:     {result.tracking_location}")
+    if result.tracking_location.startswith("sqlite:"):
+        print(f"browse:     mlflow ui --backend-store-uri {result.tracking_location}")
+    return 0
+
+
+def _spaces(args: argparse.Namespace) -> int:
+    from transfer_automl.space import BUILTIN_SPACES
+
+    for space in BUILTIN_SPACES.values():
+        print(f"{space.name}  ({len(space)} decisions, {space.size():,} configurations, fingerprint {space.fingerprint()})")
+        for d in space.decisions:
+            print(f"  {d.name:<18} {list(d.choices)}")
+    return 0
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from transfer_automl.tasks import available_tasks, data_dir
+
+    print(f"tasks in {data_dir(args.data_dir)}:")
+    for name in available_tasks(args.data_dir):
+        print(f"  {name}")
+    return 0
+
+
+def _modules(args: argparse.Namespace) -> int:
+    from transfer_automl.children.embeddings import MODULES
+
+    print(f"{'name':<20}{'dim':>5}  {'languages':<10}{'fine-tunable':<14}{'installed':<10}")
+    for m in MODULES.values():
+        print(f"{m.name:<20}{m.dimension:>5}  {','.join(m.languages):<10}{str(m.fine_tunable):<14}{str(m.is_installed()):<10}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Self-describing controller checkpoints.
+
+A checkpoint holds: format version, controller kind and config, the search space (and its
+fingerprint), task names, controller weights, the update rule's state (optimizer, per-task
+baselines), the step, the sampling generator's state and the search id. It holds only tensors,
+numbers, strings, lists and dicts, so it loads with `torch.load(weights_only=True)`: nothing is
+unpickled. Writes go to a temporary file and are renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from transfer_automl.errors import CheckpointError
+from transfer_automl.space import SearchSpace
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = (
+    "format_version", "controller_kind", "controller_config", "space", "space_fingerprint",
+    "tasks", "controller_state", "update_state", "step", "search_id", "generator_state",
+)
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"format_version": FORMAT_VERSION, **payload}
+    missing = [k for k in REQUIRED_KEYS if k not in body]
+    if missing:
+        raise CheckpointError(f"checkpoint payload lacks {missing}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    torch.save(body, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, space: SearchSpace | None = None, tasks: list[str] | None = None) -> dict[str, Any]:
+    """Load and check a checkpoint; refuse one for another format, space or task list."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        body = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises a zoo of types for truncated or foreign files
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not isinstance(body, dict):
+        raise CheckpointError(f"checkpoint {path} is not a transfer-automl checkpoint")
+    version = body.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path}: format_version {version!r}, this taml reads {FORMAT_VERSION}")
+    missing = [k for k in REQUIRED_KEYS if k not in body]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks field(s) {missing}")
+    if space is not None and body["space_fingerprint"] != space.fingerprint():
+        raise CheckpointError(
+            f"checkpoint {path} is for search space fingerprint {body['space_fingerprint']}, "
+            f"not {space.fingerprint()} ({space.name})"
+        )
+    if tasks is not None and list(body["tasks"]) != list(tasks):
+        raise CheckpointError(f"checkpoint {path} is for tasks {body['tasks']}, not {tasks}")
+    return body

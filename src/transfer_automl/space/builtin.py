@@ -1,0 +1,65 @@
+"""The seed papers' search spaces, shipped as built-ins.
+
+Module names refer to the input embedding modules registered in `children.embeddings`; this
+package stays free of torch, so it only names them.
+
+Training budgets (`iterations`, `training_samples`) keep the papers' values. CPU runs shrink
+them with the child trainer's `budget_scale` setting, which is logged with every search; the
+space itself never changes silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transfer_automl.errors import SearchSpaceError
+from transfer_automl.space.decisions import Decision, SearchSpace
+from transfer_automl.space.io import load_space
+
+# Multitask Neural Model Search, Table 1 (7 decisions). The paper's word tables were in-house;
+# here: the pretrained GloVe table and a randomly initialized hashed n-gram table.
+MNMS_TEXT = SearchSpace(
+    "mnms-text",
+    (
+        Decision("embedding_table", ("glove-6b-50d", "random-hashed-64"), "word embedding table"),
+        Decision("trainable", (False, True), "keep training the embedding table"),
+        Decision("layers", (1, 2, 3, 5, 10), "number of ReLU hidden layers"),
+        Decision("nodes", (5, 10, 50, 100), "units per hidden layer"),
+        Decision("learning_rate", (0.001, 0.01, 0.05, 0.1), "Proximal Adagrad learning rate"),
+        Decision("iterations", (5000, 10000, 15000, 20000), "training steps of batch 100"),
+        Decision("l2", (0.0, 0.0001, 0.001, 0.01), "L2 regularization weight"),
+    ),
+)
+
+# Transfer AutoML, supplementary Table 1 (12 decisions), two-tower wide & deep children.
+TAML_TEXT = SearchSpace(
+    "taml-text",
+    (
+        Decision("input_module", ("glove-6b-50d", "all-minilm-l6-v2", "random-hashed-64"), "input embedding module"),
+        Decision("fine_tune", (False, True), "fine-tune the input embedding module"),
+        Decision("hidden_layers", (1, 2, 3, 5, 7), "number of hidden layers"),
+        Decision("hidden_size", (8, 16, 32, 64, 128, 256), "hidden layer width"),
+        Decision("activation", ("relu", "swish"), "hidden layer activation"),
+        Decision("normalization", ("none", "batch", "layer"), "hidden layer normalization"),
+        Decision("dropout", (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), "hidden layer dropout rate"),
+        Decision("deep_lr", (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0), "deep tower learning rate"),
+        Decision("deep_reg", (0.0, 0.00001, 0.0001, 0.001, 0.01, 0.1, "disable_deep_tower"), "deep tower L2 weight"),
+        Decision("wide_lr", (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0), "wide tower learning rate"),
+        Decision("wide_reg", (0.0, 0.00001, 0.0001, 0.001, 0.01, 0.1, "disable_wide_tower"), "wide tower L1 weight"),
+        Decision("training_samples", (1000, 3000, 10000, 30000, 100000, 300000, 1000000), "training examples seen"),
+    ),
+)
+
+BUILTIN_SPACES: dict[str, SearchSpace] = {s.name: s for s in (MNMS_TEXT, TAML_TEXT)}
+
+
+def get_space(name_or_path: str) -> SearchSpace:
+    """A built-in space by name, or a space file (.yaml/.yml/.json) by path."""
+    if name_or_path in BUILTIN_SPACES:
+        return BUILTIN_SPACES[name_or_path]
+    if Path(name_or_path).suffix.lower() in {".yaml", ".yml", ".json"}:
+        return load_space(name_or_path)
+    raise SearchSpaceError(
+        f"search space {name_or_path!r} is neither a built-in ({sorted(BUILTIN_SPACES)}) "
+        "nor a .yaml/.yml/.json file"
+    )

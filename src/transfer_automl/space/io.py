@@ -1,0 +1,80 @@
+"""Load and save search spaces as YAML or JSON, with errors that name the file and the field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from transfer_automl.errors import SearchSpaceError
+from transfer_automl.space.decisions import Decision, SearchSpace
+
+_SPACE_KEYS = {"name", "decisions"}
+_DECISION_KEYS = {"name", "choices", "description"}
+
+
+def space_from_dict(data: Any, source: str = "<dict>") -> SearchSpace:
+    """Build a space from plain data, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise SearchSpaceError(f"{source}: top level must be a mapping with 'decisions', got {type(data).__name__}")
+    unknown = sorted(set(data) - _SPACE_KEYS)
+    if unknown:
+        raise SearchSpaceError(f"{source}: unknown key(s) {unknown}; allowed: {sorted(_SPACE_KEYS)}")
+    if "decisions" not in data:
+        raise SearchSpaceError(f"{source}: missing key 'decisions'")
+    raw_decisions = data["decisions"]
+    if not isinstance(raw_decisions, list):
+        raise SearchSpaceError(f"{source}: 'decisions' must be a list, got {type(raw_decisions).__name__}")
+    name = data.get("name", Path(source).stem)
+    if not isinstance(name, str):
+        raise SearchSpaceError(f"{source}: 'name' must be a string, got {name!r}")
+    decisions = []
+    for position, raw in enumerate(raw_decisions):
+        where = f"{source}: decisions[{position}]"
+        if not isinstance(raw, dict):
+            raise SearchSpaceError(f"{where} must be a mapping with 'name' and 'choices', got {raw!r}")
+        unknown = sorted(set(raw) - _DECISION_KEYS)
+        if unknown:
+            raise SearchSpaceError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(_DECISION_KEYS)}")
+        for key in ("name", "choices"):
+            if key not in raw:
+                raise SearchSpaceError(f"{where}: missing key {key!r}")
+        if not isinstance(raw["choices"], list):
+            raise SearchSpaceError(f"{where} ({raw['name']!r}): 'choices' must be a list, got {raw['choices']!r}")
+        try:
+            decisions.append(Decision(raw["name"], tuple(raw["choices"]), str(raw.get("description", ""))))
+        except SearchSpaceError as exc:
+            raise SearchSpaceError(f"{source}: {exc}") from None
+    try:
+        return SearchSpace(name, tuple(decisions))
+    except SearchSpaceError as exc:
+        raise SearchSpaceError(f"{source}: {exc}") from None
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read a space from a .yaml/.yml/.json file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SearchSpaceError(f"search-space file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SearchSpaceError(f"search-space file {path} is unreadable: {exc}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SearchSpaceError(f"search-space file {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}".replace("\n", " ")) from None
+    return space_from_dict(data, source=str(path))
+
+
+def save_space(space: SearchSpace, path: str | Path) -> None:
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(space.to_dict(), indent=2) + "\n", encoding="utf-8")
+    else:
+        path.write_text(yaml.safe_dump(space.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,1 @@
+"""One function per pipeline step: the composition root that the CLI and components call."""

@@ -1,0 +1,25 @@
+"""The Tracker interface: where a search reports what it does.
+
+The ledger in the artifact store is the record of trials; a tracker is a view of it for people
+(MLflow, or memory in tests). Hooks do nothing by default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Tracker:
+    location: str = ""  # where a user browses the results (printed at the end of a search)
+
+    def start(self, search_id: str, params: dict[str, Any], tags: dict[str, str]) -> None:
+        """Open the search (MLflow: experiment + parent controller run)."""
+
+    def log_controller(self, step: int, metrics: dict[str, float]) -> None:
+        """Stepped controller metrics: controller/*, reward/<task>/*."""
+
+    def log_trial(self, row: dict[str, Any], config: dict[str, Any]) -> None:
+        """One child trial (a ledger row) and its configuration."""
+
+    def finish(self, summary: dict[str, float], status: str = "FINISHED") -> None:
+        """Close the search with its final summary metrics."""

@@ -1,0 +1,113 @@
+"""MLflow tracker: the only module that imports mlflow.
+
+One experiment per search (`taml/<search_id>`), one parent run for the controller with stepped
+`controller/*` and `reward/<task>/*` metrics, one nested run per child trial with the
+configuration as params, `child/*` metrics and tags linking it to its ledger row.
+
+The tracking URI comes from `MLFLOW_TRACKING_URI` when set, else the embedded default
+(`sqlite:///<out>/mlflow.db`). When Kubeflow's MLflow integration sets `MLFLOW_EXPERIMENT_ID`
+and `MLFLOW_RUN_ID`, the controller run is created in that experiment, nested under that run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from transfer_automl.tracking.base import Tracker
+
+_PARAM_MAX = 500  # MLflow's limit on param value length
+
+
+class MlflowTracker(Tracker):
+    def __init__(self, default_uri: str, artifact_root: str | Path | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = os.environ.get("MLFLOW_TRACKING_URI") or default_uri
+        self.location = self.uri
+        self.artifact_root = Path(artifact_root).resolve().as_uri() if artifact_root else None
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.experiment_id = ""
+        self.run_id = ""
+
+    def start(self, search_id: str, params: dict[str, Any], tags: dict[str, str]) -> None:
+        self.experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or self._experiment(f"taml/{search_id}")
+        run_tags = {"taml.search_id": search_id, "taml.role": "controller", **tags}
+        if os.environ.get("MLFLOW_RUN_ID"):
+            run_tags["mlflow.parentRunId"] = os.environ["MLFLOW_RUN_ID"]
+        existing = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`taml.search_id` = '{search_id}' and tags.`taml.role` = 'controller'",
+            max_results=1,
+        )
+        if existing:  # a resumed search keeps logging into its controller run
+            self.run_id = existing[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            return
+        run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=f"controller-{search_id}")
+        self.run_id = run.info.run_id
+        from mlflow.entities import Param
+
+        self.client.log_batch(self.run_id, params=[Param(k, _param(v)) for k, v in sorted(params.items())])
+
+    def _experiment(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        return self.client.create_experiment(name, artifact_location=self.artifact_root)
+
+    def log_controller(self, step: int, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _finite(v)]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_trial(self, row: dict[str, Any], config: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, Param
+
+        tags = {
+            "mlflow.parentRunId": self.run_id, "taml.role": "child", "taml.trial_id": row["trial_id"],
+            "taml.search_id": row["search_id"], "taml.task": row["task"], "taml.status": row["status"],
+            "taml.ledger_file": row.get("ledger_file", ""),
+        }
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=row["trial_id"])
+        step = int(row["controller_step"])
+        now = _now_ms()
+        metrics = [Metric(f"child/{k}", float(row[k]), now, step)
+                   for k in ("val_accuracy", "test_accuracy", "reward", "duration_s") if _finite(row[k])]
+        self.client.log_batch(run.info.run_id, metrics=metrics,
+                              params=[Param(k, _param(v)) for k, v in sorted(config.items())])
+        self.client.set_terminated(run.info.run_id, status="FINISHED" if row["status"] == "ok" else "FAILED")
+
+    def finish(self, summary: dict[str, float], status: str = "FINISHED") -> None:
+        if not self.run_id:
+            return
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        batch = [Metric(k, float(v), now, 0) for k, v in summary.items() if _finite(v)]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def _param(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text[:_PARAM_MAX]
+
+
+def _finite(value: Any) -> bool:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return False
+    return v == v and v not in (float("inf"), float("-inf"))
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
