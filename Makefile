@@ -15,6 +15,7 @@ setup:
 	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
 
 test:
+	$(VENV)/bin/ruff check src tests
 	$(PY) -m pytest -q
 
 test-fast:

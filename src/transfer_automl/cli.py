@@ -94,11 +94,11 @@ def _search(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir, search_id=args.search_id, resume=args.resume, progress=not args.no_progress,
     )
     result = run_search(settings)
-    top = f"top{10}"
+    top = "top10"
     print(f"\nsearch {result.search_id}: {result.trials_run} trials trained in {result.wall_s:.0f} s")
-    print(f"{'task':<24}{'trials':>7}{'best val':>10}{'its test':>10}{'acc-' + top:>12}{'majority':>10}")
+    print(f"{'task':<24}{'trials':>7}{'trained':>8}{'best val':>10}{'its test':>10}{'acc-' + top:>12}{'majority':>10}")
     for s in result.per_task:
-        print(f"{s.task:<24}{s.trials:>7}{s.best_val_accuracy:>10.4f}{s.best_test_accuracy:>10.4f}"
+        print(f"{s.task:<24}{s.trials:>7}{s.trained:>8}{s.best_val_accuracy:>10.4f}{s.best_test_accuracy:>10.4f}"
               f"{s.accuracy_top_n:>12.4f}{s.majority_test_accuracy:>10.4f}")
     print(f"ledger:     {result.ledger_dir}  (pyarrow.dataset.dataset(...))")
     print(f"checkpoint: {result.checkpoint}")

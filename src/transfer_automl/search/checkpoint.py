@@ -9,8 +9,6 @@ unpickled. Writes go to a temporary file and are renamed into place.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import torch
 
 from transfer_automl.errors import CheckpointError
 from transfer_automl.space import SearchSpace
+from transfer_automl.storage import atomic_write
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = (
@@ -27,16 +26,11 @@ REQUIRED_KEYS = (
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {"format_version": FORMAT_VERSION, **payload}
     missing = [k for k in REQUIRED_KEYS if k not in body]
     if missing:
         raise CheckpointError(f"checkpoint payload lacks {missing}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    torch.save(body, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(body, tmp))
 
 
 def load_checkpoint(path: str | Path, space: SearchSpace | None = None, tasks: list[str] | None = None) -> dict[str, Any]:

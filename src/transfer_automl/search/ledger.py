@@ -8,8 +8,7 @@ Read the whole ledger with `pyarrow.dataset.dataset(<out>/ledger)`.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from transfer_automl.errors import LedgerError
+from transfer_automl.storage import atomic_write
+
+_ROUND_NAME = re.compile(r"round-\d{6,}\.parquet")
 
 SCHEMA = pa.schema([
     ("trial_id", pa.string()),
@@ -44,7 +46,15 @@ class Ledger:
         return self.root / f"round-{step:06d}.parquet"
 
     def files(self) -> list[Path]:
-        return sorted(self.root.glob("round-*.parquet")) if self.root.is_dir() else []
+        """The committed round files; any other Parquet file here is foreign and an error,
+        since `pyarrow.dataset.dataset(<ledger dir>)` would read it as part of the ledger."""
+        if not self.root.is_dir():
+            return []
+        files = sorted(self.root.glob("*.parquet"))
+        foreign = [f for f in files if not _ROUND_NAME.fullmatch(f.name)]
+        if foreign:
+            raise LedgerError(f"ledger directory {self.root} holds foreign file(s) {[str(f) for f in foreign]}")
+        return files
 
     def append_round(self, step: int, rows: list[dict[str, Any]]) -> Path:
         """Commit the trials of one controller step; idempotent for the same trial ids."""
@@ -55,12 +65,7 @@ class Ledger:
             if sorted(existing) == sorted(table.column("trial_id").to_pylist()):
                 return path
             raise LedgerError(f"ledger file {path} already holds other trials {existing[:3]}...; refusing to overwrite it")
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".round-", suffix=".tmp")
-        os.close(fd)
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
     def read(self) -> pa.Table:
         """All committed trials, in controller-step order; checks every file's schema."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,18 @@ from transfer_automl.errors import SearchSpaceError
 from transfer_automl.space.decisions import Decision, SearchSpace
 
 _SPACE_KEYS = {"name", "decisions"}
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-5` as a float (YAML 1.2); PyYAML's YAML 1.1 rules would read a
+    number without a decimal point, such as a regularization weight, as the string "1e-5"."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 _DECISION_KEYS = {"name", "choices", "description"}
 
 
@@ -66,7 +79,7 @@ def load_space(path: str | Path) -> SearchSpace:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise SearchSpaceError(f"search-space file {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}".replace("\n", " ")) from None
     return space_from_dict(data, source=str(path))

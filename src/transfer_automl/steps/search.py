@@ -76,7 +76,8 @@ class SearchSettings:
 @dataclass
 class TaskSummary:
     task: str
-    trials: int
+    trials: int  # all trials of the task, invalid and diverged ones included
+    trained: int  # trials whose child trained to the end (status ok): the ones summarized below
     best_val_accuracy: float
     best_test_accuracy: float  # test accuracy of the child with the best validation accuracy
     accuracy_top_n: float  # mean test accuracy of the top-N children by validation accuracy
@@ -200,11 +201,12 @@ class _History:
 
     def __init__(self, tasks: list[str], ledger: Ledger):
         self.accuracies: dict[str, list[tuple[float, float]]] = {t: [] for t in tasks}
-        self.add(ledger.read().select(["task", "val_accuracy", "test_accuracy"]).to_pylist())
+        self.add(ledger.read().select(["task", "status", "val_accuracy", "test_accuracy"]).to_pylist())
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
-            self.accuracies.setdefault(r["task"], []).append((r["val_accuracy"], r["test_accuracy"]))
+            if r["status"] == STATUS_OK:  # invalid/diverged children are not models to report
+                self.accuracies.setdefault(r["task"], []).append((r["val_accuracy"], r["test_accuracy"]))
 
     def metrics(self, search: MultitaskSearch, top_n: int) -> dict[str, float]:
         """reward/<task>/{baseline,std,trials,best_val_accuracy,accuracy_top<N>} after a step."""
@@ -225,10 +227,11 @@ def summarize(ledger: Ledger, tasks, top_n: int = 10) -> list[TaskSummary]:
     rows = ledger.read().to_pylist()
     out = []
     for task in tasks:
-        mine = [r for r in rows if r["task"] == task.name]
+        all_mine = [r for r in rows if r["task"] == task.name]
+        mine = [r for r in all_mine if r["status"] == STATUS_OK]
         best = max(mine, key=lambda r: r["val_accuracy"], default=None)
         out.append(TaskSummary(
-            task=task.name, trials=len(mine),
+            task=task.name, trials=len(all_mine), trained=len(mine),
             best_val_accuracy=best["val_accuracy"] if best else float("nan"),
             best_test_accuracy=best["test_accuracy"] if best else float("nan"),
             accuracy_top_n=accuracy_top_n([r["val_accuracy"] for r in mine], [r["test_accuracy"] for r in mine], top_n),

@@ -8,13 +8,12 @@ the life of the process.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from transfer_automl.storage import atomic_write
 from transfer_automl.tasks.text import TextTask
 
 
@@ -43,10 +42,11 @@ class FeatureCache:
         if features is None:
             features = np.ascontiguousarray(compute(task.texts), dtype=np.float32)
             self.computed += 1
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, features, allow_pickle=False)
-            os.replace(tmp, path)
+            atomic_write(path, lambda tmp: _save_npy(tmp, features))
         self._memory[key] = features
         return features
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file object: np.save would append ".npy" to a bare name
+        np.save(fh, array, allow_pickle=False)

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_TEXT = Path(os.environ.get("TAML_SHARED_TEXT", REPO.parent / "shared" / "data" / "text"))
+SAMPLES = REPO / "src" / "transfer_automl" / "tasks" / "samples"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_text() -> Path:
+    """The real task files in ../shared/data/text; tests that need them skip elsewhere."""
+    if not (SHARED_TEXT / "sms_spam.parquet").is_file():
+        pytest.skip(f"shared data not found at {SHARED_TEXT}")
+    return SHARED_TEXT
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def feature_cache_dir(tmp_path_factory) -> Path:
+    """One frozen-feature cache for the whole session, so each (task, module) embeds once."""
+    return tmp_path_factory.mktemp("features")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(monkeypatch):
+    """No test may log into a user's MLflow server."""
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID", "TAML_DATA_DIR"):
+        monkeypatch.delenv(var, raising=False)

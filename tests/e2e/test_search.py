@@ -1,0 +1,140 @@
+"""The multitask search end to end: real tasks, real children, a real MLflow (sqlite) store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pyarrow.dataset as ds
+import pytest
+import torch
+import yaml
+
+from transfer_automl.errors import ConfigError
+from transfer_automl.search import LEDGER_SCHEMA
+from transfer_automl.steps.search import SearchSettings, run_search
+from transfer_automl.tracking import MemoryTracker
+
+pytestmark = pytest.mark.e2e
+
+# The 12 T-AML decisions with the cheap word tables only, to keep the suite fast on 2 cores.
+SMALL_SPACE = {
+    "name": "taml-small",
+    "decisions": [
+        {"name": "input_module", "choices": ["glove-6b-50d", "random-hashed-64"]},
+        {"name": "fine_tune", "choices": [False, True]},
+        {"name": "hidden_layers", "choices": [1, 2]},
+        {"name": "hidden_size", "choices": [32, 64]},
+        {"name": "activation", "choices": ["relu", "swish"]},
+        {"name": "normalization", "choices": ["none", "layer"]},
+        {"name": "dropout", "choices": [0.0, 0.1]},
+        {"name": "deep_lr", "choices": [0.03, 0.1]},
+        {"name": "deep_reg", "choices": [0.0, 0.0001]},
+        {"name": "wide_lr", "choices": [0.03, 0.1]},
+        {"name": "wide_reg", "choices": [0.0001, "disable_wide_tower"]},
+        {"name": "training_samples", "choices": [10000, 30000]},
+    ],
+}
+
+
+@pytest.fixture()
+def space_file(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(SMALL_SPACE))
+    return str(path)
+
+
+def _settings(tmp_path, space_file, samples_dir, feature_cache_dir, **overrides):
+    values = dict(tasks=("sms_spam", "mpqa", "customer_reviews"), trials=8, out=str(tmp_path / "run"),
+                  space=space_file, batch_size=2, data_dir=str(samples_dir), cache_dir=str(feature_cache_dir),
+                  search_id="e2e", progress=False, controller_lr=0.01)
+    values.update(overrides)
+    return SearchSettings(**values)
+
+
+def _mlflow_runs(out, role):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{(out / 'mlflow.db').resolve()}")
+    experiment = client.get_experiment_by_name("taml/e2e")
+    return client, client.search_runs([experiment.experiment_id], filter_string=f"tags.`taml.role` = '{role}'",
+                                      max_results=1000)
+
+
+def test_ledger_and_mlflow_hold_exactly_the_trials_run(tmp_path, space_file, samples_dir, feature_cache_dir):
+    result = run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir))
+    out = tmp_path / "run"
+    table = ds.dataset(out / "ledger").to_table()
+    assert table.schema.equals(LEDGER_SCHEMA, check_metadata=False)
+    assert table.num_rows == 8 == result.trials_run
+    assert len(set(table.column("trial_id").to_pylist())) == 8
+    assert len(list((out / "ledger").glob("round-*.parquet"))) == 4  # one file per controller step
+    rows = table.to_pylist()
+    assert sorted({r["controller_step"] for r in rows}) == [0, 1, 2, 3]
+    for r in rows:
+        assert r["status"] == "ok" and 0 < r["val_accuracy"] <= 1 and r["reward"] == r["val_accuracy"]
+        assert set(json.loads(r["config"])) == {d["name"] for d in SMALL_SPACE["decisions"]}
+        assert r["ended_at"] >= r["started_at"]
+
+    client, children = _mlflow_runs(out, "child")
+    assert sorted(run.data.tags["taml.trial_id"] for run in children) == sorted(r["trial_id"] for r in rows)
+    _, controllers = _mlflow_runs(out, "controller")
+    assert len(controllers) == 1
+    controller = controllers[0]
+    assert all(run.data.tags["mlflow.parentRunId"] == controller.info.run_id for run in children)
+    by_id = {r["trial_id"]: r for r in rows}
+    for run in children:
+        ledger_row = by_id[run.data.tags["taml.trial_id"]]
+        assert run.data.params["input_module"] == json.loads(ledger_row["config"])["input_module"]
+        assert run.data.metrics["child/val_accuracy"] == pytest.approx(ledger_row["val_accuracy"])
+    history = client.get_metric_history(controller.info.run_id, "controller/loss")
+    assert [m.step for m in history] == [0, 1, 2, 3]
+    assert "reward/sms_spam/baseline" in controller.data.metrics
+    assert controller.data.params["budget_scale"] == "0.05"
+
+    # Per-task summary agrees with the ledger.
+    for summary in result.per_task:
+        mine = [r for r in rows if r["task"] == summary.task]
+        assert summary.trials == len(mine)
+        if mine:
+            assert summary.best_val_accuracy == max(r["val_accuracy"] for r in mine)
+
+
+def test_resume_continues_without_losing_or_doubling_trials(tmp_path, space_file, samples_dir, feature_cache_dir):
+    # Reference: 6 trials in one go.
+    reference = tmp_path / "reference"
+    run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, out=str(reference), trials=6, batch_size=1))
+
+    out = tmp_path / "run"
+    run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=4, batch_size=1))
+    early_checkpoint = tmp_path / "after-4.pt"
+    shutil.copy(out / "checkpoint.pt", early_checkpoint)
+    with pytest.raises(ConfigError, match="already holds a search"):
+        run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=6, batch_size=1))
+    resumed = run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=6, batch_size=1, resume=True))
+    assert resumed.trials_run == 2
+
+    # A crash after the ledger commit but before the checkpoint write: the ledger is ahead.
+    shutil.copy(early_checkpoint, out / "checkpoint.pt")
+    replayed = run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=6, batch_size=1, resume=True))
+    assert replayed.trials_run == 0  # rounds 4 and 5 come from the ledger, not retrained
+
+    ids = ds.dataset(out / "ledger").to_table().column("trial_id").to_pylist()
+    ref_ids = ds.dataset(reference / "ledger").to_table().column("trial_id").to_pylist()
+    assert sorted(ids) == sorted(ref_ids) and len(ids) == 6
+    final = torch.load(out / "checkpoint.pt", weights_only=True)
+    expected = torch.load(reference / "checkpoint.pt", weights_only=True)
+    assert final["step"] == expected["step"] == 6
+    for name, tensor in expected["controller_state"].items():
+        assert torch.allclose(final["controller_state"][name], tensor), name
+    _, children = _mlflow_runs(out, "child")
+    assert len(children) == 6
+
+
+def test_memory_tracker_sees_every_trial_and_step(tmp_path, space_file, samples_dir, feature_cache_dir):
+    tracker = MemoryTracker()
+    run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=5, batch_size=2), tracker=tracker)
+    assert len(tracker.trials) == 5
+    assert [step for step, _ in tracker.controller] == [0, 1, 2]  # 2 + 2 + 1 trials
+    assert tracker.status == "FINISHED"
+    assert tracker.params["tasks"] == "sms_spam,mpqa,customer_reviews"

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from transfer_automl.children.embeddings import MODULES, get_module
+from transfer_automl.children.spec import child_spec
+from transfer_automl.children.trainer import ChildTrainerConfig, TextChildTrainer
+from transfer_automl.errors import ConfigError, SearchSpaceError
+from transfer_automl.tasks import load_task
+from transfer_automl.tasks.features import FeatureCache
+
+BASE = dict(
+    input_module="glove-6b-50d", fine_tune=False, hidden_layers=1, hidden_size=64, activation="relu",
+    normalization="none", dropout=0.0, deep_lr=0.1, deep_reg=0.0, wide_lr=0.1, wide_reg="disable_wide_tower",
+    training_samples=300000,
+)
+
+
+@pytest.fixture(scope="module")
+def trainer(feature_cache_dir):
+    return TextChildTrainer(ChildTrainerConfig(budget_scale=0.05), FeatureCache(feature_cache_dir))
+
+
+@pytest.fixture(scope="module")
+def mpqa(shared_text):
+    return load_task("mpqa", shared_text)
+
+
+def test_child_on_a_real_task_beats_the_majority_class(trainer, mpqa):
+    result = trainer.train(BASE, mpqa, seed=1)
+    assert result.status == "ok", result.error
+    assert result.train_steps == 150  # 300000 samples / 100 per batch * 0.05
+    assert result.val_accuracy > mpqa.majority_accuracy("validation") + 0.1
+    assert result.test_accuracy > mpqa.majority_accuracy("test") + 0.1
+
+
+def test_fine_tuning_trains_the_embedding_table(trainer, mpqa):
+    frozen = trainer.train(BASE, mpqa, seed=1)
+    tuned = trainer.train({**BASE, "fine_tune": True}, mpqa, seed=1)
+    assert tuned.status == "ok"
+    assert tuned.val_accuracy != frozen.val_accuracy or tuned.test_accuracy != frozen.test_accuracy
+    assert tuned.val_accuracy > mpqa.majority_accuracy("validation")
+
+
+def test_wide_tower_alone_and_every_norm_and_activation_train(trainer, mpqa):
+    wide = trainer.train({**BASE, "deep_reg": "disable_deep_tower", "wide_reg": 0.0001}, mpqa, seed=1)
+    assert wide.status == "ok" and wide.val_accuracy > mpqa.majority_accuracy("validation")
+    for norm in ("batch", "layer"):
+        r = trainer.train({**BASE, "normalization": norm, "activation": "swish", "dropout": 0.3,
+                           "hidden_layers": 3, "training_samples": 10000}, mpqa, seed=2)
+        assert r.status == "ok", r.error
+        assert 0.0 <= r.val_accuracy <= 1.0
+
+
+def test_same_seed_same_result(trainer, mpqa):
+    config = {**BASE, "wide_reg": 0.001, "training_samples": 30000}
+    assert trainer.train(config, mpqa, seed=3).val_accuracy == trainer.train(config, mpqa, seed=3).val_accuracy
+
+
+def test_unbuildable_configurations_are_invalid_not_trained(trainer, mpqa):
+    both_off = trainer.train({**BASE, "deep_reg": "disable_deep_tower"}, mpqa)
+    assert both_off.status == "invalid" and "both" in both_off.error and both_off.train_steps == 0
+    frozen_only = trainer.train({**BASE, "input_module": "all-minilm-l6-v2", "fine_tune": True}, mpqa)
+    assert frozen_only.status == "invalid" and "cannot be fine-tuned" in frozen_only.error
+
+
+def test_diverging_child_is_recorded_not_raised(trainer, mpqa):
+    # A huge learning rate on a deep, unnormalized net drives the loss to inf/nan.
+    config = {**BASE, "deep_lr": 3.0e12, "hidden_layers": 7, "hidden_size": 256, "training_samples": 100000}
+    result = trainer.train(config, mpqa, seed=0)
+    assert result.status == "diverged"
+    assert "non-finite" in result.error and result.val_accuracy == 0.0 and result.test_accuracy == 0.0
+
+
+def test_pretrained_sentence_encoder_child_and_feature_cache(samples_dir, tmp_path):
+    task = load_task("mpqa", samples_dir)
+    cache = FeatureCache(tmp_path)
+    trainer = TextChildTrainer(ChildTrainerConfig(), cache)
+    config = {**BASE, "input_module": "all-minilm-l6-v2", "hidden_size": 32}
+    result = trainer.train(config, task, seed=0)
+    assert result.status == "ok", result.error
+    assert result.val_accuracy > task.majority_accuracy("validation")
+    entry = cache.path(task, "all-minilm-l6-v2")
+    assert entry.is_file() and np.load(entry).shape == (len(task.texts), 384)
+    assert cache.computed == 1
+    # A new process-level cache reads the stored features instead of embedding again.
+    fresh = FeatureCache(tmp_path)
+    features = fresh.get(task, "all-minilm-l6-v2", lambda texts: pytest.fail("recomputed a cached entry"))
+    assert fresh.computed == 0 and features.shape == (len(task.texts), 384)
+
+
+def test_mnms_configurations_map_to_a_deep_relu_network():
+    spec = child_spec({"embedding_table": "glove-6b-50d", "trainable": True, "layers": 3, "nodes": 50,
+                       "learning_rate": 0.05, "iterations": 5000, "l2": 0.001}, budget_scale=0.01, batch_size=100)
+    assert (spec.hidden_layers, spec.hidden_size, spec.deep_lr, spec.deep_l2) == (3, 50, 0.05, 0.001)
+    assert spec.fine_tune and spec.use_deep and not spec.use_wide and spec.train_steps == 50
+
+
+def test_budget_scale_sets_training_steps():
+    assert child_spec(BASE, budget_scale=1.0, batch_size=100).train_steps == 3000
+    assert child_spec({**BASE, "training_samples": 1000}, budget_scale=0.05, batch_size=100).train_steps == 1
+
+
+def test_unknown_decisions_are_rejected():
+    with pytest.raises(SearchSpaceError, match="unknown decision"):
+        child_spec({**BASE, "kernel_size": 3}, budget_scale=1.0, batch_size=100)
+
+
+def test_module_registry():
+    assert {"glove-6b-50d", "all-minilm-l6-v2", "random-hashed-64"} <= set(MODULES)
+    assert get_module("glove-6b-50d").fine_tunable and not get_module("all-minilm-l6-v2").fine_tunable
+    assert all(m.is_installed() for m in MODULES.values())
+    with pytest.raises(ConfigError, match="unknown input module 'nope'"):
+        get_module("nope")
+
+
+def test_word_table_features_are_the_mean_of_token_vectors():
+    glove = get_module("glove-6b-50d")
+    index, vectors = glove._table
+    features = glove.features(["the cat", "zzzqqq", ""])
+    expected = (vectors[index["the"]] + vectors[index["cat"]]) / 2
+    assert np.allclose(features[0], expected, atol=1e-6)
+    assert not features[1].any() and not features[2].any()  # out-of-vocabulary and empty texts
