@@ -138,3 +138,14 @@ def test_memory_tracker_sees_every_trial_and_step(tmp_path, space_file, samples_
     assert [step for step, _ in tracker.controller] == [0, 1, 2]  # 2 + 2 + 1 trials
     assert tracker.status == "FINISHED"
     assert tracker.params["tasks"] == "sms_spam,mpqa,customer_reviews"
+
+
+def test_resume_refuses_changed_settings_and_keeps_the_checkpoint(tmp_path, space_file, samples_dir, feature_cache_dir):
+    run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=2))
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    before = checkpoint.read_bytes()
+    with pytest.raises(ConfigError, match=r"budget_scale is 0\.5 but .* ran with 0\.05"):
+        run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=4, resume=True,
+                             budget_scale=0.5))
+    assert checkpoint.read_bytes() == before
+    assert ds.dataset(tmp_path / "run" / "ledger").to_table().num_rows == 2

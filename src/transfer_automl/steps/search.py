@@ -110,7 +110,9 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
     ledger = Ledger(out / "ledger")
 
     if settings.resume:
-        search = MultitaskSearch.from_checkpoint(load_checkpoint(ckpt_path, space, task_names))
+        body = load_checkpoint(ckpt_path, space, task_names)
+        _check_same_search(settings, body.get("search_settings", {}), ckpt_path)
+        search = MultitaskSearch.from_checkpoint(body)
     else:
         if ckpt_path.exists() or ledger.files():
             raise ConfigError(f"out: {out} already holds a search; pass --resume to continue it or choose another --out")
@@ -155,7 +157,7 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
                 for row, trial in zip(rows, trials, strict=True):
                     tracker.log_trial({**row, "ledger_file": ledger_file.name}, trial.config)
             metrics = search.tell(trials, [r["reward"] for r in rows])
-            save_checkpoint(ckpt_path, search.checkpoint_payload())
+            save_checkpoint(ckpt_path, {**search.checkpoint_payload(), "search_settings": _resumable(settings)})
             tracker.log_controller(step, {**metrics, **history.metrics(search, settings.top_n)})
             progress.update(len(rows))
             best = max((r["val_accuracy"] for r in rows), default=0.0)
@@ -171,6 +173,23 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
                    | {f"reward/{s.task}/accuracy_top{settings.top_n}": s.accuracy_top_n for s in per_task})
     return SearchResult(search.search_id, out, ledger.root, ckpt_path, tracker.location, trials_run,
                         per_task, time.perf_counter() - started)
+
+
+# Settings that shape the search itself: a resumed search must use the same values. `trials` may
+# grow (a longer search), and where data, caches and progress bars live may change.
+_MUST_MATCH_ON_RESUME = ("space", "batch_size", "seed", "controller_lr", "normalization", "baseline_decay",
+                         "entropy_weight", "reward_power", "budget_scale", "top_n")
+
+
+def _resumable(settings: SearchSettings) -> dict[str, Any]:
+    return {k: getattr(settings, k) for k in _MUST_MATCH_ON_RESUME}
+
+
+def _check_same_search(settings: SearchSettings, saved: dict[str, Any], path: Path) -> None:
+    for key, value in _resumable(settings).items():
+        if key in saved and saved[key] != value:
+            raise ConfigError(f"--resume: {key} is {value!r} but the search in {path} ran with {saved[key]!r}; "
+                              "resume with the same settings")
 
 
 def _run_trial(trainer: TextChildTrainer, trial, task, search_id: str, reward_power: float, seed: int) -> dict[str, Any]:
