@@ -100,6 +100,7 @@ def _search(args: argparse.Namespace) -> int:
     for s in result.per_task:
         print(f"{s.task:<24}{s.trials:>7}{s.trained:>8}{s.best_val_accuracy:>10.4f}{s.best_test_accuracy:>10.4f}"
               f"{s.accuracy_top_n:>12.4f}{s.majority_test_accuracy:>10.4f}")
+    print(f"data:       {result.data_dir}")
     print(f"ledger:     {result.ledger_dir}  (pyarrow.dataset.dataset(...))")
     print(f"checkpoint: {result.checkpoint}")
     print(f"mlflow:     {result.tracking_location}")

@@ -90,6 +90,14 @@ def test_ledger_and_mlflow_hold_exactly_the_trials_run(tmp_path, space_file, sam
     history = client.get_metric_history(controller.info.run_id, "controller/loss")
     assert [m.step for m in history] == [0, 1, 2, 3]
     assert "reward/sms_spam/baseline" in controller.data.metrics
+    logged_rewards = [m for task in ("sms_spam", "mpqa", "customer_reviews")
+                      for m in client.get_metric_history(controller.info.run_id, f"reward/{task}/reward")]
+    assert sorted(m.value for m in logged_rewards) == pytest.approx(sorted(
+        sum(r["reward"] for r in rows if r["task"] == t and r["controller_step"] == s)
+        / len([r for r in rows if r["task"] == t and r["controller_step"] == s])
+        for t, s in {(r["task"], r["controller_step"]) for r in rows}))
+    artifacts = {a.path for a in client.list_artifacts(controller.info.run_id)}
+    assert artifacts == {"checkpoint.pt", "space.yaml"}
     assert controller.data.params["budget_scale"] == "0.05"
 
     # Per-task summary agrees with the ledger.
@@ -133,8 +141,12 @@ def test_resume_continues_without_losing_or_doubling_trials(tmp_path, space_file
 
 def test_memory_tracker_sees_every_trial_and_step(tmp_path, space_file, samples_dir, feature_cache_dir):
     tracker = MemoryTracker()
-    run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=5, batch_size=2), tracker=tracker)
+    run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=5, batch_size=2,
+                         reward_power=3.0, normalization="baseline"), tracker=tracker)
     assert len(tracker.trials) == 5
+    for trial in tracker.trials:  # MNMS: reward is the cubed validation accuracy
+        assert trial["reward"] == pytest.approx(trial["val_accuracy"] ** 3)
+    assert [p.rsplit("/", 1)[-1] for p in tracker.artifacts] == ["checkpoint.pt", "space.yaml"]
     assert [step for step, _ in tracker.controller] == [0, 1, 2]  # 2 + 2 + 1 trials
     assert tracker.status == "FINISHED"
     assert tracker.params["tasks"] == "sms_spam,mpqa,customer_reviews"

@@ -23,8 +23,9 @@ from transfer_automl.children.trainer import STATUS_OK, ChildTrainerConfig, Text
 from transfer_automl.errors import ConfigError
 from transfer_automl.rewards import accuracy_top_n, reward_from_accuracy
 from transfer_automl.search import Ledger, MultitaskSearch, load_checkpoint, save_checkpoint
-from transfer_automl.space import get_space
-from transfer_automl.tasks import load_task
+from transfer_automl.space import get_space, save_space
+from transfer_automl.storage import atomic_write
+from transfer_automl.tasks import data_dir, load_task
 from transfer_automl.tasks.features import FeatureCache
 from transfer_automl.tracking import Tracker
 
@@ -90,6 +91,7 @@ class TaskSummary:
 class SearchResult:
     search_id: str
     out: Path
+    data_dir: Path
     ledger_dir: Path
     checkpoint: Path
     tracking_location: str
@@ -135,6 +137,8 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
               "tasks": ",".join(task_names), "space_fingerprint": space.fingerprint(),
               "child_trainer": trainer_config.to_dict(), "controller": search.controller.config.to_dict()}
     tracker.start(search.search_id, params, {"taml.space": space.name})
+    space_path = out / "space.yaml"  # the exact space searched, beside its ledger
+    atomic_write(space_path, lambda tmp: save_space(space, tmp))
 
     history = _History(task_names, ledger)
     rounds = math.ceil(settings.trials / settings.batch_size)
@@ -158,7 +162,9 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
                     tracker.log_trial({**row, "ledger_file": ledger_file.name}, trial.config)
             metrics = search.tell(trials, [r["reward"] for r in rows])
             save_checkpoint(ckpt_path, {**search.checkpoint_payload(), "search_settings": _resumable(settings)})
-            tracker.log_controller(step, {**metrics, **history.metrics(search, settings.top_n)})
+            round_rewards = {f"reward/{task}/reward": _mean([r["reward"] for r in rows if r["task"] == task])
+                             for task in {r["task"] for r in rows}}
+            tracker.log_controller(step, {**metrics, **round_rewards, **history.metrics(search, settings.top_n)})
             progress.update(len(rows))
             best = max((r["val_accuracy"] for r in rows), default=0.0)
             progress.set_postfix_str(f"step {step} {rows[-1]['task']} val {best:.3f}")
@@ -169,9 +175,11 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
         progress.close()
 
     per_task = summarize(ledger, tasks.values(), settings.top_n)
+    tracker.log_artifact(ckpt_path)
+    tracker.log_artifact(space_path)
     tracker.finish({f"reward/{s.task}/best_val_accuracy": s.best_val_accuracy for s in per_task}
                    | {f"reward/{s.task}/accuracy_top{settings.top_n}": s.accuracy_top_n for s in per_task})
-    return SearchResult(search.search_id, out, ledger.root, ckpt_path, tracker.location, trials_run,
+    return SearchResult(search.search_id, out, data_dir(settings.data_dir), ledger.root, ckpt_path, tracker.location, trials_run,
                         per_task, time.perf_counter() - started)
 
 
@@ -240,6 +248,10 @@ class _History:
                 out[f"reward/{task}/best_val_accuracy"] = max(v for v, _ in acc)
                 out[f"reward/{task}/accuracy_top{top_n}"] = accuracy_top_n([v for v, _ in acc], [t for _, t in acc], top_n)
         return out
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def summarize(ledger: Ledger, tasks, top_n: int = 10) -> list[TaskSummary]:

@@ -6,6 +6,7 @@ The ledger in the artifact store is the record of trials; a tracker is a view of
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -20,6 +21,9 @@ class Tracker:
 
     def log_trial(self, row: dict[str, Any], config: dict[str, Any]) -> None:
         """One child trial (a ledger row) and its configuration."""
+
+    def log_artifact(self, path: str | Path) -> None:
+        """A file of the search (checkpoint, space) to keep beside its runs."""
 
     def finish(self, summary: dict[str, float], status: str = "FINISHED") -> None:
         """Close the search with its final summary metrics."""

@@ -17,6 +17,7 @@ class MemoryTracker(Tracker):
         self.trials: list[dict[str, Any]] = []
         self.summary: dict[str, float] = {}
         self.status = ""
+        self.artifacts: list[str] = []
 
     def start(self, search_id, params, tags):
         self.search_id, self.params = search_id, dict(params)
@@ -26,6 +27,9 @@ class MemoryTracker(Tracker):
 
     def log_trial(self, row, config):
         self.trials.append({**row, "params": dict(config)})
+
+    def log_artifact(self, path):
+        self.artifacts.append(str(path))
 
     def finish(self, summary, status="FINISHED"):
         self.summary, self.status = dict(summary), status

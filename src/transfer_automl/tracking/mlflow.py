@@ -31,6 +31,7 @@ class MlflowTracker(Tracker):
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment_id = ""
         self.run_id = ""
+        self.last_step = 0
 
     def start(self, search_id: str, params: dict[str, Any], tags: dict[str, str]) -> None:
         self.experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or self._experiment(f"taml/{search_id}")
@@ -60,10 +61,14 @@ class MlflowTracker(Tracker):
     def log_controller(self, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
 
+        self.last_step = step
         now = _now_ms()
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _finite(v)]
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_artifact(self, path: str | Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
 
     def log_trial(self, row: dict[str, Any], config: dict[str, Any]) -> None:
         from mlflow.entities import Metric, Param
@@ -88,7 +93,7 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Metric
 
         now = _now_ms()
-        batch = [Metric(k, float(v), now, 0) for k, v in summary.items() if _finite(v)]
+        batch = [Metric(k, float(v), now, self.last_step) for k, v in summary.items() if _finite(v)]
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)
         self.client.set_terminated(self.run_id, status=status)
