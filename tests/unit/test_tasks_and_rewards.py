@@ -83,3 +83,29 @@ def test_rewards_and_accuracy_top_n():
     assert math.isclose(accuracy_top_n(val, test, n=3), (0.8 + 0.7 + 0.6) / 3)
     assert math.isclose(accuracy_top_n(val, test, n=10), sum(test) / 4)
     assert math.isnan(accuracy_top_n([], []))
+
+
+def test_summaries_count_only_children_that_trained():
+    from transfer_automl.rewards.summary import TaskHistory, summarize
+
+    class Task:
+        name = "t"
+
+        def majority_accuracy(self, split):
+            return 0.5
+
+    rows = [
+        {"task": "t", "status": "ok", "val_accuracy": 0.7, "test_accuracy": 0.6, "config": '{"a": 1}'},
+        {"task": "t", "status": "invalid", "val_accuracy": 0.0, "test_accuracy": 0.0, "config": '{"a": 2}'},
+        {"task": "t", "status": "ok", "val_accuracy": 0.9, "test_accuracy": 0.8, "config": '{"a": 3}'},
+        {"task": "u", "status": "ok", "val_accuracy": 1.0, "test_accuracy": 1.0, "config": '{"a": 4}'},
+    ]
+    (summary,) = summarize(rows, [Task()], top_n=10)
+    assert (summary.trials, summary.trained) == (3, 2)
+    assert (summary.best_val_accuracy, summary.best_test_accuracy, summary.best_config) == (0.9, 0.8, {"a": 3})
+    assert math.isclose(summary.accuracy_top_n, 0.7)  # (0.6 + 0.8) / 2: the invalid child is left out
+    history = TaskHistory(rows[:2])
+    assert history.metrics("t", 10) == {"reward/t/best_val_accuracy": 0.7, "reward/t/accuracy_top10": 0.6}
+    history.add(rows[2:3])
+    assert history.metrics("t", 1)["reward/t/accuracy_top1"] == 0.8
+    assert history.metrics("nothing-yet", 10) == {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -27,7 +28,7 @@ class TableInput:
     weights: np.ndarray  # [V, d] float32, row i = vector of local id i
 
 
-class InputModule:
+class InputModule(ABC):
     """Base class: name, dimension, languages, whether it can be fine-tuned."""
 
     name: str = ""
@@ -40,9 +41,9 @@ class InputModule:
     def is_installed(self) -> bool:
         return importlib.util.find_spec(self.package) is not None if self.package else True
 
+    @abstractmethod
     def features(self, texts: list[str]) -> np.ndarray:
         """Frozen features [N, dimension] float32."""
-        raise NotImplementedError(f"{type(self).__name__} must implement features()")
 
     def table_input(self, texts: list[str]) -> TableInput:
         raise ConfigError(f"input module {self.name!r} cannot be fine-tuned")
@@ -53,11 +54,13 @@ class WordTableModule(InputModule):
 
     fine_tunable = True
 
+    @abstractmethod
     def token_bags(self, texts: list[str]) -> TokenBags:
-        raise NotImplementedError(f"{type(self).__name__} must implement token_bags()")
+        """Bags of table row ids, one bag per text."""
 
+    @abstractmethod
     def vectors(self, rows: np.ndarray) -> np.ndarray:
-        raise NotImplementedError(f"{type(self).__name__} must implement vectors()")
+        """The table's vectors for the given row ids: [len(rows), dimension]."""
 
     def table_input(self, texts: list[str]) -> TableInput:
         bags, used = compact(self.token_bags(texts))

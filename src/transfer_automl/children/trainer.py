@@ -26,11 +26,7 @@ from transfer_automl.children.tokens import TokenBags, compact, hashed_unigram_b
 from transfer_automl.errors import ConfigError
 from transfer_automl.tasks.features import FeatureCache
 from transfer_automl.tasks.text import TextTask
-
-STATUS_OK = "ok"
-STATUS_INVALID = "invalid"  # the configuration cannot be built (e.g. both towers disabled)
-STATUS_DIVERGED = "diverged"  # the training loss became non-finite
-STATUS_FAILED = "failed"  # an unexpected error; the message is kept in the ledger
+from transfer_automl.trial_status import STATUS_DIVERGED, STATUS_FAILED, STATUS_INVALID, STATUS_OK
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,9 @@ class MultitaskSearch:
         self.tasks = list(tasks)
         self.search_id = search_id
         self.step = 0
-        torch.manual_seed(seed)  # controller initialisation
-        self.controller = LSTMController(space.cardinalities, len(self.tasks), controller_config)
+        with torch.random.fork_rng():  # seed the initialisation without touching the global RNG
+            torch.manual_seed(seed)
+            self.controller = LSTMController(space.cardinalities, len(self.tasks), controller_config)
         self.update_rule = Reinforce(self.controller, update_config)
         self.generator = torch.Generator().manual_seed(seed)
 

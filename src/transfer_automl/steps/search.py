@@ -12,22 +12,24 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from transfer_automl.algorithms import ReinforceConfig
 from transfer_automl.algorithms.baselines import NORMALIZATIONS
-from transfer_automl.children.trainer import STATUS_OK, ChildTrainerConfig, TextChildTrainer
+from transfer_automl.children.trainer import ChildTrainerConfig, TextChildTrainer
 from transfer_automl.errors import ConfigError
-from transfer_automl.rewards import accuracy_top_n, reward_from_accuracy
+from transfer_automl.rewards import reward_from_accuracy
+from transfer_automl.rewards.summary import TaskHistory, TaskSummary, summarize
 from transfer_automl.search import Ledger, MultitaskSearch, load_checkpoint, save_checkpoint
 from transfer_automl.space import get_space, save_space
 from transfer_automl.storage import atomic_write
 from transfer_automl.tasks import data_dir, load_task
 from transfer_automl.tasks.features import FeatureCache
 from transfer_automl.tracking import Tracker
+from transfer_automl.trial_status import STATUS_OK
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -72,19 +74,6 @@ class SearchSettings:
             raise ConfigError(f"normalization must be one of {list(NORMALIZATIONS)}, got {self.normalization!r}")
         if not 0 <= self.baseline_decay < 1:
             raise ConfigError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
-
-
-@dataclass
-class TaskSummary:
-    task: str
-    trials: int  # all trials of the task, invalid and diverged ones included
-    trained: int  # trials whose child trained to the end (status ok): the ones summarized below
-    best_val_accuracy: float
-    best_test_accuracy: float  # test accuracy of the child with the best validation accuracy
-    accuracy_top_n: float  # mean test accuracy of the top-N children by validation accuracy
-    majority_val_accuracy: float
-    majority_test_accuracy: float
-    best_config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -140,7 +129,7 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
     space_path = out / "space.yaml"  # the exact space searched, beside its ledger
     atomic_write(space_path, lambda tmp: save_space(space, tmp))
 
-    history = _History(task_names, ledger)
+    history = TaskHistory(ledger.read().to_pylist())
     rounds = math.ceil(settings.trials / settings.batch_size)
     trials_run = 0
     progress = _progress(rounds * settings.batch_size, search.step * settings.batch_size, settings.progress)
@@ -164,7 +153,8 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
             save_checkpoint(ckpt_path, {**search.checkpoint_payload(), "search_settings": _resumable(settings)})
             round_rewards = {f"reward/{task}/reward": _mean([r["reward"] for r in rows if r["task"] == task])
                              for task in {r["task"] for r in rows}}
-            tracker.log_controller(step, {**metrics, **round_rewards, **history.metrics(search, settings.top_n)})
+            task_metrics = {k: v for task in task_names for k, v in history.metrics(task, settings.top_n).items()}
+            tracker.log_controller(step, {**metrics, **round_rewards, **_baseline_metrics(search), **task_metrics})
             progress.update(len(rows))
             best = max((r["val_accuracy"] for r in rows), default=0.0)
             progress.set_postfix_str(f"step {step} {rows[-1]['task']} val {best:.3f}")
@@ -174,7 +164,7 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
     finally:
         progress.close()
 
-    per_task = summarize(ledger, tasks.values(), settings.top_n)
+    per_task = summarize(ledger.read().to_pylist(), tasks.values(), settings.top_n)
     tracker.log_artifact(ckpt_path)
     tracker.log_artifact(space_path)
     tracker.finish({f"reward/{s.task}/best_val_accuracy": s.best_val_accuracy for s in per_task}
@@ -223,54 +213,19 @@ def _committed_round(ledger: Ledger, step: int) -> list[dict[str, Any]] | None:
     return sorted(pq.read_table(path).to_pylist(), key=lambda r: r["trial_id"])
 
 
-class _History:
-    """Per-task (val, test) accuracies of committed trials, for the stepped reward metrics."""
-
-    def __init__(self, tasks: list[str], ledger: Ledger):
-        self.accuracies: dict[str, list[tuple[float, float]]] = {t: [] for t in tasks}
-        self.add(ledger.read().select(["task", "status", "val_accuracy", "test_accuracy"]).to_pylist())
-
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        for r in rows:
-            if r["status"] == STATUS_OK:  # invalid/diverged children are not models to report
-                self.accuracies.setdefault(r["task"], []).append((r["val_accuracy"], r["test_accuracy"]))
-
-    def metrics(self, search: MultitaskSearch, top_n: int) -> dict[str, float]:
-        """reward/<task>/{baseline,std,trials,best_val_accuracy,accuracy_top<N>} after a step."""
-        b = search.update_rule.baselines
-        out: dict[str, float] = {}
-        for i, task in enumerate(search.tasks):
-            out[f"reward/{task}/baseline"] = b.mean[i]
-            out[f"reward/{task}/std"] = b.std(i)
-            out[f"reward/{task}/trials"] = b.count[i]
-            acc = self.accuracies.get(task, [])
-            if acc:
-                out[f"reward/{task}/best_val_accuracy"] = max(v for v, _ in acc)
-                out[f"reward/{task}/accuracy_top{top_n}"] = accuracy_top_n([v for v, _ in acc], [t for _, t in acc], top_n)
-        return out
+def _baseline_metrics(search: MultitaskSearch) -> dict[str, float]:
+    """reward/<task>/{baseline, std, trials}: the per-task normalization after a step."""
+    b = search.update_rule.baselines
+    out: dict[str, float] = {}
+    for i, task in enumerate(search.tasks):
+        out[f"reward/{task}/baseline"] = b.mean[i]
+        out[f"reward/{task}/std"] = b.std(i)
+        out[f"reward/{task}/trials"] = b.count[i]
+    return out
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
-
-
-def summarize(ledger: Ledger, tasks, top_n: int = 10) -> list[TaskSummary]:
-    rows = ledger.read().to_pylist()
-    out = []
-    for task in tasks:
-        all_mine = [r for r in rows if r["task"] == task.name]
-        mine = [r for r in all_mine if r["status"] == STATUS_OK]
-        best = max(mine, key=lambda r: r["val_accuracy"], default=None)
-        out.append(TaskSummary(
-            task=task.name, trials=len(all_mine), trained=len(mine),
-            best_val_accuracy=best["val_accuracy"] if best else float("nan"),
-            best_test_accuracy=best["test_accuracy"] if best else float("nan"),
-            accuracy_top_n=accuracy_top_n([r["val_accuracy"] for r in mine], [r["test_accuracy"] for r in mine], top_n),
-            majority_val_accuracy=task.majority_accuracy("validation"),
-            majority_test_accuracy=task.majority_accuracy("test"),
-            best_config=json.loads(best["config"]) if best else {},
-        ))
-    return out
 
 
 def _progress(total: int, initial: int, enabled: bool):
