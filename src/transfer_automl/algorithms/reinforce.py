@@ -34,8 +34,8 @@ class Reinforce:
 
     name = "reinforce"
 
-    def __init__(self, controller: LSTMController, config: ReinforceConfig | None = None):
-        self.config = config or ReinforceConfig()
+    def __init__(self, controller: LSTMController, config: ReinforceConfig | dict | None = None):
+        self.config = config if isinstance(config, ReinforceConfig) else ReinforceConfig(**(config or {}))
         self.optimizer = torch.optim.Adam(controller.parameters(), lr=self.config.learning_rate)
         self.baselines = TaskBaselines(
             controller.num_tasks, decay=self.config.baseline_decay,

@@ -85,8 +85,12 @@ class LSTMController(nn.Module):
         return lstm_out
 
     @torch.no_grad()
-    def sample(self, tasks: Tensor, generator: torch.Generator | None = None) -> Rollout:
-        """One configuration per entry of `tasks` ([n] long), sampled step by step."""
+    def sample(self, tasks: Tensor, generator: torch.Generator | None = None, uniform_mix: float = 0.0) -> Rollout:
+        """One configuration per entry of `tasks` ([n] long), sampled step by step.
+
+        With `uniform_mix` = gamma > 0, each action is drawn from (1 - gamma) * pi + gamma * uniform
+        (exploration after transfer); the recorded log-probs and entropies are still pi's.
+        """
         tasks = tasks.to(dtype=torch.long)
         task_emb = self.task_embeddings(tasks)  # [n, T]
         state = None
@@ -97,7 +101,10 @@ class LSTMController(nn.Module):
             out, state = self.lstm(x, state)  # out: [n, 1, H]
             logits = self.heads[t](self._head_input(out[:, 0], x[:, 0]))  # [n, C_t]
             log_p = torch.log_softmax(logits, dim=-1)
-            action = torch.multinomial(log_p.exp(), 1, generator=generator).squeeze(1)  # [n]
+            probs = log_p.exp()
+            if uniform_mix > 0:
+                probs = (1.0 - uniform_mix) * probs + uniform_mix / probs.shape[-1]
+            action = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [n]
             actions.append(action)
             log_probs.append(log_p.gather(1, action[:, None]).squeeze(1))
             entropies.append(-(log_p.exp() * log_p).sum(-1))
@@ -129,6 +136,20 @@ class LSTMController(nn.Module):
         ).sum(1)
         entropies = torch.stack([-(lp.exp() * lp).sum(-1) for lp in per_step], dim=1).sum(1)
         return log_probs, entropies
+
+    def load_transferred(self, state: dict[str, Tensor], old_tasks: list[str], new_tasks: list[str]) -> None:
+        """Copy a pretrained controller's weights; task embeddings follow the task names: a task
+        known to the pretrained controller keeps its embedding, a new one keeps its fresh random
+        initialization (Transfer AutoML, section 2.3)."""
+        key = "task_embeddings.weight"
+        shared = {k: v for k, v in state.items() if k != key}
+        missing, unexpected = self.load_state_dict(shared, strict=False)
+        if unexpected or [m for m in missing if m != key]:
+            raise ValueError(f"pretrained controller does not fit: missing {missing}, unexpected {unexpected}")
+        with torch.no_grad():
+            for i, task in enumerate(new_tasks):
+                if task in old_tasks:
+                    self.task_embeddings.weight[i] = state[key][old_tasks.index(task)]
 
     def choice_probabilities(self, task: int, decision: int, prefix: Tensor | None = None) -> Tensor:
         """Marginal-free view for inspection: pi(decision | task, prefix of earlier actions).

@@ -1,8 +1,12 @@
-"""Ask/tell search loop, trial ledger and self-describing checkpoints."""
+"""Ask/tell searches (registered by name), the trial ledger and self-describing checkpoints."""
 
+from transfer_automl.search.base import SEARCHES, Search, Trial, make_search, register_search
 from transfer_automl.search.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from transfer_automl.search.ledger import SCHEMA as LEDGER_SCHEMA
 from transfer_automl.search.ledger import Ledger
-from transfer_automl.search.multitask import MultitaskSearch, Trial
+from transfer_automl.search.multitask import ControllerSearch, MultitaskSearch, ReinforceSearch
 
-__all__ = ["FORMAT_VERSION", "LEDGER_SCHEMA", "Ledger", "MultitaskSearch", "Trial", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "FORMAT_VERSION", "LEDGER_SCHEMA", "SEARCHES", "ControllerSearch", "Ledger", "MultitaskSearch",
+    "ReinforceSearch", "Search", "Trial", "load_checkpoint", "make_search", "register_search", "save_checkpoint",
+]

@@ -1,76 +1,70 @@
-"""Multitask controller search behind an ask/tell interface.
+"""Controller-based searches: a task-conditioned policy proposes, an update rule learns.
 
-`ask(n)` picks a task uniformly at random for each of n trials and samples one configuration per
-trial from the task-conditioned controller; `tell(trials, rewards)` applies one policy update
-with per-task normalized advantages. All state (weights, optimizer, baselines, generator, step)
-goes into and comes back from a checkpoint payload, so a search can stop and continue anywhere.
+`ask(n)` picks a task uniformly for each trial and samples a configuration from the controller
+conditioned on that task; `tell` hands the rewards to the update rule (REINFORCE, PPO, PQT),
+which normalizes them per task. A search started with `transfer_from` reuses a pretrained
+controller: its weights and the embeddings of tasks it knows; new tasks get fresh, randomly
+initialized embeddings, and for the first `mixing_samples` trials the policy is mixed with the
+uniform distribution, gamma decaying linearly from `mixing_gamma` to 0 (Transfer NAS).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from transfer_automl.algorithms import Reinforce, ReinforceConfig
-from transfer_automl.controllers import LSTMController, LSTMControllerConfig, Rollout
-from transfer_automl.errors import CheckpointError
+from transfer_automl.algorithms import UPDATE_RULES
+from transfer_automl.controllers import CONTROLLERS, Rollout, build_controller
+from transfer_automl.errors import CheckpointError, ConfigError
+from transfer_automl.search.base import Search, Trial, register_search
 from transfer_automl.space import SearchSpace, space_from_dict
 
 
-@dataclass
-class Trial:
-    trial_id: str  # "<search_id>/<step>/<k>": deterministic, so a retried round reuses it
-    index: int  # k, the trial's position in its round
-    task: str
-    task_index: int
-    controller_step: int
-    actions: list[int]
-    config: dict[str, Any]
+class ControllerSearch(Search):
+    controller_kind = "lstm"
+    update_rule_name = "reinforce"
 
-
-class MultitaskSearch:
     def __init__(self, space: SearchSpace, tasks: list[str], search_id: str, seed: int = 0,
-                 controller_config: LSTMControllerConfig | None = None,
-                 update_config: ReinforceConfig | None = None):
-        self.space = space
-        self.tasks = list(tasks)
-        self.search_id = search_id
-        self.step = 0
+                 controller_config: dict[str, Any] | None = None, update_config: dict[str, Any] | None = None,
+                 mixing_gamma: float = 0.0, mixing_samples: int = 100):
+        super().__init__(space, tasks, search_id, seed)
+        if mixing_gamma < 0 or mixing_gamma > 1:
+            raise ConfigError(f"mixing_gamma must be in [0, 1], got {mixing_gamma}")
         with torch.random.fork_rng():  # seed the initialisation without touching the global RNG
             torch.manual_seed(seed)
-            self.controller = LSTMController(space.cardinalities, len(self.tasks), controller_config)
-        self.update_rule = Reinforce(self.controller, update_config)
-        self.generator = torch.Generator().manual_seed(seed)
+            self.controller = build_controller(self.controller_kind, space, len(self.tasks), controller_config or {})
+        self.update_rule = UPDATE_RULES[self.update_rule_name](self.controller, update_config or {})
+        self.mixing_gamma = mixing_gamma
+        self.mixing_samples = mixing_samples
+        self.samples_seen = 0
 
-    def ask(self, n: int) -> list[Trial]:
-        task_idx = torch.randint(len(self.tasks), (n,), generator=self.generator)  # uniform per trial
-        rollout = self.controller.sample(task_idx, self.generator)
-        trials = []
-        for k in range(n):
-            actions = rollout.actions[k].tolist()
-            t = int(task_idx[k])
-            trials.append(Trial(
-                trial_id=f"{self.search_id}/{self.step:06d}/{k:03d}", index=k, task=self.tasks[t], task_index=t,
-                controller_step=self.step, actions=actions, config=self.space.decode(actions),
-            ))
-        return trials
+    def current_mixing(self) -> float:
+        """gamma_t = gamma_0 * (1 - t / mixing_samples), floored at 0."""
+        if self.mixing_gamma == 0 or self.mixing_samples <= 0:
+            return 0.0
+        return self.mixing_gamma * max(0.0, 1.0 - self.samples_seen / self.mixing_samples)
 
-    def tell(self, trials: list[Trial], rewards: list[float]) -> dict[str, float]:
+    def _propose(self, task_indices: list[int]) -> list[list[int]]:
+        rollout = self.controller.sample(torch.tensor(task_indices), self.generator, uniform_mix=self.current_mixing())
+        self.samples_seen += len(task_indices)
+        return rollout.actions.tolist()
+
+    def _learn(self, trials: list[Trial], rewards: list[float]) -> dict[str, float]:
         rollout = Rollout(
             tasks=torch.tensor([t.task_index for t in trials]),
             actions=torch.tensor([t.actions for t in trials]),
             log_probs=torch.empty(0), entropies=torch.empty(0),
         )
         metrics = self.update_rule.update(self.controller, rollout, rewards)
-        self.step += 1
+        metrics["controller/uniform_mixing"] = self.current_mixing()
         return metrics
 
     # -- state --------------------------------------------------------------------------------
 
-    def checkpoint_payload(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {
+            **super().state_dict(),
             "controller_kind": self.controller.kind,
             "controller_config": self.controller.config.to_dict(),
             "update_rule": self.update_rule.name,
@@ -80,22 +74,80 @@ class MultitaskSearch:
             "tasks": list(self.tasks),
             "controller_state": self.controller.state_dict(),
             "update_state": self.update_rule.state_dict(),
-            "step": self.step,
             "search_id": self.search_id,
-            "generator_state": self.generator.get_state(),
+            "mixing": {"gamma": self.mixing_gamma, "samples": self.mixing_samples, "seen": self.samples_seen},
         }
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.controller.load_state_dict(state["controller_state"])
+        self.update_rule.load_state_dict(state["update_state"])
+        mixing = state.get("mixing", {})
+        self.mixing_gamma = float(mixing.get("gamma", 0.0))
+        self.mixing_samples = int(mixing.get("samples", 100))
+        self.samples_seen = int(mixing.get("seen", 0))
+
+    # Kept for the search step: a checkpoint is the state dict.
+    def checkpoint_payload(self) -> dict[str, Any]:
+        return self.state_dict()
+
     @classmethod
-    def from_checkpoint(cls, body: dict[str, Any]) -> MultitaskSearch:
-        if body["controller_kind"] != LSTMController.kind:
-            raise CheckpointError(f"checkpoint controller kind {body['controller_kind']!r} is not supported")
-        search = cls(
+    def from_checkpoint(cls, body: dict[str, Any]) -> ControllerSearch:
+        search_cls = _search_class(body)
+        search = search_cls(
             space_from_dict(body["space"], source="checkpoint"), list(body["tasks"]), str(body["search_id"]),
-            controller_config=LSTMControllerConfig(**body["controller_config"]),
-            update_config=ReinforceConfig(**body["update_config"]),
+            controller_config=dict(body["controller_config"]), update_config=dict(body["update_config"]),
         )
-        search.controller.load_state_dict(body["controller_state"])
-        search.update_rule.load_state_dict(body["update_state"])
-        search.generator.set_state(body["generator_state"])
-        search.step = int(body["step"])
+        search.load_state_dict(body)
         return search
+
+    @classmethod
+    def transfer_from(cls, body: dict[str, Any], tasks: list[str], search_id: str, seed: int = 0,
+                      keep_update_state: bool = False, mixing_gamma: float = 0.1, mixing_samples: int = 100,
+                      update_config: dict[str, Any] | None = None) -> ControllerSearch:
+        """A new search for `tasks` initialized from a pretrained controller checkpoint.
+
+        Shared weights are copied; a task the checkpoint knows keeps its learned embedding, a new
+        task gets a fresh random one. The update rule starts fresh (new optimizer, baselines and
+        replay bank) unless `keep_update_state`, which needs the same task list.
+        """
+        search_cls = _search_class(body)
+        space = space_from_dict(body["space"], source="checkpoint")
+        search = search_cls(space, tasks, search_id, seed=seed, controller_config=dict(body["controller_config"]),
+                            update_config=update_config or dict(body["update_config"]),
+                            mixing_gamma=mixing_gamma, mixing_samples=mixing_samples)
+        old_tasks = list(body["tasks"])
+        search.controller.load_transferred(body["controller_state"], old_tasks, tasks)
+        if keep_update_state:
+            if old_tasks != list(tasks):
+                raise ConfigError(f"keep_update_state needs the pretrained tasks {old_tasks}, got {list(tasks)}")
+            search.update_rule.load_state_dict(body["update_state"])
+        return search
+
+
+def _search_class(body: dict[str, Any]) -> type[ControllerSearch]:
+    kind, rule = body.get("controller_kind"), body.get("update_rule")
+    if kind not in CONTROLLERS:
+        raise CheckpointError(f"checkpoint controller kind {kind!r} is not one of {sorted(CONTROLLERS)}")
+    for candidate in _CONTROLLER_SEARCHES:
+        if candidate.controller_kind == kind and candidate.update_rule_name == rule:
+            return candidate
+    raise CheckpointError(f"no search method uses controller {kind!r} with update rule {rule!r}")
+
+
+_CONTROLLER_SEARCHES: list[type[ControllerSearch]] = []
+
+
+def register_controller_search(name: str, controller_kind: str, update_rule: str) -> type[ControllerSearch]:
+    """Register a search method that pairs a controller kind with an update rule."""
+    cls = type(f"{name.title().replace('-', '')}Search", (ControllerSearch,),
+               {"controller_kind": controller_kind, "update_rule_name": update_rule, "__module__": __name__})
+    register_search(name)(cls)
+    _CONTROLLER_SEARCHES.append(cls)
+    return cls
+
+
+ReinforceSearch = register_controller_search("reinforce", "lstm", "reinforce")
+
+# The walking skeleton's name for the REINFORCE search.
+MultitaskSearch = ReinforceSearch

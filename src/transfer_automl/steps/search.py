@@ -113,7 +113,7 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
             update_config=ReinforceConfig(
                 learning_rate=settings.controller_lr, normalization=settings.normalization,
                 baseline_decay=settings.baseline_decay, entropy_weight=settings.entropy_weight,
-            ),
+            ).to_dict(),
         )
     trainer_config = ChildTrainerConfig(budget_scale=settings.budget_scale)
     trainer = TextChildTrainer(trainer_config, FeatureCache(settings.cache_dir or out / "cache" / "features"))
