@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test test-fast lint run clean
+.PHONY: setup test test-fast lint run bench-search bench-xor clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ lint:
 run:
 	rm -rf runs/demo
 	$(VENV)/bin/taml search --tasks sms_spam,mpqa,customer_reviews --trials 60 --out runs/demo
+
+# Search efficiency on the tabular NAS benchmarks (minutes; never part of `make test`).
+bench-search:
+	$(VENV)/bin/taml bench search --benchmark transnasbench101-micro --seeds 20 --trials 200 --out runs/bench/transnasbench101-micro
+	$(VENV)/bin/taml bench search --benchmark nasbench201 --seeds 20 --trials 200 --out runs/bench/nasbench201
 
 clean:
 	rm -rf runs .pytest_cache

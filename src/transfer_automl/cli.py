@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from transfer_automl.errors import TamlError
 
@@ -64,6 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue the search in --out from its checkpoint")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    b = sub.add_parser("bench", help="benchmarks that take minutes (not part of the tests)")
+    bsub = b.add_subparsers(dest="bench_command", required=True)
+    bs = bsub.add_parser("search", help="search efficiency on a tabular NAS benchmark, leave-one-task-out transfer",
+                         epilog="example: taml bench search --benchmark transnasbench101-micro --seeds 20 --trials 200 --out runs/bench-tnb")
+    bs.add_argument("--benchmark", required=True, choices=["transnasbench101-micro", "nasbench201"])
+    bs.add_argument("--methods", default="rs,re,tpe,reinforce,ppo,pqt,transformer,transfer",
+                    help="comma-separated: rs, re, tpe, reinforce, ppo, pqt, transformer, transfer")
+    bs.add_argument("--seeds", type=_positive_int, default=20)
+    bs.add_argument("--trials", type=_positive_int, default=200)
+    bs.add_argument("--tasks", default="", help="held-out tasks to run (default: all)")
+    bs.add_argument("--transfer-base", default="reinforce", help="controller search pretrained for transfer")
+    bs.add_argument("--pretrain-trials", type=_positive_int, default=200, help="pretraining trials per source task")
+    bs.add_argument("--workers", type=_positive_int, default=2, help="processes (one per core)")
+    bs.add_argument("--data-dir", help="benchmark tables (default $TAML_BENCHMARK_DIR or ../shared/data/benchmarks)")
+    bs.add_argument("--out", required=True)
+    bs.add_argument("--no-progress", action="store_true")
+
     sub.add_parser("spaces", help="list the built-in search spaces")
     t = sub.add_parser("tasks", help="list the tasks in the data directory")
     t.add_argument("--data-dir")
@@ -74,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"search": _search, "spaces": _spaces, "tasks": _tasks, "modules": _modules}[args.command](args)
+        return {"search": _search, "spaces": _spaces, "tasks": _tasks, "modules": _modules,
+                "bench": _bench}[args.command](args)
     except TamlError as exc:
         print(f"taml: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -106,6 +125,21 @@ def _search(args: argparse.Namespace) -> int:
     print(f"mlflow:     {result.tracking_location}")
     if result.tracking_location.startswith("sqlite:"):
         print(f"browse:     mlflow ui --backend-store-uri {result.tracking_location}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from transfer_automl.bench.search_efficiency import BenchSettings, run_benchmark
+
+    settings = BenchSettings(
+        benchmark=args.benchmark, out=args.out, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        seeds=args.seeds, trials=args.trials, tasks=tuple(t for t in args.tasks.split(",") if t),
+        transfer_base=args.transfer_base, pretrain_trials_per_task=args.pretrain_trials, workers=args.workers,
+        data_dir=args.data_dir,
+    )
+    result = run_benchmark(settings, progress=not args.no_progress)
+    print((Path(result["out"]) / "summary.md").read_text(encoding="utf-8"))
+    print(f"wall time {result['wall_s']:.0f} s; results in {result['out']} (summary.md, results.parquet, regret_*.png)")
     return 0
 
 

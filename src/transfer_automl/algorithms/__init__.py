@@ -17,6 +17,11 @@ def register_update_rule(cls: type) -> type:
     return cls
 
 
-register_update_rule(Reinforce)
+from transfer_automl.algorithms.ppo import PPO, PPOConfig  # noqa: E402
+from transfer_automl.algorithms.pqt import PQT, PQTConfig  # noqa: E402
 
-__all__ = ["UPDATE_RULES", "Reinforce", "ReinforceConfig", "TaskBaselines", "register_update_rule"]
+for _rule in (Reinforce, PPO, PQT):
+    register_update_rule(_rule)
+
+__all__ = ["PPO", "PQT", "UPDATE_RULES", "PPOConfig", "PQTConfig", "Reinforce", "ReinforceConfig", "TaskBaselines",
+           "register_update_rule"]

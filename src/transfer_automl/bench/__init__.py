@@ -1,0 +1,1 @@
+"""Benchmarks: measurements that take minutes, run by `make bench*`, never by the timed tests."""

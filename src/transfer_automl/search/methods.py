@@ -1,0 +1,13 @@
+"""Import every search method so that each registers its name (SEARCHES, `make_search`).
+
+Controller searches pair a controller with an update rule:
+- reinforce: task-conditioned LSTM + REINFORCE (Transfer AutoML)
+- ppo: task-conditioned LSTM + off-policy PPO with replay and Polyak averaging (MNMS)
+- pqt: task-conditioned LSTM + priority-queue training with entropy (Transfer NAS, appendix A)
+"""
+
+from transfer_automl.search import evolution, random_search, tpe  # noqa: F401
+from transfer_automl.search.multitask import register_controller_search
+
+PPOSearch = register_controller_search("ppo", "lstm", "ppo")
+PQTSearch = register_controller_search("pqt", "lstm", "pqt")
