@@ -34,5 +34,9 @@ bench-search:
 	$(VENV)/bin/taml bench search --benchmark transnasbench101-micro --seeds 20 --trials 200 --out runs/bench/transnasbench101-micro
 	$(VENV)/bin/taml bench search --benchmark nasbench201 --seeds 20 --trials 200 --out runs/bench/nasbench201
 
+# Double XOR (Transfer NAS): attention agent vs LSTM, moving-average reward over 5 seeds.
+bench-xor:
+	$(PY) -m transfer_automl.bench.double_xor --lr-grid 0.001,0.003,0.01,0.03,0.1 --samples 2000
+
 clean:
 	rm -rf runs .pytest_cache

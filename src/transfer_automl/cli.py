@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--seeds", type=_positive_int, default=20)
     bs.add_argument("--trials", type=_positive_int, default=200)
     bs.add_argument("--tasks", default="", help="held-out tasks to run (default: all)")
-    bs.add_argument("--transfer-base", default="reinforce", help="controller search pretrained for transfer")
+    bs.add_argument("--transfer-base", default="pqt", help="controller search pretrained for transfer")
     bs.add_argument("--pretrain-trials", type=_positive_int, default=200, help="pretraining trials per source task")
     bs.add_argument("--workers", type=_positive_int, default=2, help="processes (one per core)")
     bs.add_argument("--data-dir", help="benchmark tables (default $TAML_BENCHMARK_DIR or ../shared/data/benchmarks)")

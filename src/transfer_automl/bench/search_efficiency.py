@@ -53,7 +53,7 @@ class BenchSettings:
     seeds: int = 20
     trials: int = 200
     checkpoints: tuple[int, ...] = (25, 50, 100, 200)
-    transfer_base: str = "reinforce"  # the controller search that is pretrained and transferred
+    transfer_base: str = "pqt"  # the controller search that is pretrained and transferred (see README)
     pretrain_trials_per_task: int = 200  # multitask pretraining budget, per source task
     pretrain_batch_size: int = 1
     mixing_gamma: float = 0.1  # uniform mixing after transfer, decaying to 0 ...

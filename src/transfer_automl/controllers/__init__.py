@@ -41,4 +41,7 @@ def build_controller(kind: str, space: SearchSpace, num_tasks: int, config: dict
         raise ConfigError(f"controller {kind!r}: bad config {config}: {exc}") from None
 
 
+# Registers "transformer"; after register_controller is defined (the module imports it).
+from transfer_automl.controllers import transformer  # noqa: E402,F401  isort: skip
+
 __all__ = ["CONTROLLERS", "LSTMController", "LSTMControllerConfig", "Rollout", "build_controller", "register_controller"]

@@ -4,6 +4,7 @@ Controller searches pair a controller with an update rule:
 - reinforce: task-conditioned LSTM + REINFORCE (Transfer AutoML)
 - ppo: task-conditioned LSTM + off-policy PPO with replay and Polyak averaging (MNMS)
 - pqt: task-conditioned LSTM + priority-queue training with entropy (Transfer NAS, appendix A)
+- transformer: attention agent over (merged, conditional) spaces + PQT with entropy (Transfer NAS)
 """
 
 from transfer_automl.search import evolution, random_search, tpe  # noqa: F401
@@ -11,3 +12,4 @@ from transfer_automl.search.multitask import register_controller_search
 
 PPOSearch = register_controller_search("ppo", "lstm", "ppo")
 PQTSearch = register_controller_search("pqt", "lstm", "pqt")
+TransformerSearch = register_controller_search("transformer", "transformer", "pqt")

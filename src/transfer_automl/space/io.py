@@ -1,4 +1,7 @@
-"""Load and save search spaces as YAML or JSON, with errors that name the file and the field."""
+"""Load and save search spaces as YAML or JSON, with errors that name the file and the field.
+
+A conditional decision carries `condition: {parent: <earlier decision>, values: [...]}`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 import yaml
 
 from transfer_automl.errors import SearchSpaceError
-from transfer_automl.space.decisions import Decision, SearchSpace
+from transfer_automl.space.decisions import Condition, Decision, SearchSpace
 
 _SPACE_KEYS = {"name", "decisions"}
 
@@ -25,7 +28,25 @@ _Loader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
 )
-_DECISION_KEYS = {"name", "choices", "description"}
+_DECISION_KEYS = {"name", "choices", "description", "condition"}
+_CONDITION_KEYS = {"parent", "values"}
+
+
+def _condition_from_dict(raw: Any, where: str) -> Condition:
+    if not isinstance(raw, dict):
+        raise SearchSpaceError(f"{where}: 'condition' must be a mapping with 'parent' and 'values', got {raw!r}")
+    unknown = sorted(set(raw) - _CONDITION_KEYS)
+    if unknown:
+        raise SearchSpaceError(f"{where}: condition has unknown key(s) {unknown}; allowed: {sorted(_CONDITION_KEYS)}")
+    for key in sorted(_CONDITION_KEYS):
+        if key not in raw:
+            raise SearchSpaceError(f"{where}: condition lacks key {key!r}")
+    if not isinstance(raw["values"], list):
+        raise SearchSpaceError(f"{where}: condition 'values' must be a list, got {raw['values']!r}")
+    try:
+        return Condition(raw["parent"], tuple(raw["values"]))
+    except SearchSpaceError as exc:
+        raise SearchSpaceError(f"{where}: {exc}") from None
 
 
 def space_from_dict(data: Any, source: str = "<dict>") -> SearchSpace:
@@ -57,7 +78,12 @@ def space_from_dict(data: Any, source: str = "<dict>") -> SearchSpace:
         if not isinstance(raw["choices"], list):
             raise SearchSpaceError(f"{where} ({raw['name']!r}): 'choices' must be a list, got {raw['choices']!r}")
         try:
-            decisions.append(Decision(raw["name"], tuple(raw["choices"]), str(raw.get("description", ""))))
+            condition = None
+            if "condition" in raw:
+                condition = _condition_from_dict(raw["condition"], f"decisions[{position}] ({raw['name']!r})")
+            decisions.append(
+                Decision(raw["name"], tuple(raw["choices"]), str(raw.get("description", "")), condition)
+            )
         except SearchSpaceError as exc:
             raise SearchSpaceError(f"{source}: {exc}") from None
     try:
