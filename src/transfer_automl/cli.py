@@ -44,25 +44,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taml", description="Multitask and transfer neural model search.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("search", help="run a multitask model search on one machine")
-    s.add_argument("--tasks", required=True, help="comma-separated task names (or .parquet paths)")
-    s.add_argument("--trials", type=_positive_int, required=True, help="child trials in total, across tasks")
+    s = sub.add_parser(
+        "search", help="run a multitask model search on one machine",
+        epilog="examples:\n"
+        "  taml search --tasks sms_spam,mpqa,customer_reviews --trials 60 --out runs/demo\n"
+        "  taml search --tasks sst2 --trials 60 --out runs/sst2 --init-from transfer --from runs/demo\n"
+        "  taml search --benchmark nasbench201 --method pqt --trials 300 --out runs/nb201\n"
+        "  taml search --table my.parquet --metric-columns task_a,task_b --method tpe --trials 100 --out runs/mine",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--tasks", default="", help="comma-separated task names (or .parquet paths); tables: default all")
+    s.add_argument("--trials", type=_positive_int, required=True, help="trials in total, across tasks")
     s.add_argument("--out", required=True, help="run directory (ledger/, checkpoint.pt, mlflow.db)")
-    s.add_argument("--space", default="taml-text", help="built-in space (taml-text, mnms-text) or a .yaml/.json file")
+    s.add_argument("--method", default="reinforce",
+                   help="search method: reinforce, ppo, pqt, transformer (controllers); rs, re, tpe (baselines)")
+    s.add_argument("--space", help="built-in space (taml-text, mnms-text) or a .yaml/.json file (text default: taml-text)")
+    s.add_argument("--init-from", choices=["scratch", "resume", "transfer"], default="scratch",
+                   help="start fresh, continue --out, or transfer a pretrained controller (--from)")
+    s.add_argument("--from", dest="source", help="init-from transfer: a search directory or checkpoint.pt")
+    s.add_argument("--resume", action="store_true", help="same as --init-from resume")
     s.add_argument("--batch-size", type=_positive_int, default=1, help="trials per controller update (paper: 1)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--controller-lr", type=_positive_float, default=1e-4, help="controller Adam step (paper: 1e-4)")
-    s.add_argument("--normalization", choices=["std", "baseline"], default="std",
-                   help="advantage (R-b)/sigma (T-AML) or (R-b)/b (MNMS)")
-    s.add_argument("--baseline-decay", type=float, default=0.95, help="EMA decay of per-task baseline and std")
-    s.add_argument("--entropy-weight", type=float, default=0.0, help="entropy bonus on the policy")
+    s.add_argument("--controller-lr", type=_positive_float, help="controller step size (default: the method's paper value)")
+    s.add_argument("--normalization", choices=["std", "baseline"], help="advantage (R-b)/sigma (T-AML) or (R-b)/b (MNMS)")
+    s.add_argument("--baseline-decay", type=float, help="EMA decay of per-task baseline and std (default 0.95)")
+    s.add_argument("--entropy-weight", type=float, help="entropy bonus on the policy (default: the method's)")
+    s.add_argument("--mixing-gamma", type=float, default=0.1, help="transfer: initial uniform-mixing weight")
+    s.add_argument("--mixing-samples", type=int, default=100, help="transfer: samples over which mixing decays to 0")
     s.add_argument("--reward-power", type=_positive_float, default=1.0, help="reward = val accuracy ** power (MNMS: 3)")
     s.add_argument("--budget-scale", type=_positive_float, default=0.05,
                    help="multiplies the space's training budgets for CPU runs (1.0 = the papers')")
+    s.add_argument("--benchmark", choices=["transnasbench101-micro", "nasbench201"],
+                   help="look children up in a tabular NAS benchmark instead of training them")
+    s.add_argument("--table", help="look children up in your own Parquet/CSV table (decision columns + metrics)")
+    s.add_argument("--metric-columns", default="", help="with --table: one metric column per task (higher is better)")
     s.add_argument("--data-dir", help="where task names resolve (default $TAML_DATA_DIR, ../shared/data/text, or the shipped samples)")
     s.add_argument("--cache-dir", help="frozen-feature cache (default <out>/cache/features)")
     s.add_argument("--search-id", help="default: <out dir name>-<UTC time>")
-    s.add_argument("--resume", action="store_true", help="continue the search in --out from its checkpoint")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     b = sub.add_parser("bench", help="benchmarks that take minutes (not part of the tests)")
@@ -102,24 +120,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
 def _search(args: argparse.Namespace) -> int:
     from transfer_automl.steps.search import SearchSettings, run_search
 
+    if args.resume and args.init_from not in ("scratch", "resume"):
+        print(f"taml: error: --resume conflicts with --init-from {args.init_from}", file=sys.stderr)
+        return EXIT_USAGE
     settings = SearchSettings(
-        tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()), trials=args.trials, out=args.out,
-        space=args.space, batch_size=args.batch_size, seed=args.seed, controller_lr=args.controller_lr,
-        normalization=args.normalization, baseline_decay=args.baseline_decay, entropy_weight=args.entropy_weight,
-        reward_power=args.reward_power, budget_scale=args.budget_scale, data_dir=args.data_dir,
-        cache_dir=args.cache_dir, search_id=args.search_id, resume=args.resume, progress=not args.no_progress,
+        tasks=_csv(args.tasks), trials=args.trials, out=args.out, space=args.space, method=args.method,
+        init_from="resume" if args.resume else args.init_from, source=args.source, batch_size=args.batch_size,
+        seed=args.seed, controller_lr=args.controller_lr, normalization=args.normalization,
+        baseline_decay=args.baseline_decay, entropy_weight=args.entropy_weight, mixing_gamma=args.mixing_gamma,
+        mixing_samples=args.mixing_samples, reward_power=args.reward_power, budget_scale=args.budget_scale,
+        benchmark=args.benchmark, table=args.table, metric_columns=_csv(args.metric_columns), data_dir=args.data_dir,
+        cache_dir=args.cache_dir, search_id=args.search_id, progress=not args.no_progress,
     )
     result = run_search(settings)
-    top = "top10"
-    print(f"\nsearch {result.search_id}: {result.trials_run} trials trained in {result.wall_s:.0f} s")
-    print(f"{'task':<24}{'trials':>7}{'trained':>8}{'best val':>10}{'its test':>10}{'acc-' + top:>12}{'majority':>10}")
+    reference = result.per_task[0].reference if result.per_task else ""
+    print(f"\nsearch {result.search_id} ({result.method}): {result.trials_run} trials run in {result.wall_s:.0f} s")
+    print(f"{'task':<24}{'trials':>7}{'trained':>8}{'best val':>10}{'its test':>10}{'acc-top10':>12}  {reference} (test)")
     for s in result.per_task:
         print(f"{s.task:<24}{s.trials:>7}{s.trained:>8}{s.best_val_accuracy:>10.4f}{s.best_test_accuracy:>10.4f}"
-              f"{s.accuracy_top_n:>12.4f}{s.majority_test_accuracy:>10.4f}")
-    print(f"data:       {result.data_dir}")
+              f"{s.accuracy_top_n:>12.4f}  {s.reference_test:.4f}")
+    print(f"data:       {result.data_location}")
     print(f"ledger:     {result.ledger_dir}  (pyarrow.dataset.dataset(...))")
     print(f"checkpoint: {result.checkpoint}")
     print(f"mlflow:     {result.tracking_location}")

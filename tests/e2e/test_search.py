@@ -119,12 +119,12 @@ def test_resume_continues_without_losing_or_doubling_trials(tmp_path, space_file
     shutil.copy(out / "checkpoint.pt", early_checkpoint)
     with pytest.raises(ConfigError, match="already holds a search"):
         run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=6, batch_size=1))
-    resumed = run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=6, batch_size=1, resume=True))
+    resumed = run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=6, batch_size=1, init_from="resume"))
     assert resumed.trials_run == 2
 
     # A crash after the ledger commit but before the checkpoint write: the ledger is ahead.
     shutil.copy(early_checkpoint, out / "checkpoint.pt")
-    replayed = run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=6, batch_size=1, resume=True))
+    replayed = run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=6, batch_size=1, init_from="resume"))
     assert replayed.trials_run == 0  # rounds 4 and 5 come from the ledger, not retrained
 
     ids = ds.dataset(out / "ledger").to_table().column("trial_id").to_pylist()
@@ -157,7 +157,7 @@ def test_resume_refuses_changed_settings_and_keeps_the_checkpoint(tmp_path, spac
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     before = checkpoint.read_bytes()
     with pytest.raises(ConfigError, match=r"budget_scale is 0\.5 but .* ran with 0\.05"):
-        run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=4, resume=True,
+        run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=4, init_from="resume",
                              budget_scale=0.5))
     assert checkpoint.read_bytes() == before
     assert ds.dataset(tmp_path / "run" / "ledger").to_table().num_rows == 2

@@ -87,12 +87,7 @@ def test_rewards_and_accuracy_top_n():
 
 def test_summaries_count_only_children_that_trained():
     from transfer_automl.rewards.summary import TaskHistory, summarize
-
-    class Task:
-        name = "t"
-
-        def majority_accuracy(self, split):
-            return 0.5
+    from transfer_automl.steps.backends import Reference
 
     rows = [
         {"task": "t", "status": "ok", "val_accuracy": 0.7, "test_accuracy": 0.6, "config": '{"a": 1}'},
@@ -100,7 +95,8 @@ def test_summaries_count_only_children_that_trained():
         {"task": "t", "status": "ok", "val_accuracy": 0.9, "test_accuracy": 0.8, "config": '{"a": 3}'},
         {"task": "u", "status": "ok", "val_accuracy": 1.0, "test_accuracy": 1.0, "config": '{"a": 4}'},
     ]
-    (summary,) = summarize(rows, [Task()], top_n=10)
+    (summary,) = summarize(rows, ["t"], {"t": Reference("majority class", 0.5, 0.4)}, top_n=10)
+    assert (summary.reference, summary.reference_val, summary.reference_test) == ("majority class", 0.5, 0.4)
     assert (summary.trials, summary.trained) == (3, 2)
     assert (summary.best_val_accuracy, summary.best_test_accuracy, summary.best_config) == (0.9, 0.8, {"a": 3})
     assert math.isclose(summary.accuracy_top_n, 0.7)  # (0.6 + 0.8) / 2: the invalid child is left out

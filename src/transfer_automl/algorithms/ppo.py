@@ -126,6 +126,7 @@ class PPO:
     bank and the baselines. The actor is changed only by the Polyak average."""
 
     name = "ppo"
+    config_class = PPOConfig
 
     def __init__(self, controller: LSTMController, config: PPOConfig | dict | None = None):
         self.config = config if isinstance(config, PPOConfig) else PPOConfig(**(config or {}))

@@ -138,6 +138,7 @@ class PQT:
     one priority queue per task."""
 
     name = "pqt"
+    config_class = PQTConfig
 
     def __init__(self, controller: LSTMController, config: PQTConfig | dict | None = None):
         self.config = config if isinstance(config, PQTConfig) else PQTConfig(**(config or {}))

@@ -33,6 +33,7 @@ class Reinforce:
     """`update(controller, rollout, rewards) -> metrics`; owns the optimizer and the baselines."""
 
     name = "reinforce"
+    config_class = ReinforceConfig
 
     def __init__(self, controller: LSTMController, config: ReinforceConfig | dict | None = None):
         self.config = config if isinstance(config, ReinforceConfig) else ReinforceConfig(**(config or {}))

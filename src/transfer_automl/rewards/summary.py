@@ -23,8 +23,9 @@ class TaskSummary:
     best_val_accuracy: float
     best_test_accuracy: float  # test accuracy of the child with the best validation accuracy
     accuracy_top_n: float  # mean test accuracy of the top-N children by validation accuracy
-    majority_val_accuracy: float
-    majority_test_accuracy: float
+    reference: str  # what the reference figures are: "majority class" (text) or "median cell" (table)
+    reference_val: float
+    reference_test: float
     best_config: dict[str, Any] = field(default_factory=dict)
 
 
@@ -51,20 +52,21 @@ class TaskHistory:
         }
 
 
-def summarize(rows: list[dict[str, Any]], tasks: Iterable[Any], top_n: int = 10) -> list[TaskSummary]:
-    """One summary per task (objects with `name` and `majority_accuracy(split)`), from ledger rows."""
+def summarize(rows: list[dict[str, Any]], tasks: Iterable[str], references: dict[str, Any],
+              top_n: int = 10) -> list[TaskSummary]:
+    """One summary per task from ledger rows; `references[task]` has `name`, `val`, `test`."""
     out = []
     for task in tasks:
-        all_mine = [r for r in rows if r["task"] == task.name]
+        ref = references[task]
+        all_mine = [r for r in rows if r["task"] == task]
         mine = [r for r in all_mine if r["status"] == STATUS_OK]
         best = max(mine, key=lambda r: r["val_accuracy"], default=None)
         out.append(TaskSummary(
-            task=task.name, trials=len(all_mine), trained=len(mine),
+            task=task, trials=len(all_mine), trained=len(mine),
             best_val_accuracy=best["val_accuracy"] if best else float("nan"),
             best_test_accuracy=best["test_accuracy"] if best else float("nan"),
             accuracy_top_n=accuracy_top_n([r["val_accuracy"] for r in mine], [r["test_accuracy"] for r in mine], top_n),
-            majority_val_accuracy=task.majority_accuracy("validation"),
-            majority_test_accuracy=task.majority_accuracy("test"),
+            reference=ref.name, reference_val=ref.val, reference_test=ref.test,
             best_config=json.loads(best["config"]) if best else {},
         ))
     return out

@@ -81,8 +81,12 @@ class Search(ABC):
         """Update on one round of results; returns metrics such as controller/loss."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue: subclasses extend with their own state."""
-        return {"name": self.name, "step": self.step, "generator_state": self.generator.get_state()}
+        """Everything needed to continue, self-describing: subclasses extend with their own state."""
+        return {
+            "name": self.name, "step": self.step, "generator_state": self.generator.get_state(),
+            "search_id": self.search_id, "tasks": list(self.tasks),
+            "space": self.space.to_dict(), "space_fingerprint": self.space.fingerprint(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])

@@ -1,8 +1,10 @@
-"""Self-describing controller checkpoints.
+"""Self-describing search checkpoints.
 
-A checkpoint holds: format version, controller kind and config, the search space (and its
-fingerprint), task names, controller weights, the update rule's state (optimizer, per-task
-baselines), the step, the sampling generator's state and the search id. It holds only tensors,
+A checkpoint holds: format version, the search method's name, the search space (and its
+fingerprint), task names, the step, the sampling generator's state and the search id; for a
+controller search also the controller kind, config and weights and the update rule's state
+(optimizer, per-task baselines, replay bank or priority queues); for RE and TPE their
+populations and histories. It holds only tensors,
 numbers, strings, lists and dicts, so it loads with `torch.load(weights_only=True)`: nothing is
 unpickled. Writes go to a temporary file and are renamed into place.
 """
@@ -19,9 +21,10 @@ from transfer_automl.space import SearchSpace
 from transfer_automl.storage import atomic_write
 
 FORMAT_VERSION = 1
+# Every search's state has these; controller searches add controller and update-rule state,
+# which `ControllerSearch.from_checkpoint` checks.
 REQUIRED_KEYS = (
-    "format_version", "controller_kind", "controller_config", "space", "space_fingerprint",
-    "tasks", "controller_state", "update_state", "step", "search_id", "generator_state",
+    "format_version", "name", "space", "space_fingerprint", "tasks", "step", "search_id", "generator_state",
 )
 
 

@@ -69,12 +69,8 @@ class ControllerSearch(Search):
             "controller_config": self.controller.config.to_dict(),
             "update_rule": self.update_rule.name,
             "update_config": self.update_rule.config.to_dict(),
-            "space": self.space.to_dict(),
-            "space_fingerprint": self.space.fingerprint(),
-            "tasks": list(self.tasks),
             "controller_state": self.controller.state_dict(),
             "update_state": self.update_rule.state_dict(),
-            "search_id": self.search_id,
             "mixing": {"gamma": self.mixing_gamma, "samples": self.mixing_samples, "seen": self.samples_seen},
         }
 
@@ -93,6 +89,9 @@ class ControllerSearch(Search):
 
     @classmethod
     def from_checkpoint(cls, body: dict[str, Any]) -> ControllerSearch:
+        missing = [k for k in _CONTROLLER_KEYS if k not in body]
+        if missing:
+            raise CheckpointError(f"checkpoint of a controller search lacks {missing}")
         search_cls = _search_class(body)
         search = search_cls(
             space_from_dict(body["space"], source="checkpoint"), list(body["tasks"]), str(body["search_id"]),
@@ -123,6 +122,10 @@ class ControllerSearch(Search):
                 raise ConfigError(f"keep_update_state needs the pretrained tasks {old_tasks}, got {list(tasks)}")
             search.update_rule.load_state_dict(body["update_state"])
         return search
+
+
+_CONTROLLER_KEYS = ("controller_kind", "controller_config", "controller_state", "update_rule", "update_config",
+                    "update_state")
 
 
 def _search_class(body: dict[str, Any]) -> type[ControllerSearch]:

@@ -1,7 +1,7 @@
-"""`run_search`: the multitask search end to end on one machine.
+"""`run_search`: a multitask search end to end on one machine, with any registered method.
 
-Per round: ask the controller for `batch_size` trials (a task drawn uniformly for each), train
-each child, commit the round to the ledger, update the controller with the rewards, write the
+Per round: ask the search for `batch_size` trials (a task drawn uniformly for each), train (or
+look up) each child, commit the round to the ledger, update the controller with the rewards, write the
 checkpoint, then report to the tracker. The ledger is committed before the checkpoint, and a
 round already in the ledger is replayed from it rather than retrained, so a search stopped at
 any point continues with `resume=True` without losing or doubling a trial.
@@ -12,22 +12,29 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from transfer_automl.algorithms import ReinforceConfig
+from transfer_automl.algorithms import UPDATE_RULES
 from transfer_automl.algorithms.baselines import NORMALIZATIONS
-from transfer_automl.children.trainer import ChildTrainerConfig, TextChildTrainer
-from transfer_automl.errors import ConfigError
+from transfer_automl.errors import CheckpointError, ConfigError
 from transfer_automl.rewards import reward_from_accuracy
 from transfer_automl.rewards.summary import TaskHistory, TaskSummary, summarize
-from transfer_automl.search import Ledger, MultitaskSearch, load_checkpoint, save_checkpoint
-from transfer_automl.space import get_space, save_space
+from transfer_automl.search import (
+    SEARCHES,
+    ControllerSearch,
+    Ledger,
+    Search,
+    Trial,
+    load_checkpoint,
+    make_search,
+    save_checkpoint,
+)
+from transfer_automl.space import SearchSpace, save_space, space_from_dict
+from transfer_automl.steps.backends import Backend, table_backend, text_backend
 from transfer_automl.storage import atomic_write
-from transfer_automl.tasks import data_dir, load_task
-from transfer_automl.tasks.features import FeatureCache
 from transfer_automl.tracking import Tracker
 from transfer_automl.trial_status import STATUS_OK
 
@@ -38,49 +45,73 @@ CHECKPOINT_NAME = "checkpoint.pt"
 class SearchSettings:
     """Everything one `taml search` does; logged whole as the controller run's params."""
 
-    tasks: tuple[str, ...]  # task names (resolved in data_dir) or .parquet paths
+    tasks: tuple[str, ...]  # task names (text: resolved in data_dir, or .parquet paths; table: metric columns)
     trials: int  # total child trials across all tasks
     out: str  # run directory: ledger/, checkpoint.pt, mlflow.db, cache/
-    space: str = "taml-text"  # built-in space name or a .yaml/.json file
+    space: str | None = None  # built-in space name or a .yaml/.json file (text default: taml-text)
+    method: str = "reinforce"  # any registered search: reinforce, ppo, pqt, transformer, rs, re, tpe
+    init_from: str = "scratch"  # scratch | resume (this --out) | transfer (from `source`)
+    source: str | None = None  # for init_from=transfer: a search directory or a checkpoint file
     batch_size: int = 1  # trials per controller update (T-AML: 1)
     seed: int = 0
-    controller_lr: float = 1e-4  # T-AML: 1e-4
-    normalization: str = "std"  # "std": (R-b)/sigma (T-AML); "baseline": (R-b)/b (MNMS)
-    baseline_decay: float = 0.95
-    entropy_weight: float = 0.0
+    controller_lr: float | None = None  # None: the update rule's paper default (REINFORCE 1e-4)
+    normalization: str | None = None  # "std": (R-b)/sigma (T-AML); "baseline": (R-b)/b (MNMS)
+    baseline_decay: float | None = None
+    entropy_weight: float | None = None  # None: the rule's default (0 for REINFORCE, 0.15 for PQT)
+    mixing_gamma: float = 0.1  # init_from=transfer: uniform mixing, decaying linearly to 0 ...
+    mixing_samples: int = 100  # ... over this many samples
     reward_power: float = 1.0  # 1: accuracy (T-AML); 3: cubed accuracy (MNMS)
-    budget_scale: float = 0.05  # multiplies the space's training budgets (1.0 = the papers')
-    data_dir: str | None = None  # where task names resolve; default $TAML_DATA_DIR or ../shared/data/text
+    budget_scale: float = 0.05  # text children: multiplies the space's training budgets (1.0 = the papers')
+    benchmark: str | None = None  # tabular children: transnasbench101-micro | nasbench201
+    table: str | None = None  # tabular children from the user's own Parquet/CSV table ...
+    metric_columns: tuple[str, ...] = ()  # ... with one metric column per task
+    data_dir: str | None = None  # where task names (or benchmark tables) resolve
     cache_dir: str | None = None  # frozen-feature cache; default <out>/cache/features
     search_id: str | None = None  # default: <out dir name>-<UTC time>
-    resume: bool = False  # continue the search in `out` from its checkpoint
     top_n: int = 10  # accuracy-topN reported per task
     progress: bool = True
 
+    @property
+    def tabular(self) -> bool:
+        return bool(self.benchmark or self.table)
+
     def validate(self) -> None:
-        if not self.tasks:
-            raise ConfigError("tasks: give at least one task")
+        from transfer_automl.search import SEARCHES
+
         duplicates = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
         if duplicates:
             raise ConfigError(f"tasks: {duplicates} listed more than once")
+        if not self.tasks and not self.tabular:
+            raise ConfigError("tasks: give at least one task")
+        if self.method not in SEARCHES:
+            raise ConfigError(f"method: unknown {self.method!r}; available: {sorted(SEARCHES)}")
+        if self.init_from not in ("scratch", "resume", "transfer"):
+            raise ConfigError(f"init_from must be scratch, resume or transfer, got {self.init_from!r}")
+        if (self.init_from == "transfer") != bool(self.source):
+            raise ConfigError("init_from=transfer needs --from (a search directory or checkpoint), and --from needs it")
+        if self.benchmark and self.table:
+            raise ConfigError("--benchmark and --table are alternatives; give one")
+        if self.table and not self.metric_columns:
+            raise ConfigError("--table needs --metric-columns (one metric column per task)")
         for name, value in (("trials", self.trials), ("batch_size", self.batch_size), ("top_n", self.top_n)):
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         for name, value in (("controller_lr", self.controller_lr), ("reward_power", self.reward_power),
                             ("budget_scale", self.budget_scale)):
-            if not value > 0 or math.isinf(value):
+            if value is not None and (not value > 0 or math.isinf(value)):
                 raise ConfigError(f"{name} must be a positive number, got {value}")
-        if self.normalization not in NORMALIZATIONS:
+        if self.normalization is not None and self.normalization not in NORMALIZATIONS:
             raise ConfigError(f"normalization must be one of {list(NORMALIZATIONS)}, got {self.normalization!r}")
-        if not 0 <= self.baseline_decay < 1:
+        if self.baseline_decay is not None and not 0 <= self.baseline_decay < 1:
             raise ConfigError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
 
 
 @dataclass
 class SearchResult:
     search_id: str
+    method: str
     out: Path
-    data_dir: Path
+    data_location: str
     ledger_dir: Path
     checkpoint: Path
     tracking_location: str
@@ -93,39 +124,21 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
     settings.validate()
     started = time.perf_counter()
     out = Path(settings.out)
-    space = get_space(settings.space)
-    tasks = {name: load_task(name, settings.data_dir) for name in settings.tasks}
-    task_names = [t.name for t in tasks.values()]
-    by_name = {t.name: t for t in tasks.values()}
+    backend = _backend(settings, out)
+    space, task_names = backend.space, backend.task_names
     ckpt_path = out / CHECKPOINT_NAME
     ledger = Ledger(out / "ledger")
+    search = _initial_search(settings, space, task_names, out, ckpt_path, ledger)
 
-    if settings.resume:
-        body = load_checkpoint(ckpt_path, space, task_names)
-        _check_same_search(settings, body.get("search_settings", {}), ckpt_path)
-        search = MultitaskSearch.from_checkpoint(body)
-    else:
-        if ckpt_path.exists() or ledger.files():
-            raise ConfigError(f"out: {out} already holds a search; pass --resume to continue it or choose another --out")
-        search_id = settings.search_id or f"{out.resolve().name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-        search = MultitaskSearch(
-            space, task_names, search_id, seed=settings.seed,
-            update_config=ReinforceConfig(
-                learning_rate=settings.controller_lr, normalization=settings.normalization,
-                baseline_decay=settings.baseline_decay, entropy_weight=settings.entropy_weight,
-            ).to_dict(),
-        )
-    trainer_config = ChildTrainerConfig(budget_scale=settings.budget_scale)
-    trainer = TextChildTrainer(trainer_config, FeatureCache(settings.cache_dir or out / "cache" / "features"))
     if tracker is None:
         from transfer_automl.tracking.mlflow import MlflowTracker
 
         out.mkdir(parents=True, exist_ok=True)
         tracker = MlflowTracker(f"sqlite:///{(out / 'mlflow.db').resolve()}", artifact_root=out / "mlartifacts")
-    params = {**{k: v for k, v in asdict(settings).items() if k not in {"progress", "resume"}},
+    params = {**{k: v for k, v in asdict(settings).items() if k != "progress"},
               "tasks": ",".join(task_names), "space_fingerprint": space.fingerprint(),
-              "child_trainer": trainer_config.to_dict(), "controller": search.controller.config.to_dict()}
-    tracker.start(search.search_id, params, {"taml.space": space.name})
+              "child_trainer": backend.trainer_settings, "search_state": _describe(search)}
+    tracker.start(search.search_id, params, {"taml.space": space.name, "taml.method": settings.method})
     space_path = out / "space.yaml"  # the exact space searched, beside its ledger
     atomic_write(space_path, lambda tmp: save_space(space, tmp))
 
@@ -142,15 +155,14 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
             if committed is not None and [r["trial_id"] for r in committed] == [t.trial_id for t in trials]:
                 rows = committed  # crashed after the ledger commit: replay, never retrain
             else:
-                rows = [_run_trial(trainer, t, by_name[t.task], search.search_id, settings.reward_power, settings.seed)
-                        for t in trials]
+                rows = [_run_trial(backend, t, search.search_id, settings.reward_power, settings.seed) for t in trials]
                 trials_run += len(rows)
                 ledger_file = ledger.append_round(step, rows)
                 history.add(rows)
                 for row, trial in zip(rows, trials, strict=True):
                     tracker.log_trial({**row, "ledger_file": ledger_file.name}, trial.config)
             metrics = search.tell(trials, [r["reward"] for r in rows])
-            save_checkpoint(ckpt_path, {**search.checkpoint_payload(), "search_settings": _resumable(settings)})
+            save_checkpoint(ckpt_path, {**search.state_dict(), "search_settings": _resumable(settings)})
             round_rewards = {f"reward/{task}/reward": _mean([r["reward"] for r in rows if r["task"] == task])
                              for task in {r["task"] for r in rows}}
             task_metrics = {k: v for task in task_names for k, v in history.metrics(task, settings.top_n).items()}
@@ -164,19 +176,87 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
     finally:
         progress.close()
 
-    per_task = summarize(ledger.read().to_pylist(), tasks.values(), settings.top_n)
+    per_task = summarize(ledger.read().to_pylist(), task_names, backend.references, settings.top_n)
     tracker.log_artifact(ckpt_path)
     tracker.log_artifact(space_path)
     tracker.finish({f"reward/{s.task}/best_val_accuracy": s.best_val_accuracy for s in per_task}
                    | {f"reward/{s.task}/accuracy_top{settings.top_n}": s.accuracy_top_n for s in per_task})
-    return SearchResult(search.search_id, out, data_dir(settings.data_dir), ledger.root, ckpt_path, tracker.location, trials_run,
-                        per_task, time.perf_counter() - started)
+    return SearchResult(search.search_id, settings.method, out, backend.data_location, ledger.root, ckpt_path,
+                        tracker.location, trials_run, per_task, time.perf_counter() - started)
+
+
+def _backend(settings: SearchSettings, out: Path) -> Backend:
+    if settings.tabular:
+        return table_backend(settings.tasks, settings.benchmark, settings.table, settings.metric_columns,
+                             settings.space, settings.data_dir)
+    return text_backend(settings.tasks, settings.space or "taml-text", settings.data_dir,
+                        settings.cache_dir or out / "cache" / "features", settings.budget_scale)
+
+
+def _initial_search(settings: SearchSettings, space: SearchSpace, task_names: list[str], out: Path,
+                    ckpt_path: Path, ledger: Ledger) -> Search:
+    """init_from: scratch (a new search), resume (this directory's checkpoint) or transfer."""
+    if settings.init_from == "resume":
+        body = load_checkpoint(ckpt_path, space, task_names)
+        _check_same_search(settings, body.get("search_settings", {}), ckpt_path)
+        if body.get("name") != settings.method:
+            raise ConfigError(f"--resume: the search in {ckpt_path} uses method {body.get('name')!r}, not {settings.method!r}")
+        return restore_search(body)
+    if ckpt_path.exists() or ledger.files():
+        raise ConfigError(f"out: {out} already holds a search; pass --resume to continue it or choose another --out")
+    search_id = settings.search_id or f"{out.resolve().name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    search_cls = SEARCHES[settings.method]
+    if not issubclass(search_cls, ControllerSearch):
+        if settings.init_from == "transfer":
+            raise ConfigError(f"init_from=transfer needs a controller search, not {settings.method!r}")
+        return make_search(settings.method, space, task_names, search_id, seed=settings.seed)
+    update_config = _update_config(search_cls.update_rule_name, settings)
+    if settings.init_from == "transfer":
+        source = Path(settings.source)
+        body = load_checkpoint(source / CHECKPOINT_NAME if source.is_dir() else source, space)
+        if body.get("name") != settings.method:
+            raise ConfigError(f"--from {source} holds a {body.get('name')!r} search; transfer with --method {body.get('name')}")
+        return ControllerSearch.transfer_from(
+            body, task_names, search_id, seed=settings.seed, mixing_gamma=settings.mixing_gamma,
+            mixing_samples=settings.mixing_samples, update_config={**dict(body["update_config"]), **update_config},
+        )
+    return make_search(settings.method, space, task_names, search_id, seed=settings.seed, update_config=update_config)
+
+
+def _update_config(rule_name: str, settings: SearchSettings) -> dict[str, Any]:
+    """The settings the user gave that the rule has; the rule's defaults for the rest."""
+    given = {"learning_rate": settings.controller_lr, "normalization": settings.normalization,
+             "baseline_decay": settings.baseline_decay, "entropy_weight": settings.entropy_weight}
+    config_cls = UPDATE_RULES[rule_name].config_class
+    known = {f.name for f in fields(config_cls)}
+    return {k: v for k, v in given.items() if v is not None and k in known}
+
+
+def restore_search(body: dict[str, Any]) -> Search:
+    """Rebuild any registered search from its checkpoint body."""
+    name = body.get("name")
+    if name not in SEARCHES:
+        raise CheckpointError(f"checkpoint is for search method {name!r}, which this taml does not have ({sorted(SEARCHES)})")
+    search_cls = SEARCHES[name]
+    if issubclass(search_cls, ControllerSearch):
+        return ControllerSearch.from_checkpoint(body)
+    search = make_search(name, space_from_dict(body["space"], source="checkpoint"), list(body["tasks"]),
+                         str(body["search_id"]), **dict(body.get("settings", {})))
+    search.load_state_dict(body)
+    return search
+
+
+def _describe(search: Search) -> dict[str, Any]:
+    if isinstance(search, ControllerSearch):
+        return {"controller": search.controller.kind, "controller_config": search.controller.config.to_dict(),
+                "update_rule": search.update_rule.name, "update_config": search.update_rule.config.to_dict()}
+    return {"method": search.name}
 
 
 # Settings that shape the search itself: a resumed search must use the same values. `trials` may
 # grow (a longer search), and where data, caches and progress bars live may change.
-_MUST_MATCH_ON_RESUME = ("space", "batch_size", "seed", "controller_lr", "normalization", "baseline_decay",
-                         "entropy_weight", "reward_power", "budget_scale", "top_n")
+_MUST_MATCH_ON_RESUME = ("space", "method", "batch_size", "seed", "controller_lr", "normalization", "baseline_decay",
+                         "entropy_weight", "reward_power", "budget_scale", "top_n", "benchmark", "table")
 
 
 def _resumable(settings: SearchSettings) -> dict[str, Any]:
@@ -190,9 +270,10 @@ def _check_same_search(settings: SearchSettings, saved: dict[str, Any], path: Pa
                               "resume with the same settings")
 
 
-def _run_trial(trainer: TextChildTrainer, trial, task, search_id: str, reward_power: float, seed: int) -> dict[str, Any]:
+def _run_trial(backend: Backend, trial: Trial, search_id: str, reward_power: float, seed: int) -> dict[str, Any]:
     started_at = datetime.now(UTC)
-    result = trainer.train(trial.config, task, seed=seed * 1_000_003 + trial.controller_step * 1000 + trial.index)
+    result = backend.trainer.train(trial.config, backend.task_objects[trial.task],
+                                   seed=seed * 1_000_003 + trial.controller_step * 1000 + trial.index)
     ended_at = datetime.now(UTC)
     return {
         "trial_id": trial.trial_id, "search_id": search_id, "task": trial.task,
@@ -213,9 +294,11 @@ def _committed_round(ledger: Ledger, step: int) -> list[dict[str, Any]] | None:
     return sorted(pq.read_table(path).to_pylist(), key=lambda r: r["trial_id"])
 
 
-def _baseline_metrics(search: MultitaskSearch) -> dict[str, float]:
+def _baseline_metrics(search: Search) -> dict[str, float]:
     """reward/<task>/{baseline, std, trials}: the per-task normalization after a step."""
-    b = search.update_rule.baselines
+    b = getattr(getattr(search, "update_rule", None), "baselines", None)
+    if b is None:  # random search, evolution, TPE keep no baselines
+        return {}
     out: dict[str, float] = {}
     for i, task in enumerate(search.tasks):
         out[f"reward/{task}/baseline"] = b.mean[i]
