@@ -10,6 +10,7 @@ uniform distribution, gamma decaying linearly from `mixing_gamma` to 0 (Transfer
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -77,7 +78,9 @@ class ControllerSearch(Search):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.controller.load_state_dict(state["controller_state"])
-        self.update_rule.load_state_dict(state["update_state"])
+        # A deep copy: torch's optimizer.load_state_dict keeps the given tensors, so a search
+        # restored from an in-memory body would otherwise train that body's optimizer state.
+        self.update_rule.load_state_dict(copy.deepcopy(state["update_state"]))
         mixing = state.get("mixing", {})
         self.mixing_gamma = float(mixing.get("gamma", 0.0))
         self.mixing_samples = int(mixing.get("samples", 100))
@@ -120,7 +123,7 @@ class ControllerSearch(Search):
         if keep_update_state:
             if old_tasks != list(tasks):
                 raise ConfigError(f"keep_update_state needs the pretrained tasks {old_tasks}, got {list(tasks)}")
-            search.update_rule.load_state_dict(body["update_state"])
+            search.update_rule.load_state_dict(copy.deepcopy(body["update_state"]))
         return search
 
 
