@@ -32,6 +32,18 @@ def feature_cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("features")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The controllers and children in tests are tiny: intra-op threads only add overhead, and
+    on a busy 2-core machine they turned one-second tests into minutes."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(monkeypatch):
     """No test may log into a user's MLflow server."""

@@ -215,14 +215,6 @@ def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
 # -- checkpoints ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """The controller is tiny; intra-op threads only cost time (a lot, on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _trained_search() -> MultitaskSearch:
     """A search after two told rounds, so weights, Adam state and baselines are non-trivial."""

@@ -18,15 +18,6 @@ from transfer_automl.controllers import LSTMController, Rollout
 from transfer_automl.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tensors here are tiny: intra-op threads only add overhead, and a lot of it on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _controller(seed: int = 0, cardinalities: tuple[int, ...] = (4, 3, 2), num_tasks: int = 2) -> LSTMController:
     torch.manual_seed(seed)
     return LSTMController(list(cardinalities), num_tasks=num_tasks)

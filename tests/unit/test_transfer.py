@@ -23,15 +23,6 @@ PREFERRED = {"a": 0, "b": 1, "c": 2, "new": 3}  # each task rewards one choice o
 TASK_KEY = "task_embeddings.weight"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The machine is shared with a long benchmark: one intra-op thread, restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _reward(trial) -> float:
     return 1.0 if trial.config["a"] == PREFERRED[trial.task] else 0.0
 

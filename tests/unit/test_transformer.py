@@ -50,14 +50,6 @@ MERGED = merge_spaces([CNN, FFN])
 SPACES = [TAML_TEXT, MNMS_TEXT, OPT, MERGED]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only add contention (and minutes on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _controller(space: SearchSpace, num_tasks: int = 3, seed: int = 0, **config) -> TransformerController:
     """A controller whose output layers are random, as after some training (they start at 0)."""

@@ -47,8 +47,8 @@ def state_header(search: Search) -> dict[str, Any]:
     return {"tasks": list(search.tasks), "space_fingerprint": search.space.fingerprint()}
 
 
-def check_state_header(search: Search, state: dict[str, Any]) -> None:
-    """A state dict must come from the same method, task list and search space."""
+def check_state_header(search: Search, state: dict[str, Any], settings: dict[str, Any] | None = None) -> None:
+    """A state dict must come from the same method, task list and search space (and settings)."""
     if state.get("name") != search.name:
         raise CheckpointError(f"state is for search method {state.get('name')!r}, not {search.name!r}")
     if list(state.get("tasks", [])) != search.tasks:
@@ -58,6 +58,8 @@ def check_state_header(search: Search, state: dict[str, Any]) -> None:
             f"state is for search space fingerprint {state.get('space_fingerprint')!r}, "
             f"not {search.space.fingerprint()} ({search.space.name})"
         )
+    if settings is not None and dict(state.get("settings", {})) != settings:
+        raise CheckpointError(f"state was saved with settings {dict(state.get('settings', {}))}, this search has {settings}")
 
 
 @register_search("rs")

@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from transfer_automl.errors import CheckpointError, ConfigError
+from transfer_automl.errors import ConfigError
 from transfer_automl.search.base import Search, Trial, register_search
 from transfer_automl.search.random_search import check_results, check_state_header, state_header
 from transfer_automl.space import SearchSpace
@@ -154,11 +154,7 @@ class TPESearch(Search):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_state_header(self, state)
-        if dict(state["settings"]) != self.settings():
-            raise CheckpointError(
-                f"state was saved with settings {dict(state['settings'])}, this search has {self.settings()}"
-            )
+        check_state_header(self, state, self.settings())
         super().load_state_dict(state)
         self.pending = {}
         self.studies = []

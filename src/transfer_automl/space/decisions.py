@@ -42,17 +42,7 @@ class Condition:
             object.__setattr__(self, "values", tuple(self.values))
         if not isinstance(self.values, tuple) or not self.values:
             raise SearchSpaceError(f"condition on {self.parent!r}: 'values' must be a non-empty list, got {self.values!r}")
-        seen: set[str] = set()
-        for value in self.values:
-            if value is None or not isinstance(value, _SCALARS):
-                raise SearchSpaceError(
-                    f"condition on {self.parent!r}: value {value!r} is a {type(value).__name__}; "
-                    "values must be strings, numbers or booleans"
-                )
-            key = _canonical(value)
-            if key in seen:
-                raise SearchSpaceError(f"condition on {self.parent!r}: value {value!r} appears twice")
-            seen.add(key)
+        _check_distinct_scalars(self.values, f"condition on {self.parent!r}", "value")
 
     def to_dict(self) -> dict[str, Any]:
         return {"parent": self.parent, "values": list(self.values)}
@@ -73,17 +63,7 @@ class Decision:
             raise SearchSpaceError(f"decision name must be a non-empty string, got {self.name!r}")
         if len(self.choices) == 0:
             raise SearchSpaceError(f"decision {self.name!r}: 'choices' is empty")
-        seen: set[str] = set()
-        for value in self.choices:
-            if value is None or not isinstance(value, _SCALARS):
-                raise SearchSpaceError(
-                    f"decision {self.name!r}: choice {value!r} is a {type(value).__name__}; "
-                    "choices must be strings, numbers or booleans"
-                )
-            key = _canonical(value)
-            if key in seen:
-                raise SearchSpaceError(f"decision {self.name!r}: choice {value!r} appears twice")
-            seen.add(key)
+        _check_distinct_scalars(self.choices, f"decision {self.name!r}", "choice")
         if self.condition is not None and not isinstance(self.condition, Condition):
             raise SearchSpaceError(
                 f"decision {self.name!r}: condition must be a Condition, got {type(self.condition).__name__}"
@@ -337,6 +317,20 @@ class SearchSpace:
         ]
         digest = hashlib.sha256(json.dumps(body, separators=(",", ":")).encode()).hexdigest()
         return digest[:16]
+
+
+def _check_distinct_scalars(values: tuple, where: str, what: str) -> None:
+    """Every value a string, number or boolean, and no value twice (True, 1 and 1.0 differ)."""
+    seen: set[str] = set()
+    for value in values:
+        if value is None or not isinstance(value, _SCALARS):
+            raise SearchSpaceError(
+                f"{where}: {what} {value!r} is a {type(value).__name__}; {what}s must be strings, numbers or booleans"
+            )
+        key = _canonical(value)
+        if key in seen:
+            raise SearchSpaceError(f"{where}: {what} {value!r} appears twice")
+        seen.add(key)
 
 
 def _canonical(value: Any) -> str:
