@@ -344,7 +344,7 @@ def plot_regret(rows: list[dict[str, Any]], bench, tasks: list[str], settings: B
         ax.set_xscale("log")
         ax.set_xlabel("trials")
         ax.set_ylabel("normalized regret")
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1)  # above 1 is worse than the median cell: the early trials of every method
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
