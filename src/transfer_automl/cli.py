@@ -100,6 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--out", required=True)
     bs.add_argument("--no-progress", action="store_true")
 
+    d = sub.add_parser("distance", help="Fisher log-determinant task distance matrix (probe networks)",
+                       epilog="example: taml distance --tasks digits_optdigits,digits_optdigits:is0,mnist_test --repeats 3 --out runs/dist")
+    d.add_argument("--tasks", required=True, help="comma-separated tasks: image <source>[:is<d>|:odd_even] or text names")
+    d.add_argument("--out", required=True, help="directory for distance.parquet and distance.png")
+    d.add_argument("--repeats", type=_positive_int, default=10, help="probe initialisations averaged (paper: 10)")
+    d.add_argument("--sigma", type=_positive_float, default=1e-3, help="sigma in log(F + sigma^2)")
+    d.add_argument("--modality", choices=["auto", "text", "image"], default="auto",
+                   help="auto: image when the source file is in the image dir, else text")
+    d.add_argument("--data-dir", help="task files (default $TAML_IMAGE_DIR or ../shared/data/images; text: as for search)")
+    d.add_argument("--fisher-labels", choices=["target", "model"], default="target",
+                   help="Fisher of the loss on the target's labels (empirical, default) or on labels sampled from the probe")
+    d.add_argument("--seed", type=int, default=0)
+
     sub.add_parser("spaces", help="list the built-in search spaces")
     t = sub.add_parser("tasks", help="list the tasks in the data directory")
     t.add_argument("--data-dir")
@@ -111,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"search": _search, "spaces": _spaces, "tasks": _tasks, "modules": _modules,
-                "bench": _bench}[args.command](args)
+                "bench": _bench, "distance": _distance}[args.command](args)
     except TamlError as exc:
         print(f"taml: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -167,6 +180,23 @@ def _bench(args: argparse.Namespace) -> int:
     result = run_benchmark(settings, progress=not args.no_progress)
     print((Path(result["out"]) / "summary.md").read_text(encoding="utf-8"))
     print(f"wall time {result['wall_s']:.0f} s; results in {result['out']} (summary.md, results.parquet, regret_*.png)")
+    return 0
+
+
+def _distance(args: argparse.Namespace) -> int:
+    import time
+
+    from transfer_automl.transfer.distances import FisherLogDet
+    from transfer_automl.transfer.fisher import ProbeConfig, load_probe_tasks
+
+    start = time.perf_counter()
+    tasks = load_probe_tasks(list(_csv(args.tasks)), modality=args.modality, data_dir=args.data_dir)
+    distance = FisherLogDet(sigma=args.sigma, config=ProbeConfig(fisher_labels=args.fisher_labels))
+    matrix = distance.matrix(tasks, repeats=args.repeats, seed=args.seed)
+    parquet, png = matrix.write(args.out, title=f"fisher_ld ({tasks[0].modality} probe), sigma={args.sigma}")
+    print(f"d[source b (row), target t (column)], mean±std over {args.repeats} repeats:")
+    print(matrix.format())
+    print(f"wall time {time.perf_counter() - start:.1f} s; wrote {parquet} and {png}")
     return 0
 
 
