@@ -30,3 +30,7 @@ class ConfigError(TamlError, ValueError):
 
 class LedgerError(TamlError, ValueError):
     """A ledger directory holds files of another schema or another search."""
+
+
+class StorageError(TamlError, OSError):
+    """An artifact-store key is missing, already exists (if_absent), corrupt, or unreachable."""
