@@ -40,8 +40,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse prints its usage before the error; a user gets one line, like every taml error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taml", description="Multitask and transfer neural model search.")
+    parser = _Parser(prog="taml", description="Multitask and transfer neural model search.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser(

@@ -42,16 +42,27 @@ def text_backend(tasks: tuple[str, ...], space: str, data_dir: str | None, cache
 
     if not tasks:
         raise ConfigError("tasks: give at least one task")
+    search_space = get_space(space)
+    _check_text_space(search_space, budget_scale)
     loaded = [load_task(name, data_dir) for name in tasks]
     config = ChildTrainerConfig(budget_scale=budget_scale)
     return Backend(
-        space=get_space(space), task_names=[t.name for t in loaded],
+        space=search_space, task_names=[t.name for t in loaded],
         trainer=TextChildTrainer(config, FeatureCache(cache_dir)),
         task_objects={t.name: t for t in loaded},
         references={t.name: Reference("majority class", t.majority_accuracy("validation"), t.majority_accuracy("test"))
                     for t in loaded},
         data_location=str(resolve_data_dir(data_dir)), trainer_settings=config.to_dict(),
     )
+
+
+def _check_text_space(space: SearchSpace, budget_scale: float) -> None:
+    """Fail before anything runs when the text trainer cannot read the space's decisions."""
+    from transfer_automl.children.spec import child_spec
+
+    if space.has_conditions:
+        raise ConfigError(f"space {space.name!r} has conditional decisions; the text child trainer needs every decision")
+    child_spec({d.name: d.choices[0] for d in space.decisions}, budget_scale, batch_size=100)
 
 
 def table_backend(tasks: tuple[str, ...], benchmark: str | None, table: str | None, metric_columns: tuple[str, ...],

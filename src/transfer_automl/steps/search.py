@@ -129,6 +129,7 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
     ckpt_path = out / CHECKPOINT_NAME
     ledger = Ledger(out / "ledger")
     search = _initial_search(settings, space, task_names, out, ckpt_path, ledger)
+    history = TaskHistory(ledger.read().to_pylist())  # also refuses a damaged ledger before anything is written
 
     if tracker is None:
         from transfer_automl.tracking.mlflow import MlflowTracker
@@ -142,7 +143,6 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
     space_path = out / "space.yaml"  # the exact space searched, beside its ledger
     atomic_write(space_path, lambda tmp: save_space(space, tmp))
 
-    history = TaskHistory(ledger.read().to_pylist())
     rounds = math.ceil(settings.trials / settings.batch_size)
     trials_run = 0
     progress = _progress(rounds * settings.batch_size, search.step * settings.batch_size, settings.progress)
@@ -256,7 +256,7 @@ def _describe(search: Search) -> dict[str, Any]:
 # Settings that shape the search itself: a resumed search must use the same values. `trials` may
 # grow (a longer search), and where data, caches and progress bars live may change.
 _MUST_MATCH_ON_RESUME = ("space", "method", "batch_size", "seed", "controller_lr", "normalization", "baseline_decay",
-                         "entropy_weight", "reward_power", "budget_scale", "top_n", "benchmark", "table")
+                         "entropy_weight", "reward_power", "budget_scale", "top_n", "benchmark")
 
 
 def _resumable(settings: SearchSettings) -> dict[str, Any]:

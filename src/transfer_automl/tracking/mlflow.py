@@ -23,7 +23,11 @@ _PARAM_MAX = 500  # MLflow's limit on param value length
 
 class MlflowTracker(Tracker):
     def __init__(self, default_uri: str, artifact_root: str | Path | None = None):
+        import logging
+
         from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines would break the progress bar
 
         self.uri = os.environ.get("MLFLOW_TRACKING_URI") or default_uri
         self.location = self.uri

@@ -1,0 +1,194 @@
+"""Regenerate the bad-input corpus: `python tests/bad_inputs/make_corpus.py`.
+
+Each case is a folder with `args` (one command line; `{case}` is the case folder, `{out}` a run
+directory seeded from the case's `out/` when it has one, `{samples}` the shipped task samples)
+and `expect` (text the single error line must contain). Files the cases need are written here,
+so the corpus stays reproducible; the test (`tests/unit/test_bad_inputs.py`) runs every case.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+HERE = Path(__file__).resolve().parent
+TOY_ROWS = [{"depth": d, "act": a, "t1": d + (a == "relu"), "t2": -d + 0.5 * (a == "tanh")}
+            for d in (1, 2, 3) for a in ("relu", "tanh")]
+
+
+def case(name: str, args: str, expect: str, files: dict[str, str | bytes] | None = None) -> Path:
+    folder = HERE / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / "args").write_text(args + "\n")
+    (folder / "expect").write_text(expect + "\n")
+    for rel, content in (files or {}).items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return folder
+
+
+def text_search_with_space(name: str, space_text: str, expect: str, suffix: str = ".yaml") -> None:
+    case(name, f"search --tasks sms_spam --trials 2 --data-dir {{samples}} --out {{out}} --space {{case}}/space{suffix}",
+         expect, {f"space{suffix}": space_text})
+
+
+def task_case(name: str, table: pa.Table | bytes | None, expect: str) -> None:
+    folder = case(name, "search --tasks {case}/task.parquet --trials 2 --out {out}", expect)
+    if isinstance(table, pa.Table):
+        pq.write_table(table, folder / "task.parquet")
+    elif isinstance(table, bytes):
+        (folder / "task.parquet").write_bytes(table)
+
+
+def toy_search_case(name: str, extra: str, expect: str, prepare=None) -> None:
+    """A search over a small table whose `out/` holds a prepared (then damaged) search."""
+    method = "" if "--method" in extra else "--method rs "  # rs: a checkpoint of a few KB
+    folder = case(name, f"search --table {{case}}/toy.parquet --metric-columns t1,t2 --trials 4 --out {{out}} "
+                  f"{method}{extra}", expect)
+    pq.write_table(pa.Table.from_pylist(TOY_ROWS), folder / "toy.parquet")
+    if prepare is not None:
+        from transfer_automl.steps.search import SearchSettings, run_search
+        from transfer_automl.tracking import MemoryTracker
+
+        out = folder / "out"
+        run_search(SearchSettings(tasks=(), trials=2, out=str(out), table=str(folder / "toy.parquet"), method="rs",
+                                  metric_columns=("t1", "t2"), progress=False, search_id="corpus"),
+                   tracker=MemoryTracker())
+        prepare(out)
+
+
+def texts(n: int = 20) -> list[str]:
+    return [f"message number {i}" for i in range(n)]
+
+
+def main() -> None:
+    for old in HERE.iterdir():
+        if old.is_dir():
+            shutil.rmtree(old)
+    # -- search-space files ------------------------------------------------------------------
+    ok = "  - {name: layers, choices: [1, 2]}\n"
+    text_search_with_space("space_unknown_top_key", "decisions:\n" + ok + "budget: 3\n", "unknown key(s) ['budget']")
+    text_search_with_space("space_unknown_decision_key", "decisions:\n  - {name: layers, choices: [1], range: 3}\n",
+                           "unknown key(s) ['range']")
+    text_search_with_space("space_empty_choices", "decisions:\n  - {name: layers, choices: []}\n", "'choices' is empty")
+    text_search_with_space("space_duplicate_names", "decisions:\n" + ok + ok, "appear more than once")
+    text_search_with_space("space_duplicate_choice", "decisions:\n  - {name: lr, choices: [0.1, 0.1]}\n",
+                           "choice 0.1 appears twice")
+    text_search_with_space("space_choices_not_list", "decisions:\n  - {name: lr, choices: 0.1}\n",
+                           "'choices' must be a list")
+    text_search_with_space("space_choice_is_mapping", "decisions:\n  - {name: lr, choices: [{a: 1}]}\n",
+                           "is a dict")
+    text_search_with_space("space_null_choice", "decisions:\n  - {name: lr, choices: [null, 0.1]}\n", "is a NoneType")
+    text_search_with_space("space_invalid_yaml", "decisions: [\n  - {name: lr\n", "is not valid YAML")
+    text_search_with_space("space_invalid_json", '{"decisions": [', "is not valid JSON", suffix=".json")
+    text_search_with_space("space_top_level_list", "- {name: lr, choices: [1]}\n", "top level must be a mapping")
+    text_search_with_space("space_missing_decisions", "name: nothing\n", "missing key 'decisions'")
+    text_search_with_space(
+        "space_dangling_condition",
+        "decisions:\n  - {name: lr, choices: [0.1], condition: {parent: optimizer, values: [sgd]}}\n", "optimizer")
+    text_search_with_space(
+        "space_cyclic_condition",
+        "decisions:\n  - {name: a, choices: [1, 2], condition: {parent: b, values: [1]}}\n"
+        "  - {name: b, choices: [1, 2], condition: {parent: a, values: [1]}}\n", "'b'")
+    text_search_with_space(
+        "space_condition_value_not_a_choice",
+        "decisions:\n  - {name: a, choices: [1, 2]}\n  - {name: b, choices: [1], condition: {parent: a, values: [3]}}\n",
+        "3")
+    text_search_with_space(
+        "space_unknown_condition_key",
+        "decisions:\n  - {name: a, choices: [1, 2]}\n"
+        "  - {name: b, choices: [1], condition: {parent: a, values: [1], when: always}}\n", "when")
+    text_search_with_space("space_wrong_extension", "decisions: []\n", "neither a built-in", suffix=".txt")
+    text_search_with_space("space_decisions_the_trainer_lacks", "decisions:\n  - {name: kernel_size, choices: [3, 5]}\n",
+                           "kernel_size")
+    # -- task files --------------------------------------------------------------------------
+    task_case("task_missing_column", pa.table({"text": texts(), "label": ["a", "b"] * 10}), "lacks column(s) ['split']")
+    task_case("task_empty", pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.string()),
+                                      "split": pa.array([], pa.string())}), "has no rows")
+    task_case("task_one_class", pa.table({"text": texts(), "label": ["a"] * 20, "split": [None] * 20}),
+              "only one class")
+    task_case("task_not_parquet", b"PAR1 this is not a parquet file", "not a readable Parquet file")
+    task_case("task_bad_split_value", pa.table({"text": texts(), "label": ["a", "b"] * 10, "split": ["train", "dev"] * 10}),
+              "['dev']")
+    task_case("task_label_missing_in_train",
+              pa.table({"text": texts(12), "label": ["a", "b"] * 5 + ["c", "c"],
+                        "split": ["train"] * 8 + ["validation", "test"] * 2}), "label(s) ['c']")
+    task_case("task_null_text", pa.table({"text": ["x", None] * 10, "label": ["a", "b"] * 10, "split": [None] * 20}),
+              "column 'text' is null")
+    task_case("task_non_utf8_text",
+              pa.table({"text": pa.array([b"\xff\xfe caf\xe9"] * 20, pa.binary()), "label": ["a", "b"] * 10,
+                        "split": [None] * 20}), "must hold strings")
+    task_case("task_missing_file", None, "does not exist")
+    # -- checkpoints -------------------------------------------------------------------------
+    def truncate(out: Path) -> None:
+        data = (out / "checkpoint.pt").read_bytes()
+        (out / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+
+    def random_bytes(out: Path) -> None:
+        (out / "checkpoint.pt").write_bytes(bytes(range(256)) * 8)
+
+    def rewrite(**changes):
+        def apply(out: Path) -> None:
+            body = torch.load(out / "checkpoint.pt", weights_only=True)
+            for key, value in changes.items():
+                if value is None:
+                    body.pop(key)
+                else:
+                    body[key] = value
+            torch.save(body, out / "checkpoint.pt")
+        return apply
+
+    toy_search_case("ckpt_truncated", "--resume", "is unreadable", truncate)
+    toy_search_case("ckpt_random_bytes", "--resume", "is unreadable", random_bytes)
+    toy_search_case("ckpt_format_version", "--resume", "format_version 99", rewrite(format_version=99))
+    toy_search_case("ckpt_missing_field", "--resume", "lacks field(s) ['generator_state']", rewrite(generator_state=None))
+    toy_search_case("ckpt_wrong_fingerprint", "--resume", "fingerprint", rewrite(space_fingerprint="0123456789abcdef"))
+    toy_search_case("ckpt_wrong_tasks", "--resume", "is for tasks ['t1', 'zz']", rewrite(tasks=["t1", "zz"]))
+    toy_search_case("ckpt_other_method", "--resume --method tpe", "method is 'tpe' but the search", lambda out: None)
+    toy_search_case("ckpt_missing", "--resume", "does not exist")
+    # -- ledger ------------------------------------------------------------------------------
+    def foreign_round(out: Path) -> None:
+        pq.write_table(pa.table({"trial": [1], "score": [0.5]}), out / "ledger" / "round-000000.parquet")
+
+    def foreign_file(out: Path) -> None:
+        pq.write_table(pa.table({"x": [1]}), out / "ledger" / "results.parquet")
+
+    def unreadable_round(out: Path) -> None:
+        (out / "ledger" / "round-000001.parquet").write_bytes(b"not parquet")
+
+    toy_search_case("ledger_foreign_schema", "--resume", "foreign schema", foreign_round)
+    toy_search_case("ledger_foreign_file", "--resume", "results.parquet", foreign_file)
+    toy_search_case("ledger_unreadable_round", "--resume", "not readable Parquet", unreadable_round)
+    toy_search_case("existing_search_without_resume", "", "already holds a search", lambda out: None)
+    # -- command line ------------------------------------------------------------------------
+    case("cli_unknown_task", "search --tasks sms_spam,no_such_task --trials 2 --data-dir {samples} --out {out}",
+         "unknown task 'no_such_task'")
+    case("cli_zero_trials", "search --tasks sms_spam --trials 0 --out {out}", "argument --trials: must be >= 1, got 0")
+    case("cli_negative_trials", "search --tasks sms_spam --trials -5 --out {out}", "argument --trials")
+    case("cli_negative_budget", "search --tasks sms_spam --trials 2 --budget-scale -1 --out {out}",
+         "argument --budget-scale")
+    case("cli_nan_learning_rate", "search --tasks sms_spam --trials 2 --controller-lr nan --out {out}",
+         "argument --controller-lr")
+    case("cli_resume_and_transfer", "search --tasks sms_spam --trials 2 --resume --init-from transfer --from x --out {out}",
+         "--resume conflicts with --init-from transfer")
+    case("cli_transfer_without_from", "search --tasks sms_spam --trials 2 --init-from transfer --out {out}",
+         "needs --from")
+    case("cli_benchmark_and_table", "search --benchmark nasbench201 --table t.csv --metric-columns a --trials 2 --out {out}",
+         "alternatives")
+    case("cli_unknown_method", "search --tasks sms_spam --trials 2 --method magic --data-dir {samples} --out {out}",
+         "unknown 'magic'")
+    case("cli_duplicate_task", "search --tasks mpqa,mpqa --trials 2 --data-dir {samples} --out {out}",
+         "listed more than once")
+    case("cli_no_tasks", "search --trials 2 --out {out}", "give at least one task")
+    case("cli_unknown_command", "searhc --tasks a", "invalid choice: 'searhc'")
+
+
+if __name__ == "__main__":
+    main()
+    print(f"{sum(1 for p in HERE.iterdir() if p.is_dir())} cases in {HERE}")
