@@ -130,6 +130,8 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
     ledger = Ledger(out / "ledger")
     search = _initial_search(settings, space, task_names, out, ckpt_path, ledger)
     history = TaskHistory(ledger.read().to_pylist())  # also refuses a damaged ledger before anything is written
+    if settings.init_from != "resume":  # from here on the search can always be resumed
+        save_checkpoint(ckpt_path, {**search.state_dict(), "search_settings": _resumable(settings)})
 
     if tracker is None:
         from transfer_automl.tracking.mlflow import MlflowTracker
@@ -154,6 +156,8 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
             committed = _committed_round(ledger, step)
             if committed is not None and [r["trial_id"] for r in committed] == [t.trial_id for t in trials]:
                 rows = committed  # crashed after the ledger commit: replay, never retrain
+                for row in rows:  # ... and make sure the tracker has them (it skips what it has)
+                    tracker.log_trial({**row, "ledger_file": ledger.round_path(step).name}, json.loads(row["config"]))
             else:
                 rows = [_run_trial(backend, t, search.search_id, settings.reward_power, settings.seed) for t in trials]
                 trials_run += len(rows)

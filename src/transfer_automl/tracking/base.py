@@ -20,7 +20,8 @@ class Tracker:
         """Stepped controller metrics: controller/*, reward/<task>/*."""
 
     def log_trial(self, row: dict[str, Any], config: dict[str, Any]) -> None:
-        """One child trial (a ledger row) and its configuration."""
+        """One child trial (a ledger row) and its configuration; logging a trial twice is a no-op,
+        so a resumed search can replay committed rounds into the tracker."""
 
     def log_artifact(self, path: str | Path) -> None:
         """A file of the search (checkpoint, space) to keep beside its runs."""

@@ -26,6 +26,8 @@ class MemoryTracker(Tracker):
         self.controller.append((step, dict(metrics)))
 
     def log_trial(self, row, config):
+        if any(t["trial_id"] == row["trial_id"] for t in self.trials):
+            return  # idempotent, like the MLflow tracker
         self.trials.append({**row, "params": dict(config)})
 
     def log_artifact(self, path):

@@ -31,11 +31,13 @@ class MlflowTracker(Tracker):
 
         self.uri = os.environ.get("MLFLOW_TRACKING_URI") or default_uri
         self.location = self.uri
+        _create_sqlite_store_atomically(self.uri)
         self.artifact_root = Path(artifact_root).resolve().as_uri() if artifact_root else None
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment_id = ""
         self.run_id = ""
         self.last_step = 0
+        self.child_runs: dict[str, tuple[str, str]] = {}  # trial id -> (run id, status), for idempotence
 
     def start(self, search_id: str, params: dict[str, Any], tags: dict[str, str]) -> None:
         self.experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or self._experiment(f"taml/{search_id}")
@@ -49,12 +51,28 @@ class MlflowTracker(Tracker):
         if existing:  # a resumed search keeps logging into its controller run
             self.run_id = existing[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
+            self._load_child_runs(search_id)
             return
         run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=f"controller-{search_id}")
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 
         self.client.log_batch(self.run_id, params=[Param(k, _param(v)) for k, v in sorted(params.items())])
+
+    def _load_child_runs(self, search_id: str) -> None:
+        from mlflow.entities import ViewType
+
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`taml.search_id` = '{search_id}' and tags.`taml.role` = 'child'",
+                run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token,
+            )
+            for run in page:
+                self.child_runs[run.data.tags["taml.trial_id"]] = (run.info.run_id, run.info.status)
+            token = page.token
+            if not token:
+                return
 
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -75,7 +93,14 @@ class MlflowTracker(Tracker):
         self.client.log_artifact(self.run_id, str(path))
 
     def log_trial(self, row: dict[str, Any], config: dict[str, Any]) -> None:
+        """Idempotent: a trial already logged is skipped; one cut off mid-log is logged again."""
         from mlflow.entities import Metric, Param
+
+        known = self.child_runs.get(row["trial_id"])
+        if known is not None:
+            if known[1] in ("FINISHED", "FAILED"):
+                return
+            self.client.delete_run(known[0])
 
         tags = {
             "mlflow.parentRunId": self.run_id, "taml.role": "child", "taml.trial_id": row["trial_id"],
@@ -89,7 +114,9 @@ class MlflowTracker(Tracker):
                    for k in ("val_accuracy", "test_accuracy", "reward", "duration_s") if _finite(row[k])]
         self.client.log_batch(run.info.run_id, metrics=metrics,
                               params=[Param(k, _param(v)) for k, v in sorted(config.items())])
-        self.client.set_terminated(run.info.run_id, status="FINISHED" if row["status"] == "ok" else "FAILED")
+        status = "FINISHED" if row["status"] == "ok" else "FAILED"
+        self.client.set_terminated(run.info.run_id, status=status)
+        self.child_runs[row["trial_id"]] = (run.info.run_id, status)
 
     def finish(self, summary: dict[str, float], status: str = "FINISHED") -> None:
         if not self.run_id:
@@ -101,6 +128,23 @@ class MlflowTracker(Tracker):
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)
         self.client.set_terminated(self.run_id, status=status)
+
+
+def _create_sqlite_store_atomically(uri: str) -> None:
+    """MLflow creates a new sqlite store's schema in many steps; a process killed midway leaves a
+    database that MLflow can neither use nor migrate. Build it under a temporary name and rename."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///"):])
+    if path.exists():
+        return
+    from mlflow.tracking import MlflowClient
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.init")
+    tmp.unlink(missing_ok=True)
+    MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)  # creates the schema
+    os.replace(tmp, path)
 
 
 def _param(value: Any) -> str:
