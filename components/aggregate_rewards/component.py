@@ -1,0 +1,25 @@
+"""aggregate_rewards: commit a round to the ledger, update the controller, report it."""
+
+from kfp import dsl
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def aggregate_rewards(
+    search_dir: str,
+    round_index: int,
+    results: list,
+    metrics: dsl.Output[dsl.Metrics],
+    summary: dsl.Output[dsl.Markdown],
+) -> int:
+    """Outputs the next round's index; logs to MLflow when MLFLOW_TRACKING_URI is set."""
+    from transfer_automl.steps.pipeline_steps import aggregate_rewards as step
+    from transfer_automl.steps.pipeline_steps import tracker_from_env
+
+    out = step(search_dir, round_index, results, tracker=tracker_from_env())
+    for name, value in sorted(out["metrics"].items()):
+        metrics.log_metric(name, value)
+    with open(summary.path, "w") as f:
+        f.write(out["markdown"])
+    return out["next_round"]

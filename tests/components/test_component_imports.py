@@ -1,0 +1,67 @@
+"""Components are thin shells (STYLE.md): at module level they import only kfp (and the image
+constant); inside the function only transfer_automl.steps; and they install nothing."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+COMPONENTS = sorted(p for p in (REPO / "components").glob("*/component.py"))
+ALLOWED_AT_MODULE_LEVEL = {"kfp", "components.image"}
+
+
+def _module_level_imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.parse(path.read_text()).body:  # top-level statements only
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append("." * node.level + (node.module or ""))
+    return names
+
+
+def _allowed(name: str) -> bool:
+    return name in ALLOWED_AT_MODULE_LEVEL or name.startswith("kfp.")
+
+
+def test_there_are_components():
+    assert {p.parent.name for p in COMPONENTS} >= {"controller_step", "train_child", "aggregate_rewards"}
+
+
+@pytest.mark.parametrize("path", COMPONENTS, ids=lambda p: p.parent.name)
+def test_component_imports_only_kfp_at_module_level(path):
+    offenders = [name for name in _module_level_imports(path) if not _allowed(name)]
+    assert offenders == [], f"{path} imports {offenders} at module level"
+
+
+def test_the_image_module_imports_nothing():
+    assert _module_level_imports(REPO / "components" / "image.py") == []
+
+
+@pytest.mark.parametrize("path", COMPONENTS, ids=lambda p: p.parent.name)
+def test_component_body_calls_only_the_steps(path):
+    functions = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)]
+    assert len(functions) == 1, f"{path}: one component function per file"
+    inner = [n.module for n in ast.walk(functions[0]) if isinstance(n, ast.ImportFrom)]
+    inner += [a.name for n in ast.walk(functions[0]) if isinstance(n, ast.Import) for a in n.names]
+    assert inner and all(m.startswith("transfer_automl.steps") for m in inner), inner
+
+
+@pytest.mark.parametrize("path", COMPONENTS, ids=lambda p: p.parent.name)
+def test_component_runs_in_the_project_image_and_installs_nothing(path):
+    from components.image import IMAGE
+
+    name = path.parent.name
+    component = getattr(importlib.import_module(f"components.{name}.component"), name)
+    container = component.component_spec.implementation.container
+    assert container.image == IMAGE
+    command = " ".join(container.command or [])
+    assert "pip install" not in command, command
