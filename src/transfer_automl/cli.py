@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reward-power", type=_positive_float, default=1.0, help="reward = val accuracy ** power (MNMS: 3)")
     s.add_argument("--budget-scale", type=_positive_float, default=0.05,
                    help="multiplies the space's training budgets for CPU runs (1.0 = the papers')")
+    s.add_argument("--trial-timeout", type=_positive_float, help="text children: seconds per trial, then status timeout")
     s.add_argument("--benchmark", choices=["transnasbench101-micro", "nasbench201"],
                    help="look children up in a tabular NAS benchmark instead of training them")
     s.add_argument("--table", help="look children up in your own Parquet/CSV table (decision columns + metrics)")
@@ -120,6 +121,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Fisher of the loss on the target's labels (empirical, default) or on labels sampled from the probe")
     d.add_argument("--seed", type=int, default=0)
 
+    tr = sub.add_parser(
+        "transfer", help="warm-start a new task from the closest task of a pretrained search",
+        epilog="examples:\n"
+        "  taml transfer --target customer_reviews --from runs/demo --out runs/cr\n"
+        "  taml transfer --target customer_reviews --from runs/demo --out runs/cr-small --reduce-space --top-k 10\n"
+        "--reduce-space writes space.yaml (the closest task's top-k choices) for a FRESH search with any method;\n"
+        "a pretrained controller cannot be transferred onto a space with other choices, so no checkpoint is written.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tr.add_argument("--target", required=True, help="the new task (a task name in --data-dir or a .parquet path)")
+    tr.add_argument("--from", dest="source", required=True, help="a search directory or its checkpoint.pt")
+    tr.add_argument("--out", required=True, help="directory for checkpoint.pt (or, with --reduce-space, space.yaml)")
+    tr.add_argument("--select", default="closest", help="closest, all, or one source task's name")
+    tr.add_argument("--embedding", choices=["closest", "random", "mean"], default="closest",
+                    help="the target's task embedding: the closest source's, the selected sources' mean, or random")
+    tr.add_argument("--reduce-space", action="store_true",
+                    help="write the closest source's top-k space for a fresh search instead of a warm-started checkpoint")
+    tr.add_argument("--top-k", type=_positive_int, default=10, help="with --reduce-space: configurations that define the space")
+    tr.add_argument("--repeats", type=_positive_int, default=3, help="probe initialisations per distance (paper: 10)")
+    tr.add_argument("--mixing-gamma", type=float, default=0.1, help="initial uniform-mixing weight of the policy")
+    tr.add_argument("--mixing-samples", type=int, default=100, help="samples over which mixing decays to 0")
+    tr.add_argument("--data-dir", help="where task names resolve (as for search)")
+    tr.add_argument("--seed", type=int, default=0)
+
     pl = sub.add_parser("pipeline", help="Kubeflow pipelines (from a checkout: pipelines/ is not in the wheel)")
     plsub = pl.add_subparsers(dest="pipeline_command", required=True)
     plc = plsub.add_parser("compile", help="compile every pipelines/<name>/pipeline.py to DIR/<name>.yaml")
@@ -130,14 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tasks", help="list the tasks in the data directory")
     t.add_argument("--data-dir")
     sub.add_parser("modules", help="list the input embedding modules")
+
+    r = sub.add_parser("runs", help="the MLflow runs of a search")
+    rsub = r.add_subparsers(dest="runs_command", required=True)
+    rs = rsub.add_parser("sync", help="log the ledger's trials that MLflow lacks (idempotent)",
+                         epilog="example: taml runs sync runs/demo --tracking-uri http://mlflow:5000")
+    rs.add_argument("out", help="the search directory (ledger/, checkpoint.pt)")
+    rs.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the search's own mlflow.db")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"search": _search, "spaces": _spaces, "tasks": _tasks, "modules": _modules,
-                "bench": _bench, "distance": _distance, "pipeline": _pipeline}[args.command](args)
+        return {"search": _search, "spaces": _spaces, "tasks": _tasks, "modules": _modules, "runs": _runs,
+                "bench": _bench, "distance": _distance, "pipeline": _pipeline,
+                "transfer": _transfer}[args.command](args)
     except TamlError as exc:
         print(f"taml: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -161,7 +194,7 @@ def _search(args: argparse.Namespace) -> int:
         init_from="resume" if args.resume else args.init_from, source=args.source, batch_size=args.batch_size,
         seed=args.seed, controller_lr=args.controller_lr, normalization=args.normalization,
         baseline_decay=args.baseline_decay, entropy_weight=args.entropy_weight, mixing_gamma=args.mixing_gamma,
-        mixing_samples=args.mixing_samples, reward_power=args.reward_power, budget_scale=args.budget_scale,
+        mixing_samples=args.mixing_samples, reward_power=args.reward_power, budget_scale=args.budget_scale, trial_timeout=args.trial_timeout,
         benchmark=args.benchmark, table=args.table, metric_columns=_csv(args.metric_columns), data_dir=args.data_dir,
         cache_dir=args.cache_dir, search_id=args.search_id, progress=not args.no_progress,
     )
@@ -213,6 +246,28 @@ def _distance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _transfer(args: argparse.Namespace) -> int:
+    from transfer_automl.transfer.warm_start import TransferSettings, run_transfer
+
+    settings = TransferSettings(
+        target=args.target, source=args.source, out=args.out, select=args.select, embedding=args.embedding,
+        reduce_space=args.reduce_space, top_k=args.top_k, repeats=args.repeats, data_dir=args.data_dir,
+        seed=args.seed, mixing_gamma=args.mixing_gamma, mixing_samples=args.mixing_samples,
+    )
+    result = run_transfer(settings)
+    print(f"d[source, {settings.target}] (fisher_ld, mean over {settings.repeats} repeats), closest first:")
+    for task, d in result.sources:
+        print(f"  {task:<24}{d:.4f}")
+    if result.space_file is not None:
+        print(f"wrote {result.space_file}: the search space of {result.sources[0][0]}'s top {settings.top_k} "
+              "configurations, for a fresh search with any method (a controller cannot be transferred onto it)")
+    else:
+        print(f"wrote {result.checkpoint}: the {result.method} search warm-started for {settings.target} "
+              f"(embedding: {settings.embedding}), at step 0")
+    print(f"next:  {result.next_command}")
+    return 0
+
+
 def _pipeline(args: argparse.Namespace) -> int:
     """Load each pipeline definition by path: src never imports kfp (a test enforces it)."""
     import importlib.util
@@ -229,6 +284,15 @@ def _pipeline(args: argparse.Namespace) -> int:
         spec.loader.exec_module(module)
         for written in module.compile_all(args.out) or []:
             print(f"wrote {written}")
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from transfer_automl.steps.search import sync_runs
+
+    result = sync_runs(args.out, args.tracking_uri)
+    print(f"search {result.search_id} -> {result.tracking_location}: "
+          f"synced {result.new} new runs, {result.present} already present")
     return 0
 
 

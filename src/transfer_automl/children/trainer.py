@@ -26,7 +26,13 @@ from transfer_automl.children.tokens import TokenBags, compact, hashed_unigram_b
 from transfer_automl.errors import ConfigError
 from transfer_automl.tasks.features import FeatureCache
 from transfer_automl.tasks.text import TextTask
-from transfer_automl.trial_status import STATUS_DIVERGED, STATUS_FAILED, STATUS_INVALID, STATUS_OK
+from transfer_automl.trial_status import (
+    STATUS_DIVERGED,
+    STATUS_FAILED,
+    STATUS_INVALID,
+    STATUS_OK,
+    STATUS_TIMEOUT,
+)
 
 
 @dataclass(frozen=True)
@@ -36,12 +42,18 @@ class ChildTrainerConfig:
     wide_buckets: int = 1 << 18  # hash buckets of the wide tower's one-hot token features
     eval_batch_size: int = 4096
     device: str = "auto"  # auto = cuda when available
+    # Seconds a trial may take (None: no limit). Checked between training steps, so a slow child
+    # is stopped within one step; a child stuck inside one native call (or in feature
+    # extraction) is not interrupted: that would need a process-level watchdog.
+    timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.budget_scale > 0:
             raise ConfigError(f"budget_scale must be > 0, got {self.budget_scale}")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ConfigError(f"timeout_s must be > 0 (or None for no limit), got {self.timeout_s}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,7 +162,12 @@ class TextChildTrainer:
         batch_size = min(self.config.batch_size, len(train_rows))
         order, cursor = rng.permutation(train_rows), 0
         model.train()
+        deadline = started + self.config.timeout_s if self.config.timeout_s is not None else math.inf
         for step in range(spec.train_steps):
+            if time.perf_counter() > deadline:
+                return ChildResult(STATUS_TIMEOUT, 0.0, 0.0, step, time.perf_counter() - started,
+                                   f"stopped after {self.config.timeout_s:g} s (trial timeout) at step {step} "
+                                   f"of {spec.train_steps}")
             if cursor + batch_size > len(order):
                 order, cursor = rng.permutation(train_rows), 0
             rows = order[cursor : cursor + batch_size]

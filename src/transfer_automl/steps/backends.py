@@ -34,7 +34,7 @@ class Backend:
 
 
 def text_backend(tasks: tuple[str, ...], space: str, data_dir: str | None, cache_dir: str | Path,
-                 budget_scale: float) -> Backend:
+                 budget_scale: float, timeout_s: float | None = None) -> Backend:
     from transfer_automl.children.trainer import ChildTrainerConfig, TextChildTrainer
     from transfer_automl.tasks import data_dir as resolve_data_dir
     from transfer_automl.tasks import load_task
@@ -45,7 +45,7 @@ def text_backend(tasks: tuple[str, ...], space: str, data_dir: str | None, cache
     search_space = get_space(space)
     _check_text_space(search_space, budget_scale)
     loaded = [load_task(name, data_dir) for name in tasks]
-    config = ChildTrainerConfig(budget_scale=budget_scale)
+    config = ChildTrainerConfig(budget_scale=budget_scale, timeout_s=timeout_s)
     return Backend(
         space=search_space, task_names=[t.name for t in loaded],
         trainer=TextChildTrainer(config, FeatureCache(cache_dir)),

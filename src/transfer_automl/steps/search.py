@@ -5,6 +5,9 @@ look up) each child, commit the round to the ledger, update the controller with 
 checkpoint, then report to the tracker. The ledger is committed before the checkpoint, and a
 round already in the ledger is replayed from it rather than retrained, so a search stopped at
 any point continues with `resume=True` without losing or doubling a trial.
+
+The MLflow tracker is wrapped in `ResilientTracker`: an unreachable server costs a warning, never
+a trial. `sync_runs` (`taml runs sync`) replays ledger rows missing from MLflow afterwards.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from transfer_automl.algorithms import UPDATE_RULES
 from transfer_automl.algorithms.baselines import NORMALIZATIONS
-from transfer_automl.errors import CheckpointError, ConfigError
+from transfer_automl.errors import CheckpointError, ConfigError, TamlError
 from transfer_automl.rewards import reward_from_accuracy
 from transfer_automl.rewards.summary import TaskHistory, TaskSummary, summarize
 from transfer_automl.search import (
@@ -65,6 +68,7 @@ class SearchSettings:
     benchmark: str | None = None  # tabular children: transnasbench101-micro | nasbench201
     table: str | None = None  # tabular children from the user's own Parquet/CSV table ...
     metric_columns: tuple[str, ...] = ()  # ... with one metric column per task
+    trial_timeout: float | None = None  # text children: seconds before a trial is stopped (status timeout)
     data_dir: str | None = None  # where task names (or benchmark tables) resolve
     cache_dir: str | None = None  # frozen-feature cache; default <out>/cache/features
     search_id: str | None = None  # default: <out dir name>-<UTC time>
@@ -97,7 +101,7 @@ class SearchSettings:
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         for name, value in (("controller_lr", self.controller_lr), ("reward_power", self.reward_power),
-                            ("budget_scale", self.budget_scale)):
+                            ("budget_scale", self.budget_scale), ("trial_timeout", self.trial_timeout)):
             if value is not None and (not value > 0 or math.isinf(value)):
                 raise ConfigError(f"{name} must be a positive number, got {value}")
         if self.normalization is not None and self.normalization not in NORMALIZATIONS:
@@ -135,9 +139,13 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
 
     if tracker is None:
         from transfer_automl.tracking.mlflow import MlflowTracker
+        from transfer_automl.tracking.resilient import ResilientTracker
 
         out.mkdir(parents=True, exist_ok=True)
-        tracker = MlflowTracker(f"sqlite:///{(out / 'mlflow.db').resolve()}", artifact_root=out / "mlartifacts")
+        tracker = ResilientTracker.from_env(
+            MlflowTracker(f"sqlite:///{(out / 'mlflow.db').resolve()}", artifact_root=out / "mlartifacts"),
+            hint=f"replay the missing runs with `taml runs sync {out}`",
+        )
     params = {**{k: v for k, v in asdict(settings).items() if k != "progress"},
               "tasks": ",".join(task_names), "space_fingerprint": space.fingerprint(),
               "child_trainer": backend.trainer_settings, "search_state": _describe(search)}
@@ -189,12 +197,66 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
                         tracker.location, trials_run, per_task, time.perf_counter() - started)
 
 
+@dataclass
+class SyncResult:
+    search_id: str
+    tracking_location: str
+    new: int  # ledger rows logged now
+    present: int  # ledger rows MLflow already had
+
+
+def sync_runs(out: str | Path, tracking_uri: str | None = None) -> SyncResult:
+    """Log every ledger row of the search in `out` that MLflow lacks; idempotent (a second call logs
+    none). The URI: `tracking_uri`, else MLFLOW_TRACKING_URI, else the search's own mlflow.db."""
+    import torch
+
+    from transfer_automl.tracking.mlflow import MlflowTracker
+
+    out = Path(out)
+    ckpt_path = out / CHECKPOINT_NAME
+    if not ckpt_path.is_file():
+        raise ConfigError(f"runs sync: {out} holds no search ({ckpt_path} not found)")
+    try:
+        body = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise CheckpointError(f"{ckpt_path} is not a readable checkpoint: {exc}") from None
+    search_id = str(body["search_id"])
+    ledger = Ledger(out / "ledger")
+    rounds = [(f.name, _committed_round_file(f)) for f in ledger.files()]
+    ledger.read()  # refuses a damaged or foreign ledger before anything is logged
+    tracker = MlflowTracker(f"sqlite:///{(out / 'mlflow.db').resolve()}", artifact_root=out / "mlartifacts",
+                            uri=tracking_uri)
+    new = present = 0
+    try:
+        tracker.start(search_id, {**dict(body.get("search_settings", {})), "synced_from": str(out.resolve())},
+                      {"taml.synced": "true"})
+        for ledger_file, rows in rounds:
+            for row in rows:
+                if tracker.has_trial(row["trial_id"]):
+                    present += 1
+                    continue
+                tracker.log_trial({**row, "ledger_file": ledger_file}, json.loads(row["config"]))
+                new += 1
+        tracker.finish({}, status=tracker.previous_status or "FINISHED")
+    except Exception as exc:
+        raise TamlError(f"runs sync: tracker {tracker.location} failed after {new} new runs: "
+                            f"{type(exc).__name__}: {exc}") from None
+    return SyncResult(search_id, tracker.location, new, present)
+
+
+def _committed_round_file(path: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    return sorted(pq.read_table(path).to_pylist(), key=lambda r: r["trial_id"])
+
+
 def _backend(settings: SearchSettings, out: Path) -> Backend:
     if settings.tabular:
         return table_backend(settings.tasks, settings.benchmark, settings.table, settings.metric_columns,
                              settings.space, settings.data_dir)
     return text_backend(settings.tasks, settings.space or "taml-text", settings.data_dir,
-                        settings.cache_dir or out / "cache" / "features", settings.budget_scale)
+                        settings.cache_dir or out / "cache" / "features", settings.budget_scale,
+                        timeout_s=settings.trial_timeout)
 
 
 def _initial_search(settings: SearchSettings, space: SearchSpace, task_names: list[str], out: Path,
@@ -291,11 +353,7 @@ def _run_trial(backend: Backend, trial: Trial, search_id: str, reward_power: flo
 
 def _committed_round(ledger: Ledger, step: int) -> list[dict[str, Any]] | None:
     path = ledger.round_path(step)
-    if not path.exists():
-        return None
-    import pyarrow.parquet as pq
-
-    return sorted(pq.read_table(path).to_pylist(), key=lambda r: r["trial_id"])
+    return _committed_round_file(path) if path.exists() else None
 
 
 def _baseline_metrics(search: Search) -> dict[str, float]:

@@ -4,9 +4,12 @@ One experiment per search (`taml/<search_id>`), one parent run for the controlle
 `controller/*` and `reward/<task>/*` metrics, one nested run per child trial with the
 configuration as params, `child/*` metrics and tags linking it to its ledger row.
 
-The tracking URI comes from `MLFLOW_TRACKING_URI` when set, else the embedded default
-(`sqlite:///<out>/mlflow.db`). When Kubeflow's MLflow integration sets `MLFLOW_EXPERIMENT_ID`
-and `MLFLOW_RUN_ID`, the controller run is created in that experiment, nested under that run.
+The tracking URI is the one given (`taml runs sync --tracking-uri`), else `MLFLOW_TRACKING_URI`
+when set, else the embedded default (`sqlite:///<out>/mlflow.db`). For an HTTP server, MLflow's
+own retries (7, with exponential backoff, 120 s timeout: minutes per call when the server is down)
+are cut to `_HTTP_DEFAULTS` unless the user set those variables; `ResilientTracker` retries above.
+When Kubeflow's MLflow integration sets `MLFLOW_EXPERIMENT_ID` and `MLFLOW_RUN_ID`, the
+controller run is created in that experiment, nested under that run.
 """
 
 from __future__ import annotations
@@ -20,16 +23,26 @@ from transfer_automl.tracking.base import Tracker
 
 _PARAM_MAX = 500  # MLflow's limit on param value length
 
+# MLflow's HTTP client settings (mlflow/environment_variables.py), set only where the user did not.
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
 
 class MlflowTracker(Tracker):
-    def __init__(self, default_uri: str, artifact_root: str | Path | None = None):
+    def __init__(self, default_uri: str, artifact_root: str | Path | None = None, uri: str | None = None):
         import logging
 
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines would break the progress bar
 
-        self.uri = os.environ.get("MLFLOW_TRACKING_URI") or default_uri
+        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri
+        if self.uri.startswith(("http://", "https://")):
+            for name, value in _HTTP_DEFAULTS.items():
+                os.environ.setdefault(name, value)
         self.location = self.uri
         _create_sqlite_store_atomically(self.uri)
         self.artifact_root = Path(artifact_root).resolve().as_uri() if artifact_root else None
@@ -38,6 +51,7 @@ class MlflowTracker(Tracker):
         self.run_id = ""
         self.last_step = 0
         self.child_runs: dict[str, tuple[str, str]] = {}  # trial id -> (run id, status), for idempotence
+        self.previous_status = ""  # the controller run's status before start() reopened it ("" when new)
 
     def start(self, search_id: str, params: dict[str, Any], tags: dict[str, str]) -> None:
         self.experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or self._experiment(f"taml/{search_id}")
@@ -50,14 +64,17 @@ class MlflowTracker(Tracker):
         )
         if existing:  # a resumed search keeps logging into its controller run
             self.run_id = existing[0].info.run_id
+            self.previous_status = existing[0].info.status
             self.client.update_run(self.run_id, status="RUNNING")
-            self._load_child_runs(search_id)
-            return
-        run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=f"controller-{search_id}")
-        self.run_id = run.info.run_id
-        from mlflow.entities import Param
+        else:
+            run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=f"controller-{search_id}")
+            self.run_id = run.info.run_id
+            from mlflow.entities import Param
 
-        self.client.log_batch(self.run_id, params=[Param(k, _param(v)) for k, v in sorted(params.items())])
+            self.client.log_batch(self.run_id, params=[Param(k, _param(v)) for k, v in sorted(params.items())])
+        # Child runs already there (a resumed search, `taml runs sync`, or a controller run lost
+        # while its children were kept): log_trial skips them, so any tracker object is idempotent.
+        self._load_child_runs(search_id)
 
     def _load_child_runs(self, search_id: str) -> None:
         from mlflow.entities import ViewType
@@ -92,14 +109,19 @@ class MlflowTracker(Tracker):
     def log_artifact(self, path: str | Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
 
+    def has_trial(self, trial_id: str) -> bool:
+        """Whether the trial is logged whole (as of start() and this object's own logging)."""
+        known = self.child_runs.get(trial_id)
+        return known is not None and known[1] in ("FINISHED", "FAILED")
+
     def log_trial(self, row: dict[str, Any], config: dict[str, Any]) -> None:
         """Idempotent: a trial already logged is skipped; one cut off mid-log is logged again."""
         from mlflow.entities import Metric, Param
 
+        if self.has_trial(row["trial_id"]):
+            return
         known = self.child_runs.get(row["trial_id"])
         if known is not None:
-            if known[1] in ("FINISHED", "FAILED"):
-                return
             self.client.delete_run(known[0])
 
         tags = {

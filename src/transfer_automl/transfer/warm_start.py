@@ -1,0 +1,298 @@
+"""Warm start of a new task from the closest pretrained task (`taml transfer`).
+
+Three pieces, each usable on its own:
+
+* `select_sources(target, source_tasks, ...)`: rank a pretrained search's tasks by a registered
+  task distance to the new task. With `fisher_ld`, only the column d[source, target] is computed:
+  one probe per task and repeat, and the Fisher of every probe on the TARGET's data only (the
+  same seeds as `FisherLogDet.matrix`, so the column equals that matrix's last column).
+  `closest` is argmin_b d[b, target]; `all` every source, closest first; a task name that task.
+* `warm_start(body, target, sources, embedding=...)`: `ControllerSearch.transfer_from` onto
+  [target] (shared weights copied, uniform mixing at the start), then the target's task-embedding
+  row set to the closest source's row (`closest`), to the mean of the selected sources' rows
+  (`mean`), or left at its random initialization (`random`, as Transfer AutoML and Transfer NAS do).
+* `reduce_space(space, ledger_rows, source_task, top_k)`: the seed paper's "the architecture of
+  the closest task defines the search space": the decisions and choices that the source task's
+  top-k configurations (by validation accuracy, status ok) use. Every decision that can still be
+  active is kept, its choices restricted to the observed ones in the original order. A
+  conditional decision that none of the top-k configurations activated could never be active in
+  the reduced space (its condition's parent values are gone) and is left out.
+
+A reduced space has other cardinalities than the pretrained controller's, so a controller cannot
+be transferred onto it: `run_transfer(reduce_space=True)` writes `<out>/space.yaml` for a FRESH
+search (any method) instead of a warm-started checkpoint. Without it, `run_transfer` writes
+`<out>/checkpoint.pt`, the warm-started search at step 0 in `run_search`'s format, which
+`taml search --tasks <target> --out <out> --resume --method <method>` continues.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transfer_automl.errors import CheckpointError, ConfigError, TaskError
+from transfer_automl.space import Condition, Decision, SearchSpace
+from transfer_automl.space.decisions import _canonical
+from transfer_automl.trial_status import STATUS_OK
+
+SELECTIONS = ("closest", "all")  # or one source task's name
+EMBEDDINGS = ("closest", "random", "mean")
+# Settings of the pretrained search that the warm-started one keeps, with their `taml search` flags.
+_INHERITED_FLAGS = {"batch_size": "--batch-size", "controller_lr": "--controller-lr", "normalization": "--normalization",
+                    "baseline_decay": "--baseline-decay", "entropy_weight": "--entropy-weight",
+                    "reward_power": "--reward-power", "budget_scale": "--budget-scale"}
+CHECKPOINT_NAME = "checkpoint.pt"  # the name steps.search writes (transfer/ does not import steps/)
+TASK_EMBEDDING_SUFFIX = "task_embeddings.weight"  # LSTM: the key itself; transformer: ends with it
+
+
+# -- source selection ----------------------------------------------------------------------------
+
+
+def select_sources(target: str, source_tasks: Sequence[str], distance: Any = "fisher_ld", select: str = "closest",
+                   repeats: int = 3, data_dir: str | Path | None = None, seed: int = 0,
+                   modality: str = "text") -> list[tuple[str, float]]:
+    """[(source task, d[source, target])], closest first: one pair for `closest` or a task name,
+    every source for `all`. `distance`: a registered name or a TaskDistance; `modality` of the
+    probe tasks (`taml search` searches text tasks; "auto" as in `taml distance`)."""
+    sources = list(source_tasks)
+    if not sources:
+        raise ConfigError("the pretrained search has no tasks to transfer from")
+    if target in sources:
+        raise ConfigError(f"target {target!r} is already a task of the pretrained search {sources}; "
+                          "continue it with taml search --init-from transfer instead")
+    if select not in SELECTIONS and select not in sources:
+        raise TaskError(f"--select {select!r} is not closest, all or a task of the pretrained search {sources}")
+    if repeats < 1:
+        raise ConfigError(f"repeats must be >= 1, got {repeats}")
+    candidates = sources if select in SELECTIONS else [select]
+    values = distance_to_target(distance, candidates, target, repeats=repeats, data_dir=data_dir, seed=seed,
+                                modality=modality)
+    ranked = sorted(zip(candidates, (float(v) for v in values), strict=True), key=lambda pair: pair[1])
+    return ranked[:1] if select == "closest" else ranked
+
+
+def distance_to_target(distance: Any, sources: Sequence[str], target: str, repeats: int = 3,
+                       data_dir: str | Path | None = None, seed: int = 0, modality: str = "text") -> list[float]:
+    """d[source, target] for each source, in the order given."""
+    from transfer_automl.transfer.distances import FisherLogDet, TaskDistance, get_distance
+    from transfer_automl.transfer.fisher import load_probe_tasks
+
+    if isinstance(distance, str):
+        try:
+            distance = get_distance(distance)
+        except TypeError:  # a distance that needs settings (embedding_cosine: a checkpoint)
+            raise ConfigError(f"task distance {distance!r} cannot rank a new task (it needs settings); "
+                              "use fisher_ld") from None
+    if not isinstance(distance, TaskDistance):
+        raise ConfigError(f"distance must be a registered name or a TaskDistance, got {type(distance).__name__}")
+    fisher_samples = distance.config.fisher_samples if isinstance(distance, FisherLogDet) else 500
+    probes = load_probe_tasks([*sources, target], modality=modality, data_dir=data_dir, fisher_samples=fisher_samples)
+    if isinstance(distance, FisherLogDet):
+        return list(fisher_column(distance, probes, repeats=repeats, seed=seed))
+    return list(distance.matrix(probes, repeats=repeats, seed=seed).mean[:-1, -1])
+
+
+def fisher_column(distance, probes: Sequence, repeats: int = 3, seed: int = 0) -> np.ndarray:
+    """d[b, t] for every probe task b but the last, t the last: `FisherLogDet.matrix(probes)`'s
+    last column without the Fishers on the other tasks' data (same probe and Fisher seeds)."""
+    from transfer_automl.transfer.distances import fisher_ld
+    from transfer_automl.transfer.fisher import probe_fisher, train_probe
+
+    dims = {p.input_dim for p in probes}
+    if len(dims) != 1:
+        raise TaskError(f"tasks have different probe input sizes {sorted(dims)}: " +
+                        ", ".join(f"{p.name}={p.input_dim}" for p in probes))
+    head = max(p.num_classes for p in probes)
+    target = probes[-1]
+    d = np.zeros((repeats, len(probes) - 1))  # [R, K-1]
+    for r in range(repeats):
+        nets = [train_probe(p, seed + r * 1000 + i, distance.config, head_width=head) for i, p in enumerate(probes)]
+        fishers = [probe_fisher(net, target, distance.config, seed=seed + r) for net in nets]  # F_{b,t}
+        for i in range(len(probes) - 1):
+            d[r, i] = fisher_ld(fishers[i], fishers[-1], distance.sigma)
+    return d.mean(axis=0)
+
+
+# -- embedding warm start --------------------------------------------------------------------------
+
+
+def warm_start(body: dict[str, Any], target: str, sources: Sequence[str | tuple[str, float]],
+               embedding: str = "closest", seed: int = 0, mixing_gamma: float = 0.1, mixing_samples: int = 100,
+               search_id: str | None = None, update_config: dict[str, Any] | None = None):
+    """A controller search for [target] from the pretrained checkpoint `body`; `sources` closest
+    first (as `select_sources` returns them). The target's embedding row becomes the closest
+    source's row, the mean of the sources' rows, or stays random."""
+    from transfer_automl.search import ControllerSearch
+
+    if embedding not in EMBEDDINGS:
+        raise ConfigError(f"embedding must be one of {list(EMBEDDINGS)}, got {embedding!r}")
+    if not isinstance(body.get("controller_state"), dict):
+        raise CheckpointError(f"the pretrained search is a {body.get('name')!r} search, which has no controller "
+                              "to warm-start; use --reduce-space for a fresh search")
+    names = [s if isinstance(s, str) else s[0] for s in sources]
+    old_tasks = [str(t) for t in body["tasks"]]
+    unknown = [n for n in names if n not in old_tasks]
+    if unknown:
+        raise TaskError(f"source task(s) {unknown} are not tasks of the pretrained search {old_tasks}")
+    if embedding != "random" and not names:
+        raise ConfigError(f"embedding {embedding!r} needs at least one source task")
+    search = ControllerSearch.transfer_from(body, [target], search_id or f"{target}-warm-start", seed=seed,
+                                            mixing_gamma=mixing_gamma, mixing_samples=mixing_samples,
+                                            update_config=update_config)
+    if embedding == "random":
+        return search
+    key = task_embedding_key(body["controller_state"])
+    table = body["controller_state"][key]  # [num_old_tasks, E]
+    rows = table[[old_tasks.index(n) for n in names]]  # [S, E]
+    row = rows[0] if embedding == "closest" else rows.mean(dim=0)
+    set_task_embedding(search.controller, 0, row)
+    return search
+
+
+def task_embedding_key(state: dict[str, Any]) -> str:
+    keys = [k for k in state if k.endswith(TASK_EMBEDDING_SUFFIX)]
+    if len(keys) != 1:
+        raise CheckpointError(f"expected one '*{TASK_EMBEDDING_SUFFIX}' controller parameter, found {keys}")
+    return keys[0]
+
+
+def set_task_embedding(controller, task_index: int, row) -> None:
+    """Overwrite one task's embedding row in place (the optimizer keeps the same parameter)."""
+    import torch
+
+    params = dict(controller.named_parameters())
+    weight = params[task_embedding_key(params)]
+    if tuple(row.shape) != tuple(weight.shape[1:]):
+        raise CheckpointError(f"task embedding of size {list(row.shape)} does not fit {list(weight.shape[1:])}")
+    with torch.no_grad():
+        weight[task_index] = row.to(weight.dtype)
+
+
+# -- search-space reduction ------------------------------------------------------------------------
+
+
+def reduce_space(space: SearchSpace, ledger_rows: Sequence[dict[str, Any]], source_task: str,
+                 top_k: int = 10) -> SearchSpace:
+    """The choices the source task's top-k ok trials (by val_accuracy) use, in the space's order."""
+    if top_k < 1:
+        raise ConfigError(f"top_k must be >= 1, got {top_k}")
+    rows = [r for r in ledger_rows if r.get("task") == source_task and r.get("status") == STATUS_OK
+            and r.get("val_accuracy") is not None and math.isfinite(r["val_accuracy"])]
+    if not rows:
+        raise ConfigError(f"the ledger has no successful (status ok) trials of task {source_task!r}; "
+                          "cannot reduce the search space to its configurations")
+    top = sorted(rows, key=lambda r: -r["val_accuracy"])[:top_k]  # stable: ledger order on ties
+    used: dict[str, set[int]] = {}
+    for r in top:
+        config = json.loads(r["config"]) if isinstance(r["config"], str) else dict(r["config"])
+        try:
+            indices = space.encode(config)
+        except ValueError as exc:
+            raise ConfigError(f"ledger trial {r.get('trial_id')!r} does not fit space {space.name!r}: {exc}") from None
+        for d, i in zip(space.decisions, indices, strict=True):
+            if i >= 0:
+                used.setdefault(d.name, set()).add(i)
+    kept: dict[str, Decision] = {}
+    for d in space.decisions:
+        if d.name not in used:  # a conditional decision no top config activated: unreachable now
+            continue
+        condition = d.condition
+        if condition is not None:
+            parent = {_canonical(c) for c in kept[condition.parent].choices}  # active => parent kept
+            condition = Condition(condition.parent, tuple(v for v in condition.values if _canonical(v) in parent))
+        choices = tuple(d.choices[i] for i in sorted(used[d.name]))
+        kept[d.name] = Decision(d.name, choices, d.description, condition)
+    return SearchSpace(f"{space.name}-reduced-{source_task}", tuple(kept.values()))
+
+
+# -- the `taml transfer` entry point ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """Everything one `taml transfer` does."""
+
+    target: str  # the new task (a text task name in data_dir, or a .parquet path)
+    source: str  # a search directory (checkpoint.pt, ledger/) or a checkpoint file
+    out: str  # where checkpoint.pt (or, with reduce_space, space.yaml) is written
+    select: str = "closest"  # closest | all | <a source task>
+    embedding: str = "closest"  # the target's embedding: closest source's row, mean of the selected, or random
+    reduce_space: bool = False  # write the closest source's top-k space for a fresh search instead
+    top_k: int = 10  # configurations of the closest source that define the reduced space
+    distance: str = "fisher_ld"  # registered task distance
+    repeats: int = 3  # probe initialisations averaged per distance (paper: 10)
+    data_dir: str | None = None  # where task names resolve
+    seed: int = 0  # probes, the new search's initialization and sampling
+    mixing_gamma: float = 0.1  # initial uniform-mixing weight of the warm-started policy ...
+    mixing_samples: int = 100  # ... decaying linearly to 0 over this many samples
+
+    def validate(self) -> None:
+        if self.embedding not in EMBEDDINGS:
+            raise ConfigError(f"embedding must be one of {list(EMBEDDINGS)}, got {self.embedding!r}")
+        for name, value in (("top_k", self.top_k), ("repeats", self.repeats)):
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        if not 0 <= self.mixing_gamma <= 1:
+            raise ConfigError(f"mixing_gamma must be in [0, 1], got {self.mixing_gamma}")
+
+
+@dataclass
+class TransferResult:
+    sources: list[tuple[str, float]]  # chosen source tasks and d[source, target], closest first
+    method: str  # the pretrained search's method
+    checkpoint: Path | None  # the warm-started search (None with reduce_space)
+    space_file: Path | None  # the reduced space (reduce_space only)
+    next_command: str
+
+
+def run_transfer(settings: TransferSettings) -> TransferResult:
+    from transfer_automl.search import Ledger, load_checkpoint, save_checkpoint
+    from transfer_automl.space import save_space, space_from_dict
+    from transfer_automl.storage import atomic_write
+
+    settings.validate()
+    source = Path(settings.source)
+    ckpt = source / CHECKPOINT_NAME if source.is_dir() else source
+    body = load_checkpoint(ckpt)
+    method = str(body["name"])
+    out = Path(settings.out)
+    if (out / CHECKPOINT_NAME).exists() or Ledger(out / "ledger").files():
+        raise ConfigError(f"out: {out} already holds a search; choose another --out")
+    if not settings.reduce_space and not isinstance(body.get("controller_state"), dict):
+        raise CheckpointError(f"--from {ckpt} holds a {method!r} search, which has no controller to warm-start; "
+                              "use --reduce-space for a fresh search")
+    sources = select_sources(settings.target, [str(t) for t in body["tasks"]], settings.distance, settings.select,
+                             repeats=settings.repeats, data_dir=settings.data_dir, seed=settings.seed)
+    data = f" --data-dir {settings.data_dir}" if settings.data_dir else ""
+    if settings.reduce_space:
+        ledger = Ledger(ckpt.parent / "ledger")
+        if not ledger.files():
+            raise ConfigError(f"--reduce-space needs the pretrained search's ledger, and {ledger.root} has none")
+        space = space_from_dict(body["space"], source=str(ckpt))
+        reduced = reduce_space(space, ledger.read().to_pylist(), sources[0][0], settings.top_k)
+        out.mkdir(parents=True, exist_ok=True)
+        space_file = atomic_write(out / "space.yaml", lambda tmp: save_space(reduced, tmp))
+        command = (f"taml search --tasks {settings.target} --space {space_file} --out {out} --method <any> "
+                   f"--trials <n>{data}")
+        return TransferResult(sources, method, None, space_file, command)
+    search = warm_start(body, settings.target, sources, embedding=settings.embedding, seed=settings.seed,
+                        mixing_gamma=settings.mixing_gamma, mixing_samples=settings.mixing_samples,
+                        search_id=f"{out.resolve().name}-transfer")
+    out.mkdir(parents=True, exist_ok=True)
+    space_file = atomic_write(out / "space.yaml", lambda tmp: save_space(search.space, tmp))
+    # What `taml search --resume` compares: the method and seed of the warm start and the search
+    # settings inherited from the pretrained search (the next command passes them); the space is
+    # checked by its fingerprint.
+    inherited = {k: v for k in _INHERITED_FLAGS if (v := dict(body.get("search_settings", {})).get(k)) is not None}
+    save_checkpoint(out / CHECKPOINT_NAME, {**search.state_dict(),
+                                            "search_settings": {"method": method, "seed": settings.seed, **inherited}})
+    flags = "".join(f" {_INHERITED_FLAGS[k]} {v}" for k, v in inherited.items())
+    command = (f"taml search --tasks {settings.target} --out {out} --resume --method {method} "
+               f"--space {space_file} --seed {settings.seed}{flags} --trials <n>{data}")
+    return TransferResult(sources, method, out / CHECKPOINT_NAME, None, command)
