@@ -32,6 +32,19 @@ def feature_cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("features")
 
 
+@pytest.fixture()
+def toy_table(tmp_path):
+    """A tiny benchmark table: two decisions, two tasks (t1, t2) with known values."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"depth": d, "act": a, "t1": d + (a == "relu"), "t2": -d + 0.5 * (a == "tanh")}
+            for d in (1, 2, 3, 4) for a in ("relu", "tanh")]
+    path = tmp_path / "toy.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """The controllers and children in tests are tiny: intra-op threads only add overhead, and

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -16,15 +14,6 @@ from transfer_automl.steps.search import SearchSettings, run_search
 from transfer_automl.tracking import MemoryTracker
 
 _VOLATILE = ("started_at", "ended_at", "duration_s")
-
-
-@pytest.fixture()
-def toy_table(tmp_path):
-    rows = [{"depth": d, "act": a, "t1": d + (a == "relu"), "t2": -d + 0.5 * (a == "tanh")}
-            for d in (1, 2, 3, 4) for a in ("relu", "tanh")]
-    path = tmp_path / "toy.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    return path
 
 
 def _run_pipeline_steps(search_dir, table, method, rounds, children, seed=3):

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -19,15 +17,6 @@ from transfer_automl.tracking import MemoryTracker
 pytestmark = pytest.mark.e2e
 
 BENCHMARKS = Path(__file__).resolve().parents[3] / "shared" / "data" / "benchmarks"
-
-
-@pytest.fixture()
-def toy_table(tmp_path):
-    rows = [{"depth": d, "act": a, "t1": d + (a == "relu"), "t2": -d + 0.5 * (a == "tanh")}
-            for d in (1, 2, 3, 4) for a in ("relu", "tanh")]
-    path = tmp_path / "toy.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    return path
 
 
 @pytest.mark.parametrize("method", ["reinforce", "ppo", "pqt", "transformer", "rs", "re", "tpe"])

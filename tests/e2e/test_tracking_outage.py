@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import socket
 
-import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 import pytest
 
 from transfer_automl.children.trainer import ChildTrainerConfig, TextChildTrainer
@@ -27,15 +25,6 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture()
-def toy_table(tmp_path):
-    rows = [{"depth": d, "act": a, "t1": d + (a == "relu"), "t2": -d + 0.5 * (a == "tanh")}
-            for d in (1, 2, 3, 4) for a in ("relu", "tanh")]
-    path = tmp_path / "toy.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    return path
 
 
 def _child_runs(uri: str) -> list:

@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -38,15 +36,6 @@ def local_kfp(tmp_path, monkeypatch):
     monkeypatch.setattr(config.LocalExecutionConfig, "instance", None)  # restored after the test
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "pipeline_root"))
     return local
-
-
-@pytest.fixture()
-def toy_table(tmp_path):
-    rows = [{"depth": d, "act": a, "t1": d + (a == "relu"), "t2": -d + 0.5 * (a == "tanh")}
-            for d in (1, 2, 3, 4) for a in ("relu", "tanh")]
-    path = tmp_path / "toy.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    return path
 
 
 def test_two_rounds_of_two_children_run_locally(tmp_path, local_kfp, toy_table):
