@@ -24,10 +24,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from transfer_automl.errors import TaskError
+from transfer_automl.tasks.parquet import read_task_table
 from transfer_automl.tasks.text import SPLITS, _assign_splits
 
 REQUIRED_COLUMNS = ("pixels", "height", "width", "label", "split")
@@ -122,19 +121,7 @@ def load_image_task(name: str, data_dir: str | Path | None = None) -> ImageTask:
 @lru_cache(maxsize=8)
 def _read_source(path: str, mtime_ns: int) -> dict:
     """Read and validate one source file (cached per path and modification time)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise TaskError(f"image file {path} is unreadable: {exc}") from None
-    try:
-        table = pq.read_table(pa.BufferReader(data))
-    except (pa.ArrowException, OSError) as exc:
-        raise TaskError(f"image file {path} is not a readable Parquet file ({exc})") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise TaskError(f"image file {path} lacks column(s) {missing}; has {table.column_names}")
-    if table.num_rows == 0:
-        raise TaskError(f"image file {path} has no rows")
+    table, data = read_task_table(path, REQUIRED_COLUMNS, "image file")
     columns = {c: table.column(c).to_pylist() for c in REQUIRED_COLUMNS}
     for column in ("pixels", "height", "width", "label"):
         bad = next((i for i, v in enumerate(columns[column]) if v is None), None)

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from transfer_automl.errors import TaskError
+from transfer_automl.tasks.parquet import read_task_table
 
 SPLITS = ("train", "validation", "test")
 REQUIRED_COLUMNS = ("text", "label", "split")
@@ -50,21 +49,7 @@ def load_text_task(path: str | Path, name: str | None = None) -> TextTask:
     """Read and validate one task file; every error names the file and the column or value."""
     path = Path(path)
     name = name or path.stem
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise TaskError(f"task {name!r}: file {path} does not exist") from None
-    except OSError as exc:
-        raise TaskError(f"task {name!r}: file {path} is unreadable: {exc}") from None
-    try:
-        table = pq.read_table(pa.BufferReader(data))
-    except (pa.ArrowException, OSError) as exc:
-        raise TaskError(f"task {name!r}: {path} is not a readable Parquet file ({exc})") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise TaskError(f"task {name!r}: {path} lacks column(s) {missing}; has {table.column_names}")
-    if table.num_rows == 0:
-        raise TaskError(f"task {name!r}: {path} has no rows")
+    table, data = read_task_table(path, REQUIRED_COLUMNS, f"task {name!r}")
     texts = table.column("text").to_pylist()
     labels_raw = table.column("label").to_pylist()
     split_raw = table.column("split").to_pylist()
