@@ -14,6 +14,7 @@ initialisations (the paper: R = 10); `matrix` returns the mean and std over the 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,13 +115,14 @@ def plot_heatmap(matrix: DistanceMatrix, path: str | Path, title: str = "") -> N
     plt.close(fig)
 
 
-class TaskDistance:
+class TaskDistance(ABC):
     """Base class: `matrix(tasks)` -> DistanceMatrix; `distance(a, b)` from a two-task matrix."""
 
     name: str = ""
 
+    @abstractmethod
     def matrix(self, tasks: Sequence, **kwargs) -> DistanceMatrix:
-        raise NotImplementedError
+        """The distance between every ordered pair of `tasks` (rows: source, columns: target)."""
 
     def distance(self, a, b, **kwargs) -> float:
         """d[a, b]: from source a to target b."""
