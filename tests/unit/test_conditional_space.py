@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from example_spaces import OPT  # noqa: E402  (tests/ is on the path, like s3_fixtures)
 from transfer_automl.errors import SearchSpaceError
 from transfer_automl.space import (
     INACTIVE,
@@ -26,15 +27,6 @@ from transfer_automl.space import (
     split_config,
     subspace_choice_for,
 )
-
-# opt -> (adam) beta -> (0.99) beta2 ; opt -> (sgd) momentum ; lr unconditional
-OPT = SearchSpace("opt", (
-    Decision("lr", (0.01, 0.1)),
-    Decision("opt", ("sgd", "adam", "adagrad")),
-    Decision("momentum", (0.0, 0.9), condition=Condition("opt", ("sgd",))),
-    Decision("beta", (0.9, 0.99), condition=Condition("opt", ("adam",))),
-    Decision("beta2", (0.999, 0.9999, 0.99999), condition=Condition("beta", (0.99,))),
-))
 
 
 def _all_valid_indices(space: SearchSpace) -> list[list[int]]:

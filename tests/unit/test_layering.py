@@ -1,5 +1,5 @@
 """Dependency direction (STYLE.md): nothing in src imports kfp; space/ imports no torch;
-mlflow only in tracking/mlflow.py."""
+mlflow only in tracking/mlflow.py; boto3 only in storage/s3.py."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ def test_no_module_in_src_imports_kfp():
 def test_mlflow_is_imported_only_by_the_mlflow_tracker():
     offenders = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if "mlflow" in _imports(p)]
     assert offenders == ["tracking/mlflow.py"]
+
+
+def test_boto3_is_imported_only_by_the_s3_store():
+    offenders = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if {"boto3", "botocore"} & _imports(p)]
+    assert offenders == ["storage/s3.py"]
 
 
 def test_space_package_loads_without_torch():

@@ -3,7 +3,6 @@ endpoint: moto's threaded server, see tests/s3_fixtures.py)."""
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import os
 import threading
@@ -19,7 +18,6 @@ from transfer_automl.storage import ArtifactStore, LocalStore, get_store
 from transfer_automl.storage import local as local_module
 
 MiB = 1024 * 1024
-SRC = Path(__file__).resolve().parents[2] / "src" / "transfer_automl"
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -331,17 +329,3 @@ def test_get_store_dispatch(tmp_path):
         with pytest.raises(StorageError) as info:
             get_store(bad)
         assert repr(bad) in str(info.value)
-
-
-def test_boto3_is_imported_only_by_the_s3_store():
-    def imports(path: Path) -> set[str]:
-        names = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module.split(".")[0])
-        return names
-
-    offenders = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if {"boto3", "botocore"} & imports(p)]
-    assert offenders == ["storage/s3.py"]

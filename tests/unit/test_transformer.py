@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import transfer_automl.controllers.transformer  # noqa: F401  registers "transformer"
+from example_spaces import OPT  # noqa: E402  (tests/ is on the path, like s3_fixtures)
 from transfer_automl.algorithms import Reinforce
 from transfer_automl.bench.double_xor import (
     DoubleXorSettings,
@@ -32,13 +33,6 @@ from transfer_automl.space import (
     subspace_choice_for,
 )
 
-OPT = SearchSpace("opt", (
-    Decision("lr", (0.01, 0.1)),
-    Decision("opt", ("sgd", "adam", "adagrad")),
-    Decision("momentum", (0.0, 0.9), condition=Condition("opt", ("sgd",))),
-    Decision("beta", (0.9, 0.99), condition=Condition("opt", ("adam",))),
-    Decision("beta2", (0.999, 0.9999, 0.99999), condition=Condition("beta", (0.99,))),
-))
 CNN = SearchSpace("cnn", (
     Decision("filters", (16, 32)),
     Decision("opt", ("sgd", "adam")),
