@@ -10,12 +10,17 @@ Atomicity: S3 makes an object visible only when its PUT (or CompleteMultipartUpl
 so a failed write leaves the old object; a failed managed multipart upload is aborted by boto3.
 `if_absent` sends `If-None-Match: *` on the PUT or on CompleteMultipartUpload, so of two racing
 writers exactly one wins (S3 and moto >= 5.x answer 412 PreconditionFailed to the other).
-Retries use botocore's "standard" mode; `max_attempts` counts every try, the first included
-(default: `AWS_MAX_ATTEMPTS` or 5); pyarrow's reader gets the same standard strategy.
+Retries use botocore's "standard" mode (exponential backoff with full jitter on throttling,
+5xx answers, dropped connections and timeouts); `max_attempts` counts every try, the first
+included (default: `AWS_MAX_ATTEMPTS` or 5); pyarrow's reader gets the same standard strategy.
+A request that gets no answer within `timeout_s` (default: `TAML_S3_TIMEOUT_S` or 60) is retried
+like any transient error. When the retries are spent, the operation raises StorageError naming
+the object, and nothing already committed is touched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +53,26 @@ def _scrub(text: str) -> str:
     return text
 
 
+def _timeout(value: float | None) -> float:
+    if value is None:
+        raw = os.environ.get("TAML_S3_TIMEOUT_S", "60")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise StorageError(f"TAML_S3_TIMEOUT_S={raw!r} is not a number of seconds") from None
+    if not value > 0:
+        raise StorageError(f"S3 timeout must be a positive number of seconds, got {value}")
+    return value
+
+
+def _file_sha256(path: str | os.PathLike[str]) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.digest()
+
+
 def _add_if_none_match(params: dict[str, Any], **_: Any) -> None:
     params["IfNoneMatch"] = "*"
 
@@ -62,7 +87,7 @@ class S3Store(ArtifactStore):
     multipart_threshold: int = 64 * MiB
     multipart_chunksize: int = 16 * MiB
 
-    def __init__(self, uri: str, max_attempts: int | None = None):
+    def __init__(self, uri: str, max_attempts: int | None = None, timeout_s: float | None = None):
         parsed = urlparse(uri)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise StorageError(f"store uri {uri!r} is not of the form s3://bucket[/prefix]")
@@ -80,6 +105,7 @@ class S3Store(ArtifactStore):
         if max_attempts < 1:
             raise StorageError(f"max_attempts must be >= 1, got {max_attempts}")
         self.max_attempts = max_attempts
+        self.timeout_s = _timeout(timeout_s)
         self._session: boto3.session.Session | None = None
         self._client_cache: Any = None
         self._arrow_fs: pafs.S3FileSystem | None = None
@@ -90,7 +116,8 @@ class S3Store(ArtifactStore):
             self._session = boto3.session.Session()
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or self._session.region_name
         # total_max_attempts counts the first try, like AWS_MAX_ATTEMPTS ("max_attempts" would not).
-        config = Config(retries={"mode": "standard", "total_max_attempts": self.max_attempts})
+        config = Config(retries={"mode": "standard", "total_max_attempts": self.max_attempts},
+                        connect_timeout=self.timeout_s, read_timeout=self.timeout_s)
         return self._session.client("s3", region_name=region, config=config)
 
     @property
@@ -102,6 +129,26 @@ class S3Store(ArtifactStore):
     def _full(self, key: str) -> str:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    @staticmethod
+    def _is_conflict(exc: Exception) -> bool:
+        """A 412 to a conditional write: the key exists."""
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+            return code in _EXISTS or status == "412"
+        return "PreconditionFailed" in str(exc) or "(412)" in str(exc)
+
+    def _holds(self, key: str, sha256: bytes) -> bool:
+        """Whether `key` exists with exactly this content.
+
+        Over HTTP a conditional PUT can land while its answer is lost (a dropped connection); the
+        client's retry then gets 412 from its own object. Identical bytes make that retry a
+        success, so `if_absent` writes stay safe to retry; different bytes are a real conflict."""
+        try:
+            return hashlib.sha256(self.get_bytes(key)).digest() == sha256
+        except StorageError:
+            return False
 
     @staticmethod
     def _is_missing(exc: ClientError) -> bool:
@@ -135,6 +182,8 @@ class S3Store(ArtifactStore):
         try:
             self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=bytes(data), **extra)
         except (ClientError, BotoCoreError) as exc:
+            if if_absent and self._is_conflict(exc) and self._holds(key, hashlib.sha256(bytes(data)).digest()):
+                return  # our own earlier attempt landed and only its answer was lost
             raise self._error(exc, key, "write") from None
 
     def get_bytes(self, key: str) -> bytes:
@@ -189,14 +238,15 @@ class S3Store(ArtifactStore):
                 client.meta.events.register(f"before-parameter-build.s3.{op}", _add_if_none_match)
         try:
             client.upload_file(str(local_path), self.bucket, self._full(key), Config=self._transfer_config())
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, key, "upload") from None
         except Exception as exc:  # s3transfer wraps failures (S3UploadFailedError)
-            cause = exc.__cause__ or exc.__context__
+            cause = exc if isinstance(exc, ClientError | BotoCoreError) else (exc.__cause__ or exc.__context__)
+            conflict = self._is_conflict(exc) or (cause is not None and self._is_conflict(cause))
+            if if_absent and conflict and self._holds(key, _file_sha256(local_path)):
+                return  # our own earlier attempt landed and only its answer was lost (see _holds)
+            if conflict:
+                raise StorageError(f"{self.join(key)} already exists; refusing to overwrite it (if_absent)") from None
             if isinstance(cause, ClientError | BotoCoreError):
                 raise self._error(cause, key, "upload") from None
-            if "PreconditionFailed" in str(exc) or "(412)" in str(exc):
-                raise StorageError(f"{self.join(key)} already exists; refusing to overwrite it (if_absent)") from None
             raise self._error(exc, key, "upload") from None
 
     def get_file(self, key: str, local_path: str | os.PathLike[str]) -> None:
@@ -217,6 +267,8 @@ class S3Store(ArtifactStore):
             kwargs: dict[str, Any] = {
                 "region": client.meta.region_name,
                 "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=self.max_attempts),
+                "connect_timeout": self.timeout_s,
+                "request_timeout": self.timeout_s,
             }
             if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
                 endpoint = urlparse(client.meta.endpoint_url)
