@@ -108,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--out", required=True)
     bs.add_argument("--no-progress", action="store_true")
 
+    fu = sub.add_parser("fuse", help="FUSE: candidates trained jointly through a softmax(alpha) output mixture (image tasks)",
+                        epilog="example: taml fuse --task mnist_test --candidates 4 --budget 20 --out runs/fuse")
+    fu.add_argument("--task", required=True, help="image task: <source>, <source>:is<d> or <source>:odd_even")
+    fu.add_argument("--out", required=True, help="directory for candidates.parquet and best.json")
+    fu.add_argument("--space", default="fuse-image", help="fuse-image or a .yaml/.json space with its decisions")
+    fu.add_argument("--candidates", type=_positive_int, default=4, help="C: candidates trained jointly per round")
+    fu.add_argument("--budget", type=_positive_int, default=20, help="candidate trainings in all (rounds = budget // C)")
+    fu.add_argument("--patience", type=int, default=0, help="stop when c* is unchanged this many rounds (0: never)")
+    fu.add_argument("--steps", type=_positive_int, default=150, help="weight steps (and alpha steps) per round")
+    fu.add_argument("--data-dir", help="image files (default $TAML_IMAGE_DIR or ../shared/data/images)")
+    fu.add_argument("--seed", type=int, default=0)
+
     d = sub.add_parser("distance", help="Fisher log-determinant task distance matrix (probe networks)",
                        epilog="example: taml distance --tasks digits_optdigits,digits_optdigits:is0,mnist_test --repeats 3 --out runs/dist")
     d.add_argument("--tasks", required=True, help="comma-separated tasks: image <source>[:is<d>|:odd_even] or text names")
@@ -170,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"search": _search, "spaces": _spaces, "tasks": _tasks, "modules": _modules, "runs": _runs,
                 "bench": _bench, "distance": _distance, "pipeline": _pipeline,
-                "transfer": _transfer}[args.command](args)
+                "transfer": _transfer, "fuse": _fuse}[args.command](args)
     except TamlError as exc:
         print(f"taml: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -243,6 +255,20 @@ def _distance(args: argparse.Namespace) -> int:
     print(f"d[source b (row), target t (column)], mean±std over {args.repeats} repeats:")
     print(matrix.format())
     print(f"wall time {time.perf_counter() - start:.1f} s; wrote {parquet} and {png}")
+    return 0
+
+
+def _fuse(args: argparse.Namespace) -> int:
+    from transfer_automl.search.fuse import FuseSettings, run_fuse
+
+    settings = FuseSettings(task=args.task, out=args.out, space=args.space, candidates=args.candidates,
+                            budget=args.budget, patience=args.patience, steps=args.steps, seed=args.seed,
+                            data_dir=args.data_dir)
+    result = run_fuse(settings, progress=print)
+    best = result.best
+    print(f"c* after {result.rounds} rounds ({len(result.rows)} candidate trainings, {result.wall_s:.1f} s): "
+          f"{best['config']}  val {best['val_accuracy']:.4f}  test {best['test_accuracy']:.4f}")
+    print(f"wrote {result.ledger} and {result.best_file}")
     return 0
 
 

@@ -1,5 +1,6 @@
-"""Task distances, registered by name: `fisher_ld` (log-determinant of the Fisher) and
-`embedding_cosine` (learned controller task embeddings).
+"""Task distances, registered by name: `fisher_ld` (log-determinant of the Fisher),
+`embedding_cosine` (learned controller task embeddings) and `rank_correlation` (trial-based: how
+alike two tasks rank the configurations both evaluated).
 
 fisher_ld, the paper's eq. 2 with diagonal Fisher matrices (eq. 3 with eigenvalues = diagonal):
 
@@ -13,11 +14,13 @@ initialisations (the paper: R = 10); `matrix` returns the mean and std over the 
 
 from __future__ import annotations
 
+import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -189,7 +192,7 @@ class FisherLogDet(TaskDistance):
 class EmbeddingCosine(TaskDistance):
     """1 - cosine similarity of the task embeddings a multitask controller learned.
 
-    Reads a search checkpoint (`torch.load(weights_only=True)`): task names in ["tasks"], the
+    Reads a search checkpoint (`read_checkpoint_file`: SHA-256 checked, `torch.load(weights_only=True)`): task names in ["tasks"], the
     embedding table as the controller parameter whose name ends in "task_embeddings.weight"
     (LSTM and transformer controllers both have one).
     """
@@ -197,13 +200,10 @@ class EmbeddingCosine(TaskDistance):
     def __init__(self, checkpoint: str | Path):
         import torch
 
+        from transfer_automl.search.checkpoint import read_checkpoint_file
+
         path = Path(checkpoint)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {path} does not exist")
-        try:
-            body = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for foreign or truncated files
-            raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {str(exc)[:200]})") from None
+        body = read_checkpoint_file(path)  # CheckpointError naming the file if missing, corrupt or foreign
         state = body.get("controller_state") if isinstance(body, dict) else None
         if not isinstance(state, dict) or "tasks" not in body:
             raise CheckpointError(f"checkpoint {path} has no controller_state/tasks: not a controller search")
@@ -233,3 +233,98 @@ class EmbeddingCosine(TaskDistance):
         np.fill_diagonal(dist, 0.0)
         return DistanceMatrix(names=names, mean=dist, std=np.zeros_like(dist), repeats=1,
                               settings={"distance": self.name, "checkpoint": str(self.path)})
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation of two equally long value lists (average ranks for ties);
+    NaN when either list is constant or shorter than 2."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) != len(b):
+        raise ConfigError(f"spearman needs equally long lists, got {len(a)} and {len(b)}")
+    if len(a) < 2:
+        return math.nan
+    ra, rb = _average_ranks(a), _average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum() / denominator) if denominator > 0 else math.nan
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values), dtype=np.float64)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)  # tied values share the mean of their ranks
+    return sums[inverse] / counts[inverse]
+
+
+@register_distance("rank_correlation")
+class RankCorrelation(TaskDistance):
+    """Trial-based distance for tasks without data: d[a, b] = 1 - Spearman rho of the values that
+    tasks a and b gave the configurations BOTH evaluated (from ledgers or a benchmark table).
+
+    0 when both rank the shared configurations alike, 1 when unrelated, 2 when reversed; symmetric,
+    and blind to each task's metric scale (only ranks count). Where fewer than `min_common`
+    configurations are shared, or one task's values are all equal, the distance is undefined:
+    NaN in `matrix`, a ConfigError from `distance`.
+    """
+
+    def __init__(self, evaluations: dict[str, dict[Any, float]], min_common: int = 3):
+        if min_common < 2:
+            raise ConfigError(f"min_common must be >= 2, got {min_common}")
+        self.min_common = min_common
+        self.evaluations = {str(t): {k: float(v) for k, v in values.items()} for t, values in evaluations.items()}
+        for task, values in self.evaluations.items():
+            bad = next((k for k, v in values.items() if not math.isfinite(v)), None)
+            if bad is not None:
+                raise ConfigError(f"task {task!r}: configuration {bad!r} has a non-finite value {values[bad]}")
+
+    @classmethod
+    def from_ledger(cls, rows: Sequence[dict], min_common: int = 3) -> RankCorrelation:
+        """Ledger rows (task, config, val_accuracy, status): ok trials; a configuration tried
+        more than once counts with its mean value."""
+        from transfer_automl.trial_status import STATUS_OK
+
+        sums: dict[str, dict[str, list[float]]] = {}
+        for row in rows:
+            value = row.get("val_accuracy")
+            if row.get("status") != STATUS_OK or value is None or not math.isfinite(value):
+                continue
+            config = row["config"] if isinstance(row["config"], str) else json.dumps(row["config"], sort_keys=True)
+            key = json.dumps(json.loads(config), sort_keys=True)  # one spelling per configuration
+            sums.setdefault(str(row["task"]), {}).setdefault(key, []).append(float(value))
+        return cls({t: {k: float(np.mean(v)) for k, v in values.items()} for t, values in sums.items()}, min_common)
+
+    @classmethod
+    def from_table(cls, bench, tasks: Sequence[str] | None = None, rows: Sequence[int] | None = None,
+                   min_common: int = 3) -> RankCorrelation:
+        """A TableBenchmark's metric per task, on `rows` (default every row)."""
+        picked = np.arange(bench.num_rows) if rows is None else np.asarray(rows, dtype=np.int64)
+        return cls({t: dict(zip(picked.tolist(), bench.metric[t][picked].tolist(), strict=True))
+                    for t in (tasks or bench.tasks)}, min_common)
+
+    def _pair(self, a: str, b: str) -> float:
+        if a == b:
+            return 0.0
+        va, vb = self.evaluations[a], self.evaluations[b]
+        common = [k for k in va if k in vb]
+        if len(common) < self.min_common:
+            return math.nan
+        return 1.0 - spearman([va[k] for k in common], [vb[k] for k in common])
+
+    def matrix(self, tasks: Sequence[str] | None = None, **kwargs) -> DistanceMatrix:
+        names = list(tasks) if tasks is not None else sorted(self.evaluations)
+        unknown = [t for t in names if t not in self.evaluations]
+        if unknown:
+            raise TaskError(f"task(s) {unknown} have no evaluations; known: {sorted(self.evaluations)}")
+        d = np.array([[self._pair(a, b) for b in names] for a in names])
+        return DistanceMatrix(names=names, mean=d, std=np.zeros_like(d), repeats=1,
+                              settings={"distance": self.name, "min_common": self.min_common})
+
+    def distance(self, a, b, **kwargs) -> float:
+        value = float(self.matrix([a, b]).mean[0, 1])
+        if math.isnan(value):
+            shared = sum(1 for k in self.evaluations[a] if k in self.evaluations[b])
+            raise ConfigError(f"rank_correlation of {a!r} and {b!r} is undefined: {shared} shared configurations "
+                              f"(need {self.min_common}) or a task whose values are all equal")
+        return value
