@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from transfer_automl.children.embeddings import MODULES, get_module
 from transfer_automl.children.spec import child_spec
@@ -61,8 +62,9 @@ def test_same_seed_same_result(trainer, mpqa):
 def test_unbuildable_configurations_are_invalid_not_trained(trainer, mpqa):
     both_off = trainer.train({**BASE, "deep_reg": "disable_deep_tower"}, mpqa)
     assert both_off.status == "invalid" and "both" in both_off.error and both_off.train_steps == 0
-    frozen_only = trainer.train({**BASE, "input_module": "all-minilm-l6-v2", "fine_tune": True}, mpqa)
-    assert frozen_only.status == "invalid" and "cannot be fine-tuned" in frozen_only.error
+    frozen_only = trainer.train({**BASE, "input_module": "me5-small", "fine_tune": True}, mpqa)
+    assert frozen_only.status == "invalid" and "'me5-small' cannot be fine-tuned" in frozen_only.error
+    assert frozen_only.train_steps == 0
 
 
 def test_diverging_child_is_recorded_not_raised(trainer, mpqa):
@@ -90,6 +92,23 @@ def test_pretrained_sentence_encoder_child_and_feature_cache(samples_dir, tmp_pa
     assert fresh.computed == 0 and features.shape == (len(task.texts), 384)
 
 
+def test_fine_tuning_a_sentence_encoder_trains_a_private_copy_on_the_fly(samples_dir, tmp_path):
+    task = load_task("mpqa", samples_dir)
+    cache = FeatureCache(tmp_path)
+    trainer = TextChildTrainer(ChildTrainerConfig(), cache)
+    config = {**BASE, "input_module": "all-minilm-l6-v2", "fine_tune": True, "hidden_size": 32,
+              "deep_lr": 0.03, "training_samples": 1000}  # 1 step at budget scale 0.05
+    result = trainer.train(config, task, seed=0, keep_model=True)
+    assert result.status == "ok", result.error
+    assert result.train_steps == 1 and 0.0 <= result.val_accuracy <= 1.0
+    assert cache.computed == 0 and not any(tmp_path.iterdir())  # nothing cached for fine-tuned children
+    shared = get_module("all-minilm-l6-v2")._model
+    tuned = result.model.encoder.inner
+    assert tuned is not shared
+    name, weight = next((n, p) for n, p in tuned.named_parameters() if "query.weight" in n)
+    assert not torch.equal(weight.detach().cpu(), dict(shared.named_parameters())[name].detach().cpu())
+
+
 def test_mnms_configurations_map_to_a_deep_relu_network():
     spec = child_spec({"embedding_table": "glove-6b-50d", "trainable": True, "layers": 3, "nodes": 50,
                        "learning_rate": 0.05, "iterations": 5000, "l2": 0.001}, budget_scale=0.01, batch_size=100)
@@ -109,7 +128,8 @@ def test_unknown_decisions_are_rejected():
 
 def test_module_registry():
     assert {"glove-6b-50d", "all-minilm-l6-v2", "random-hashed-64"} <= set(MODULES)
-    assert get_module("glove-6b-50d").fine_tunable and not get_module("all-minilm-l6-v2").fine_tunable
+    assert get_module("glove-6b-50d").fine_tunable and get_module("all-minilm-l6-v2").fine_tunable
+    assert not get_module("me5-small").fine_tunable and not get_module("use-multilingual-v3").fine_tunable
     assert all(m.is_installed() for m in MODULES.values())
     with pytest.raises(ConfigError, match="unknown input module 'nope'"):
         get_module("nope")

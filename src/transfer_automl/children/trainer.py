@@ -1,7 +1,9 @@
 """Train one child for one (task, configuration) and report validation and test accuracy.
 
 Frozen-module children read cached features, so they train in about a second on CPU; children
-that fine-tune a word table train an EmbeddingBag initialised from it. Both towers train with
+that fine-tune a word table train an EmbeddingBag initialised from it, and children that fine-tune
+a sentence encoder (all-MiniLM-L6-v2) train a private copy of its transformer on the fly, from
+token ids computed once per task (nothing is cached on disk for them). Both towers train with
 Proximal Adagrad on batches of `batch_size` (100, as in the papers): the deep tower with its
 learning rate and L2 weight, the wide tower with its learning rate and L1 weight.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,21 +20,21 @@ import torch
 from torch import nn
 
 from transfer_automl.children.device import pick_device
-from transfer_automl.children.embeddings import TableInput, get_module
+from transfer_automl.children.embeddings import (
+    EncoderTokens,
+    InputModule,
+    TableInput,
+    WordTableModule,
+    get_module,
+)
+from transfer_automl.children.loop import accuracy, fit, proximal_adagrad_for
 from transfer_automl.children.model import WideDeepClassifier
-from transfer_automl.children.optim import ProximalAdagrad
 from transfer_automl.children.spec import ChildSpec, child_spec
 from transfer_automl.children.tokens import TokenBags, compact, hashed_unigram_bags
 from transfer_automl.errors import ConfigError
 from transfer_automl.tasks.features import FeatureCache
 from transfer_automl.tasks.text import TextTask
-from transfer_automl.trial_status import (
-    STATUS_DIVERGED,
-    STATUS_FAILED,
-    STATUS_INVALID,
-    STATUS_OK,
-    STATUS_TIMEOUT,
-)
+from transfer_automl.trial_status import STATUS_FAILED, STATUS_INVALID, STATUS_OK
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class ChildTrainerConfig:
     budget_scale: float = 0.05  # multiplies the space's training budget; 1.0 = the papers' budget
     wide_buckets: int = 1 << 18  # hash buckets of the wide tower's one-hot token features
     eval_batch_size: int = 4096
+    encoder_eval_batch_size: int = 128  # texts per forward pass of a fine-tuned sentence encoder
     device: str = "auto"  # auto = cuda when available
     # Seconds a trial may take (None: no limit). Checked between training steps, so a slow child
     # is stopped within one step; a child stuck inside one native call (or in feature
@@ -67,6 +70,18 @@ class ChildResult:
     train_steps: int
     duration_s: float
     error: str = ""
+    model: nn.Module | None = None  # the trained child, only when train(..., keep_model=True)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: features, train, evaluate
+
+
+@dataclass
+class _Inputs:
+    """What one child reads: frozen features, a word table to fine-tune, encoder tokens; wide bags."""
+
+    features: np.ndarray | None = None
+    table: TableInput | None = None
+    tokens: EncoderTokens | None = None
+    wide: TokenBags | None = None
 
 
 class TextChildTrainer:
@@ -78,15 +93,16 @@ class TextChildTrainer:
         self.device = pick_device(config.device)
         self._tables: dict[tuple[str, str], TableInput] = {}
         self._wide: dict[str, tuple[TokenBags, int]] = {}
+        self._encoder_tokens: dict[tuple[str, str], EncoderTokens] = {}
 
-    def train(self, config: dict[str, Any], task: TextTask, seed: int = 0) -> ChildResult:
+    def train(self, config: dict[str, Any], task: TextTask, seed: int = 0, keep_model: bool = False) -> ChildResult:
         started = time.perf_counter()
         spec = child_spec(config, self.config.budget_scale, self.config.batch_size)
         problem = self._invalid_reason(spec)
         if problem:
             return ChildResult(STATUS_INVALID, 0.0, 0.0, 0, time.perf_counter() - started, problem)
         try:
-            return self._train(spec, task, seed, started)
+            return self._train(spec, task, seed, started, keep_model)
         except (RuntimeError, ValueError, MemoryError) as exc:
             return ChildResult(STATUS_FAILED, 0.0, 0.0, 0, time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
 
@@ -115,83 +131,75 @@ class TextChildTrainer:
             self._wide[task.content_hash] = (bags, len(used))
         return self._wide[task.content_hash]
 
-    def _batch(self, rows: np.ndarray, spec: ChildSpec, features, table, wide) -> dict[str, torch.Tensor]:
+    def _tokens(self, task: TextTask, module: InputModule) -> EncoderTokens:
+        key = (task.content_hash, module.name)
+        if key not in self._encoder_tokens:
+            self._encoder_tokens[key] = module.encoder_tokens(task.texts)
+        return self._encoder_tokens[key]
+
+    def _batch(self, rows: np.ndarray, spec: ChildSpec, inputs: _Inputs) -> dict[str, torch.Tensor]:
         dev = self.device
         batch: dict[str, torch.Tensor] = {}
         if spec.use_deep:
-            if table is not None:
-                ids, offsets = table.bags.select(rows)
+            if inputs.table is not None:
+                ids, offsets = inputs.table.bags.select(rows)
                 batch["ids"] = torch.from_numpy(ids).to(dev)
                 batch["offsets"] = torch.from_numpy(offsets).to(dev)
+            elif inputs.tokens is not None:
+                batch["encoder_inputs"] = inputs.tokens.batch(rows, dev)
             else:
-                batch["features"] = torch.from_numpy(features[rows]).to(dev)
+                batch["features"] = torch.from_numpy(inputs.features[rows]).to(dev)
         if spec.use_wide:
-            ids, offsets = wide.select(rows)
+            ids, offsets = inputs.wide.select(rows)
             batch["wide_ids"] = torch.from_numpy(ids).to(dev)
             batch["wide_offsets"] = torch.from_numpy(offsets).to(dev)
         return batch
 
     # -- training -----------------------------------------------------------------------------
 
-    def _train(self, spec: ChildSpec, task: TextTask, seed: int, started: float) -> ChildResult:
+    def _train(self, spec: ChildSpec, task: TextTask, seed: int, started: float, keep_model: bool = False) -> ChildResult:
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
+        phases = {}
+        clock = time.perf_counter()
         module = get_module(spec.input_module) if spec.use_deep else None
-        features = table = None
+        inputs = _Inputs()
+        encoder = None
         if module is not None:
-            if spec.fine_tune:
-                table = self._table(task, module.name)
+            if spec.fine_tune and isinstance(module, WordTableModule):
+                inputs.table = self._table(task, module.name)
+            elif spec.fine_tune:  # a sentence encoder, fine-tuned on the fly (nothing cached)
+                inputs.tokens = self._tokens(task, module)
+                encoder = module.trainable_encoder()
             else:
-                features = self.cache.get(task, module.name, module.features)
-        wide, wide_vocab = self._wide_bags(task) if spec.use_wide else (None, 0)
+                inputs.features = self.cache.get(task, module.name, module.features)
+        if spec.use_wide:
+            inputs.wide, wide_vocab = self._wide_bags(task)
+        else:
+            wide_vocab = 0
+        phases["features"] = time.perf_counter() - clock
 
         model = WideDeepClassifier(
             spec, module.dimension if module else 0, task.num_classes,
-            table.weights if table is not None else None, wide_vocab,
+            inputs.table.weights if inputs.table is not None else None, wide_vocab, encoder=encoder,
         ).to(self.device)
-        groups = []
-        if spec.use_deep:
-            groups.append({"params": model.deep_parameters(), "lr": spec.deep_lr, "l2": spec.deep_l2, "l1": 0.0})
-        if spec.use_wide:
-            groups.append({"params": model.wide_parameters(), "lr": spec.wide_lr, "l1": spec.wide_l1, "l2": 0.0})
-        optimizer = ProximalAdagrad(groups)
-        loss_fn = nn.CrossEntropyLoss()
+        optimizer = proximal_adagrad_for(model, spec)
         labels = torch.from_numpy(task.labels).to(self.device)
-
-        train_rows = task.splits["train"]
-        batch_size = min(self.config.batch_size, len(train_rows))
-        order, cursor = rng.permutation(train_rows), 0
-        model.train()
         deadline = started + self.config.timeout_s if self.config.timeout_s is not None else math.inf
-        for step in range(spec.train_steps):
-            if time.perf_counter() > deadline:
-                return ChildResult(STATUS_TIMEOUT, 0.0, 0.0, step, time.perf_counter() - started,
-                                   f"stopped after {self.config.timeout_s:g} s (trial timeout) at step {step} "
-                                   f"of {spec.train_steps}")
-            if cursor + batch_size > len(order):
-                order, cursor = rng.permutation(train_rows), 0
-            rows = order[cursor : cursor + batch_size]
-            cursor += batch_size
-            logits = model(self._batch(rows, spec, features, table, wide))
-            loss = loss_fn(logits, labels[torch.from_numpy(rows).to(self.device)])
-            if not math.isfinite(loss.item()):
-                return ChildResult(STATUS_DIVERGED, 0.0, 0.0, step, time.perf_counter() - started,
-                                   f"training loss became non-finite at step {step}")
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
 
-        model.eval()
-        val = self._accuracy(model, task, "validation", spec, features, table, wide, labels)
-        test = self._accuracy(model, task, "test", spec, features, table, wide, labels)
-        return ChildResult(STATUS_OK, val, test, spec.train_steps, time.perf_counter() - started)
+        def make_batch(rows: np.ndarray) -> dict[str, torch.Tensor]:
+            return self._batch(rows, spec, inputs)
 
-    @torch.no_grad()
-    def _accuracy(self, model, task, split, spec, features, table, wide, labels) -> float:
-        rows = task.splits[split]
-        correct = 0
-        for start in range(0, len(rows), self.config.eval_batch_size):
-            chunk = rows[start : start + self.config.eval_batch_size]
-            logits = model(self._batch(chunk, spec, features, table, wide))
-            correct += int((logits.argmax(-1) == labels[torch.from_numpy(chunk).to(self.device)]).sum())
-        return correct / len(rows)
+        clock = time.perf_counter()
+        status, steps, reason = fit(model, optimizer, make_batch, labels, task.splits["train"], spec.train_steps,
+                                    self.config.batch_size, rng, deadline, self.config.timeout_s)
+        phases["train"] = time.perf_counter() - clock
+        if status != STATUS_OK:
+            return ChildResult(status, 0.0, 0.0, steps, time.perf_counter() - started, reason, phases=phases)
+        clock = time.perf_counter()
+        eval_batch = self.config.encoder_eval_batch_size if encoder is not None else self.config.eval_batch_size
+        val = accuracy(model, make_batch, task.splits["validation"], labels, eval_batch)
+        test = accuracy(model, make_batch, task.splits["test"], labels, eval_batch)
+        phases["evaluate"] = time.perf_counter() - clock
+        return ChildResult(STATUS_OK, val, test, spec.train_steps, time.perf_counter() - started,
+                           model=model if keep_model else None, phases=phases)
