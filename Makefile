@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test test-fast lint run pipelines bench-search bench-xor clean
+.PHONY: setup test test-fast lint run pipelines images push-images bench-search bench-xor clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,22 @@ run:
 
 # Recompile the Kubeflow pipelines into their checked-in YAML (tests compare the two).
 pipelines:
-	$(VENV)/bin/taml pipeline compile --out pipelines/multitask_search
+	TAML_IMAGE_REGISTRY=$(REGISTRY) TAML_IMAGE_TAG=$(TAG) $(VENV)/bin/taml pipeline compile --out pipelines/multitask_search
+
+# Container images (images/*/Dockerfile; needs Docker with BuildKit). The components name the
+# same images (components/image.py reads TAML_IMAGE_REGISTRY/TAML_IMAGE_TAG, as `make pipelines`
+# passes them), so build, push and compile with the same REGISTRY and TAG.
+REGISTRY ?= ghcr.io/transfer-automl
+TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGES := runtime trainer-gpu mlflow
+
+images:
+	for name in $(IMAGES); do \
+	  DOCKER_BUILDKIT=1 docker build -f images/$$name/Dockerfile -t $(REGISTRY)/taml-$$name:$(TAG) . || exit 1; \
+	done
+
+push-images:
+	for name in $(IMAGES); do docker push $(REGISTRY)/taml-$$name:$(TAG) || exit 1; done
 
 # Search efficiency on the tabular NAS benchmarks (minutes; never part of `make test`).
 bench-search:
