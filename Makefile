@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test test-fast lint run pipelines images push-images bench-search bench-xor clean
+.PHONY: setup test test-fast lint run pipelines images push-images bench-search bench-xor bench-table clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,12 @@ bench-search:
 # Double XOR (Transfer NAS): attention agent vs LSTM, moving-average reward over 5 seeds.
 bench-xor:
 	$(PY) -m transfer_automl.bench.double_xor --lr-grid 0.001,0.003,0.01,0.03,0.1 --samples 2000
+
+# The real-task table (taml-text-real): 768 configurations x 14 text tasks, trained for real
+# (about an hour on 2 cores; resumable, rerun to continue), then the searches on it.
+TABLE_TASKS := 20newsgroups,sst2,emotion_text,airline_tweets,disaster_tweets,mpqa,sms_spam,political_social_media,global_warming,customer_reviews,corporate_messaging,primary_emotions,progressive_opinion,brown
+bench-table:
+	nice -n 10 $(PY) -m transfer_automl.bench.real_table --tasks $(TABLE_TASKS) --work-dir runs/bench-table
 
 clean:
 	rm -rf runs .pytest_cache

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--budget-scale", type=_positive_float, default=0.05,
                    help="multiplies the space's training budgets for CPU runs (1.0 = the papers')")
     s.add_argument("--trial-timeout", type=_positive_float, help="text children: seconds per trial, then status timeout")
-    s.add_argument("--benchmark", choices=["transnasbench101-micro", "nasbench201"],
+    s.add_argument("--benchmark", choices=["transnasbench101-micro", "nasbench201", "taml-text-real"],
                    help="look children up in a tabular NAS benchmark instead of training them")
     s.add_argument("--table", help="look children up in your own Parquet/CSV table (decision columns + metrics)")
     s.add_argument("--metric-columns", default="", help="with --table: one metric column per task (higher is better)")
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = b.add_subparsers(dest="bench_command", required=True)
     bs = bsub.add_parser("search", help="search efficiency on a tabular NAS benchmark, leave-one-task-out transfer",
                          epilog="example: taml bench search --benchmark transnasbench101-micro --seeds 20 --trials 200 --out runs/bench-tnb")
-    bs.add_argument("--benchmark", required=True, choices=["transnasbench101-micro", "nasbench201"])
+    bs.add_argument("--benchmark", required=True, choices=["transnasbench101-micro", "nasbench201", "taml-text-real"])
     bs.add_argument("--methods", default="rs,re,tpe,reinforce,ppo,pqt,transformer,transfer",
                     help="comma-separated: rs, re, tpe, reinforce, ppo, pqt, transformer, transfer")
     bs.add_argument("--seeds", type=_positive_int, default=20)

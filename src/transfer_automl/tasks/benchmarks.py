@@ -20,6 +20,7 @@ so that tasks with different metrics can be pooled.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -251,7 +252,8 @@ def load_benchmark(name: str, data_dir: str | Path | None = None) -> TableBenchm
     if name not in _LOADERS:
         raise TaskError(f"unknown benchmark {name!r}; known: {available_benchmarks()}")
     relative, loader = _LOADERS[name]
-    root = benchmark_dir(data_dir)
+    # Tables built by this project ship in the package; data_dir still overrides.
+    root = PACKAGED_TABLE_DIR if name in PACKAGED_TABLES and not data_dir else benchmark_dir(data_dir)
     path = root / relative
     if not path.is_file():
         raise TaskError(
@@ -326,9 +328,29 @@ def _parse_nb201_arch(arch: str, path: Path, row: int) -> list[int]:
     return out
 
 
+def _load_self_described(path: Path) -> TableBenchmark:
+    """A table whose Parquet metadata names its space and tasks (`bench.real_table` writes them)."""
+    meta = _read_table(path).schema.metadata or {}
+    try:
+        from transfer_automl.space.io import space_from_dict
+
+        space = space_from_dict(json.loads(meta[b"taml.space"]), source=str(path))
+        tasks, name = json.loads(meta[b"taml.tasks"]), json.loads(meta[b"taml.name"])
+    except (KeyError, ValueError) as exc:
+        raise TaskError(f"{path}: Parquet metadata lacks a readable taml.space/taml.tasks/taml.name ({exc})") from None
+    raw = table_benchmark_from_file(path, [f"{t}/val" for t in tasks], test_columns={f"{t}/val": f"{t}/test" for t in tasks},
+                                    space=space, name=name)
+    return TableBenchmark(name, space, tasks, raw.row_actions, {t: raw.metric[f"{t}/val"] for t in tasks},
+                          {t: raw.test_metric[f"{t}/val"] for t in tasks}, source=str(path))
+
+
+PACKAGED_TABLE_DIR = Path(__file__).parent / "tables"
+PACKAGED_TABLES = {"taml-text-real"}  # real text children, built by `make bench-table`
+
 _LOADERS: dict[str, tuple[str, Callable[[Path], TableBenchmark]]] = {
     "transnasbench101-micro": (TNB101_MICRO_FILE, _load_tnb101_micro),
     "nasbench201": (NB201_FILE, _load_nasbench201),
+    "taml-text-real": ("taml_text_real.parquet", _load_self_described),
 }
 
 
@@ -438,6 +460,8 @@ def _encode_column(
         mapping = []
         for k, value in enumerate(distinct):
             index = _match_text(decision, value) if from_text else _match_value(decision, value)
+            if index is None and isinstance(value, str):  # Parquet text spelling a mixed-type choice
+                index = _match_text(decision, value)
             if index is None:
                 raise SearchSpaceError(
                     f"{path}: column {name!r} row {first_row(k)}: value {value!r} is not one of the "
