@@ -148,6 +148,31 @@ def test_mlflow_serves_s3_artifacts_from_a_postgres_backend_without_a_password_i
     assert f"@postgres:{postgres['spec']['ports'][0]['port']}/" in option["--backend-store-uri"]
 
 
+@pytest.mark.parametrize("overlay", ["overlays/local", "overlays/aws"])
+def test_every_key_a_container_reads_exists(overlay):
+    """A misspelled ConfigMap or Secret key only shows on a cluster (CreateContainerConfigError)."""
+    docs = kustomize(overlay)
+    config_maps = {name: set(d["data"]) for name, d in by_kind(docs, "ConfigMap").items()}
+    template = yaml.safe_load_all((MANIFESTS / "secret-template.yaml").read_text())
+    secrets = {d["metadata"]["name"]: set(d["stringData"]) for d in template}
+    for name, spec in pod_specs(docs):
+        for container in containers(spec):
+            for env in container.get("env", []):
+                source = env.get("valueFrom", {})
+                if "configMapKeyRef" in source:
+                    ref = source["configMapKeyRef"]
+                    assert ref["key"] in config_maps.get(ref["name"], set()), f"{overlay}: {name} reads {ref}"
+                if "secretKeyRef" in source:
+                    ref = source["secretKeyRef"]
+                    assert ref["key"] in secrets.get(ref["name"], set()), f"{overlay}: {name} reads {ref}"
+    # and the keys Kubeflow's launcher reads for the pipeline root
+    launcher = yaml.safe_load(by_kind(docs, "ConfigMap")["kfp-launcher"]["data"]["providers"])
+    credentials = launcher["s3"]["default"]["credentials"]
+    if not credentials["fromEnv"]:
+        ref = credentials["secretRef"]
+        assert {ref["accessKeyKey"], ref["secretKeyKey"]} <= secrets[ref["secretName"]], ref
+
+
 def test_every_service_selects_a_workload_and_every_claim_is_defined(built):
     build, docs = built
     templates = [d["spec"]["template"]["metadata"]["labels"] for d in docs if d["kind"] == "Deployment"]
