@@ -4,7 +4,11 @@
     taml spaces              # built-in search spaces
     taml tasks               # tasks found in the data directory
     taml modules             # input embedding modules
+    taml report runs/demo --compare runs/demo-rs --out report.html
+    taml runs list runs      # the searches under a directory
+    taml runs show runs/demo # one search: per-task summary and best configurations
 
+Listing and reporting commands take `--json` (one JSON document on stdout).
 User errors (bad task, space file, setting, checkpoint) print one line and exit with code 2.
 """
 
@@ -15,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from transfer_automl.console import print_json, print_table
 from transfer_automl.errors import TamlError
 
 EXIT_USAGE = 2
@@ -45,6 +50,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _examples(*lines: str) -> dict:
+    """`add_parser` keywords for an epilog of examples, printed as written."""
+    return {"epilog": "examples:\n" + "\n".join(f"  {line}" for line in lines),
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of text")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache-dir", help="frozen-feature cache (default <out>/cache/features)")
     s.add_argument("--search-id", help="default: <out dir name>-<UTC time>")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _json_flag(s)
 
     b = sub.add_parser("bench", help="benchmarks that take minutes (not part of the tests)")
     bsub = b.add_subparsers(dest="bench_command", required=True)
@@ -106,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--workers", type=_positive_int, default=2, help="processes (one per core)")
     bs.add_argument("--data-dir", help="benchmark tables (default $TAML_BENCHMARK_DIR or ../shared/data/benchmarks)")
     bs.add_argument("--out", required=True)
-    bs.add_argument("--no-progress", action="store_true")
+    bs.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     fu = sub.add_parser("fuse", help="FUSE: candidates trained jointly through a softmax(alpha) output mixture (image tasks)",
                         epilog="example: taml fuse --task mnist_test --candidates 4 --budget 20 --out runs/fuse")
@@ -121,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     fu.add_argument("--seed", type=int, default=0)
 
     d = sub.add_parser("distance", help="Fisher log-determinant task distance matrix (probe networks)",
-                       epilog="example: taml distance --tasks digits_optdigits,digits_optdigits:is0,mnist_test --repeats 3 --out runs/dist")
+                       **_examples("taml distance --tasks digits_optdigits,digits_optdigits:is0,mnist_test --repeats 3 --out runs/dist",
+                                   "taml distance --tasks sms_spam,mpqa,customer_reviews --repeats 3 --out runs/demo --json"))
     d.add_argument("--tasks", required=True, help="comma-separated tasks: image <source>[:is<d>|:odd_even] or text names")
     d.add_argument("--out", required=True, help="directory for distance.parquet and distance.png")
     d.add_argument("--repeats", type=_positive_int, default=10, help="probe initialisations averaged (paper: 10)")
@@ -132,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--fisher-labels", choices=["target", "model"], default="target",
                    help="Fisher of the loss on the target's labels (empirical, default) or on labels sampled from the probe")
     d.add_argument("--seed", type=int, default=0)
+    _json_flag(d)
 
     tr = sub.add_parser(
         "transfer", help="warm-start a new task from the closest task of a pretrained search",
@@ -156,20 +174,49 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--mixing-samples", type=int, default=100, help="samples over which mixing decays to 0")
     tr.add_argument("--data-dir", help="where task names resolve (as for search)")
     tr.add_argument("--seed", type=int, default=0)
+    _json_flag(tr)
 
     pl = sub.add_parser("pipeline", help="Kubeflow pipelines (from a checkout: pipelines/ is not in the wheel)")
     plsub = pl.add_subparsers(dest="pipeline_command", required=True)
-    plc = plsub.add_parser("compile", help="compile every pipelines/<name>/pipeline.py to DIR/<name>.yaml")
+    plc = plsub.add_parser("compile", help="compile every pipelines/<name>/pipeline.py to DIR/<name>.yaml",
+                           **_examples("taml pipeline compile --out build/pipelines"))
     plc.add_argument("--out", required=True)
     plc.add_argument("--pipelines-dir", default="pipelines", help="where the pipeline definitions live")
 
-    sub.add_parser("spaces", help="list the built-in search spaces")
-    t = sub.add_parser("tasks", help="list the tasks in the data directory")
-    t.add_argument("--data-dir")
-    sub.add_parser("modules", help="list the input embedding modules")
+    sp = sub.add_parser("spaces", help="list the built-in search spaces", **_examples("taml spaces", "taml spaces --json"))
+    _json_flag(sp)
+    t = sub.add_parser("tasks", help="list the tasks in the data directory",
+                       **_examples("taml tasks", "taml tasks --data-dir ../shared/data/text --json"))
+    t.add_argument("--data-dir", help="default $TAML_DATA_DIR, ../shared/data/text, or the shipped samples")
+    _json_flag(t)
+    m = sub.add_parser("modules", help="list the input embedding modules", **_examples("taml modules", "taml modules --json"))
+    _json_flag(m)
 
-    r = sub.add_parser("runs", help="the MLflow runs of a search")
+    rp = sub.add_parser(
+        "report", help="a self-contained HTML report of a search: the papers' figures from its ledger and checkpoint",
+        **_examples("taml report runs/demo --out report.html",
+                    "taml report runs/demo --compare runs/demo-rs --out report.html   # beside a random search",
+                    "taml report runs/nb201 --last 50 --out nb201.html --json"))
+    rp.add_argument("search_dir", help="the search directory (ledger/, checkpoint.pt, optional distance.parquet)")
+    rp.add_argument("--out", required=True, help="the HTML file to write")
+    rp.add_argument("--compare", action="append", default=[], metavar="SEARCH_DIR",
+                    help="another search on the same tasks (e.g. --method rs) drawn beside it; repeatable")
+    rp.add_argument("--last", type=_positive_int, help="action heatmaps over each task's last N trials (default: all)")
+    rp.add_argument("--data-dir", help="the search's --data-dir, for the reference figures (default: as for search)")
+    _json_flag(rp)
+
+    r = sub.add_parser("runs", help="the searches under a directory, one search's results, its MLflow runs")
     rsub = r.add_subparsers(dest="runs_command", required=True)
+    rl = rsub.add_parser("list", help="the searches under a directory: id, method, tasks, trials, best per task",
+                         **_examples("taml runs list", "taml runs list runs --json"))
+    rl.add_argument("root", nargs="?", default="runs", help="directory searched up to 3 levels deep (default: runs)")
+    _json_flag(rl)
+    rw = rsub.add_parser("show", help="one search: summary per task and its best configurations",
+                         **_examples("taml runs show runs/demo", "taml runs show runs/demo --top 5 --json"))
+    rw.add_argument("search_dir", help="the search directory (ledger/, checkpoint.pt)")
+    rw.add_argument("--top", type=_positive_int, default=3, help="best configurations shown per task")
+    rw.add_argument("--data-dir", help="the search's --data-dir, for the reference figures (default: as for search)")
+    _json_flag(rw)
     rs = rsub.add_parser("sync", help="log the ledger's trials that MLflow lacks (idempotent)",
                          epilog="example: taml runs sync runs/demo --tracking-uri http://mlflow:5000")
     rs.add_argument("out", help="the search directory (ledger/, checkpoint.pt)")
@@ -181,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"search": _search, "spaces": _spaces, "tasks": _tasks, "modules": _modules, "runs": _runs,
-                "bench": _bench, "distance": _distance, "pipeline": _pipeline,
+                "bench": _bench, "report": _report, "distance": _distance, "pipeline": _pipeline,
                 "transfer": _transfer, "fuse": _fuse}[args.command](args)
     except TamlError as exc:
         print(f"taml: error: {exc}", file=sys.stderr)
@@ -211,12 +258,18 @@ def _search(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir, search_id=args.search_id, progress=not args.no_progress,
     )
     result = run_search(settings)
+    if args.json:
+        print_json({"search_id": result.search_id, "method": result.method, "trials_run": result.trials_run,
+                    "wall_s": result.wall_s, "out": str(result.out), "data": result.data_location,
+                    "ledger": str(result.ledger_dir), "checkpoint": str(result.checkpoint),
+                    "mlflow": result.tracking_location, "tasks": [_task_summary(s) for s in result.per_task]})
+        return 0
     reference = result.per_task[0].reference if result.per_task else ""
-    print(f"\nsearch {result.search_id} ({result.method}): {result.trials_run} trials run in {result.wall_s:.0f} s")
-    print(f"{'task':<24}{'trials':>7}{'trained':>8}{'best val':>10}{'its test':>10}{'acc-top10':>12}  {reference} (test)")
-    for s in result.per_task:
-        print(f"{s.task:<24}{s.trials:>7}{s.trained:>8}{s.best_val_accuracy:>10.4f}{s.best_test_accuracy:>10.4f}"
-              f"{s.accuracy_top_n:>12.4f}  {s.reference_test:.4f}")
+    print_table(["task", "trials", "trained", "best val", "its test", "acc-top10", f"{reference} (test)"],
+                [[s.task, s.trials, s.trained, s.best_val_accuracy, s.best_test_accuracy, s.accuracy_top_n,
+                  s.reference_test] for s in result.per_task],
+                title=f"search {result.search_id} ({result.method}): {result.trials_run} trials run in {result.wall_s:.0f} s",
+                numeric=[False] + [True] * 6)
     print(f"data:       {result.data_location}")
     print(f"ledger:     {result.ledger_dir}  (pyarrow.dataset.dataset(...))")
     print(f"checkpoint: {result.checkpoint}")
@@ -224,6 +277,46 @@ def _search(args: argparse.Namespace) -> int:
     if result.tracking_location.startswith("sqlite:"):
         print(f"browse:     mlflow ui --backend-store-uri {result.tracking_location}")
     return 0
+
+
+def _task_summary(s) -> dict:
+    """A TaskSummary as the JSON outputs write it."""
+    return {"task": s.task, "trials": s.trials, "trained": s.trained, "best_val_accuracy": s.best_val_accuracy,
+            "best_test_accuracy": s.best_test_accuracy, "accuracy_top_n": s.accuracy_top_n,
+            "reference": s.reference, "reference_val": s.reference_val, "reference_test": s.reference_test,
+            "best_config": s.best_config}
+
+
+def _report(args: argparse.Namespace) -> int:
+    from transfer_automl.report import build_report
+    from transfer_automl.storage import atomic_write
+
+    with _working(f"drawing the report of {args.search_dir}", enabled=not args.json):
+        report = build_report(args.search_dir, args.compare, args.last, args.data_dir)
+    out = atomic_write(Path(args.out), lambda tmp: Path(tmp).write_text(report.html, encoding="utf-8"))
+    size = out.stat().st_size
+    if args.json:
+        print_json({"out": str(out), "bytes": size, "search_id": report.search.search_id,
+                    "method": report.search.method, "trials": len(report.search.rows), "figures": report.figures,
+                    "sections": report.sections, "omitted": report.omitted,
+                    "compare": [{"search_id": c.search_id, "method": c.method, "location": c.location}
+                                for c in report.compare]})
+        return 0
+    print(f"wrote {out} ({size:,} bytes, {report.figures} figures, sections: {', '.join(report.sections)})")
+    for section, why in report.omitted.items():
+        print(f"  not shown: {section}: {why}")
+    return 0
+
+
+def _working(message: str, enabled: bool = True):
+    """A spinner on stderr for work without a countable total."""
+    import contextlib
+
+    if not enabled or not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(message)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -250,8 +343,13 @@ def _distance(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     tasks = load_probe_tasks(list(_csv(args.tasks)), modality=args.modality, data_dir=args.data_dir)
     distance = FisherLogDet(sigma=args.sigma, config=ProbeConfig(fisher_labels=args.fisher_labels))
-    matrix = distance.matrix(tasks, repeats=args.repeats, seed=args.seed)
+    with _working(f"probe networks: {len(tasks)} tasks x {args.repeats} repeats", enabled=not args.json):
+        matrix = distance.matrix(tasks, repeats=args.repeats, seed=args.seed)
     parquet, png = matrix.write(args.out, title=f"fisher_ld ({tasks[0].modality} probe), sigma={args.sigma}")
+    if args.json:
+        print_json({"tasks": matrix.names, "repeats": args.repeats, "sigma": args.sigma, "distances": matrix.rows(),
+                    "parquet": str(parquet), "png": str(png), "wall_s": time.perf_counter() - start})
+        return 0
     print(f"d[source b (row), target t (column)], mean±std over {args.repeats} repeats:")
     print(matrix.format())
     print(f"wall time {time.perf_counter() - start:.1f} s; wrote {parquet} and {png}")
@@ -280,7 +378,14 @@ def _transfer(args: argparse.Namespace) -> int:
         reduce_space=args.reduce_space, top_k=args.top_k, repeats=args.repeats, data_dir=args.data_dir,
         seed=args.seed, mixing_gamma=args.mixing_gamma, mixing_samples=args.mixing_samples,
     )
-    result = run_transfer(settings)
+    with _working(f"ranking source tasks for {settings.target}", enabled=not args.json):
+        result = run_transfer(settings)
+    if args.json:
+        print_json({"target": settings.target, "sources": [{"task": t, "distance": d} for t, d in result.sources],
+                    "method": result.method, "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+                    "space_file": str(result.space_file) if result.space_file is not None else None,
+                    "next_command": result.next_command})
+        return 0
     print(f"d[source, {settings.target}] (fisher_ld, mean over {settings.repeats} repeats), closest first:")
     for task, d in result.sources:
         print(f"  {task:<24}{d:.4f}")
@@ -314,6 +419,10 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
+    if args.runs_command == "list":
+        return _runs_list(args)
+    if args.runs_command == "show":
+        return _runs_show(args)
     from transfer_automl.steps.search import sync_runs
 
     result = sync_runs(args.out, args.tracking_uri)
@@ -322,8 +431,63 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs_list(args: argparse.Namespace) -> int:
+    from transfer_automl.report import find_searches, load_search
+
+    searches = []
+    for directory in find_searches(args.root):
+        data = load_search(directory, with_references=False)
+        best = {s.task: s.best_val_accuracy for s in data.summaries()}
+        searches.append({"search_id": data.search_id, "dir": str(directory), "method": data.method,
+                         "tasks": data.tasks, "trials": len(data.rows), "best_val_accuracy": best})
+    if args.json:
+        print_json({"root": str(args.root), "searches": searches})
+        return 0
+    if not searches:
+        print(f"no searches under {args.root}")
+        return 0
+    print_table(["search", "dir", "method", "tasks", "trials", "best val per task"],
+                [[s["search_id"], s["dir"], s["method"], ", ".join(s["tasks"]), s["trials"],
+                  ", ".join(f"{t} {v:.4f}" for t, v in s["best_val_accuracy"].items())] for s in searches],
+                title=f"{len(searches)} searches under {args.root}",
+                numeric=[False, False, False, False, True, False])
+    return 0
+
+
+def _runs_show(args: argparse.Namespace) -> int:
+    from transfer_automl.report import load_search
+
+    data = load_search(args.search_dir, data_dir=args.data_dir)
+    summaries = data.summaries()
+    best = {task: data.best_configs(task, args.top) for task in data.tasks}
+    if args.json:
+        print_json({"search_id": data.search_id, "dir": data.location, "method": data.method, "tasks": data.tasks,
+                    "trials": len(data.rows), "top_n": data.top_n, "summary": [_task_summary(s) for s in summaries],
+                    "best_configs": best})
+        return 0
+    reference = next((s.reference for s in summaries if s.reference != "n/a"), "reference")
+    print_table(["task", "trials", "trained", "best val", "its test", f"acc-top{data.top_n}", f"{reference} (test)"],
+                [[s.task, s.trials, s.trained, s.best_val_accuracy, s.best_test_accuracy, s.accuracy_top_n,
+                  s.reference_test] for s in summaries],
+                title=f"search {data.search_id} ({data.method}, {len(data.rows)} trials) in {data.location}",
+                numeric=[False] + [True] * 6)
+    print_table(["task", "rank", "val", "test", "config"],
+                [[task, k, b["val_accuracy"], b["test_accuracy"], ", ".join(f"{n}={v}" for n, v in b["config"].items())]
+                 for task, ranked in best.items() for k, b in enumerate(ranked, start=1)],
+                title=f"best {args.top} configurations per task (by validation accuracy)",
+                numeric=[False, True, True, True, False])
+    return 0
+
+
 def _spaces(args: argparse.Namespace) -> int:
     from transfer_automl.space import BUILTIN_SPACES
+
+    if args.json:
+        print_json({"spaces": [{"name": space.name, "decisions": len(space), "configurations": space.size(),
+                                "fingerprint": space.fingerprint(), "choices": {d.name: list(d.choices)
+                                                                                for d in space.decisions}}
+                               for space in BUILTIN_SPACES.values()]})
+        return 0
 
     for space in BUILTIN_SPACES.values():
         print(f"{space.name}  ({len(space)} decisions, {space.size():,} configurations, fingerprint {space.fingerprint()})")
@@ -335,6 +499,9 @@ def _spaces(args: argparse.Namespace) -> int:
 def _tasks(args: argparse.Namespace) -> int:
     from transfer_automl.tasks import available_tasks, data_dir
 
+    if args.json:
+        print_json({"data_dir": str(data_dir(args.data_dir)), "tasks": available_tasks(args.data_dir)})
+        return 0
     print(f"tasks in {data_dir(args.data_dir)}:")
     for name in available_tasks(args.data_dir):
         print(f"  {name}")
@@ -346,6 +513,12 @@ def _modules(args: argparse.Namespace) -> int:
 
     def languages(m) -> str:
         return ",".join(m.languages) if len(m.languages) <= 3 else f"{len(m.languages)} languages"
+
+    if args.json:
+        print_json({"modules": [{"name": m.name, "dimension": m.dimension, "languages": list(m.languages),
+                                 "fine_tunable": m.fine_tunable, "installed": m.is_installed()}
+                                for m in MODULES.values()]})
+        return 0
 
     print(f"{'name':<22}{'dim':>5}  {'languages':<14}{'fine-tunable':<14}{'installed':<10}")
     for m in MODULES.values():

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import pytest
 from transfer_automl.cli import main
 
 TAML = Path(sys.executable).parent / "taml"
+BENCHMARKS = Path(__file__).resolve().parents[3] / "shared" / "data" / "benchmarks"
+IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "images"
 
 
 def _search(tmp_path, *extra, tasks="sms_spam", data_dir=None):
@@ -89,3 +92,106 @@ def test_installed_command_reports_bad_task_without_traceback(tmp_path, samples_
     assert proc.returncode == 2
     assert proc.stderr.strip() == (f"taml: error: unknown task 'nope': no {samples_dir}/nope.parquet; "
                                    f"tasks in {samples_dir}: customer_reviews, mpqa, sms_spam")
+
+
+def _json(capsys) -> dict:
+    """The command printed exactly one JSON document on stdout."""
+    return json.loads(capsys.readouterr().out)
+
+
+def test_json_of_search_runs_and_report(tmp_path, capsys):
+    if not (BENCHMARKS / "nasbench201").is_dir():
+        pytest.skip("NAS-Bench-201 table not found")
+    common = ["--benchmark", "nasbench201", "--data-dir", str(BENCHMARKS), "--trials", "12", "--no-progress", "--json"]
+    assert main(["search", *common, "--out", str(tmp_path / "runs" / "a"), "--search-id", "a"]) == 0
+    search = _json(capsys)
+    assert search["search_id"] == "a" and search["method"] == "reinforce" and search["trials_run"] == 12
+    by_task = {t["task"]: t for t in search["tasks"]}
+    assert sum(t["trials"] for t in by_task.values()) == 12
+    assert main(["search", *common, "--method", "rs", "--out", str(tmp_path / "runs" / "nested" / "b"),
+                 "--search-id", "b"]) == 0
+    capsys.readouterr()
+
+    assert main(["runs", "list", str(tmp_path / "runs"), "--json"]) == 0
+    listed = {s["search_id"]: s for s in _json(capsys)["searches"]}
+    assert set(listed) == {"a", "b"} and listed["b"]["method"] == "rs" and listed["a"]["trials"] == 12
+    assert listed["a"]["best_val_accuracy"] == {t: s["best_val_accuracy"] for t, s in by_task.items() if s["trials"]}
+
+    assert main(["runs", "show", str(tmp_path / "runs" / "a"), "--top", "2", "--json", "--data-dir", str(BENCHMARKS)]) == 0
+    shown = _json(capsys)
+    assert {s["task"]: s["accuracy_top_n"] for s in shown["summary"]} == {t: s["accuracy_top_n"] for t, s in by_task.items()}
+    for task, ranked in shown["best_configs"].items():
+        assert len(ranked) == min(2, by_task[task]["trained"])
+        assert ranked[0]["config"] == by_task[task]["best_config"]
+
+    assert main(["runs", "show", str(tmp_path / "runs" / "a")]) == 0  # the tables, for people
+    out = capsys.readouterr().out
+    assert "median cell (test)" in out and "best 3 configurations" in out
+
+    report = tmp_path / "report.html"
+    assert main(["report", str(tmp_path / "runs" / "nested" / "b"), "--out", str(report), "--json"]) == 0
+    written = _json(capsys)
+    assert written["out"] == str(report) and written["bytes"] == report.stat().st_size and written["method"] == "rs"
+    assert written["figures"] == report.read_text().count("data:image/png;base64,")
+    assert "has no controller" in written["omitted"]["similarity"] and "no distance.parquet" in written["omitted"]["distance"]
+
+
+def test_json_of_listing_commands(capsys, samples_dir):
+    assert main(["spaces", "--json"]) == 0
+    spaces = {s["name"]: s for s in _json(capsys)["spaces"]}
+    assert spaces["taml-text"]["decisions"] == 12 and spaces["mnms-text"]["choices"]["layers"] == [1, 2, 3, 5, 10]
+    assert main(["tasks", "--data-dir", str(samples_dir), "--json"]) == 0
+    assert _json(capsys) == {"data_dir": str(samples_dir), "tasks": ["customer_reviews", "mpqa", "sms_spam"]}
+    assert main(["modules", "--json"]) == 0
+    modules = {m["name"]: m for m in _json(capsys)["modules"]}
+    assert modules["glove-6b-50d"]["dimension"] == 50 and modules["all-minilm-l6-v2"]["dimension"] == 384
+
+
+@pytest.mark.slow
+def test_json_of_distance(tmp_path, capsys):
+    if not (IMAGES / "digits_optdigits.parquet").is_file():
+        pytest.skip("image data not found")
+    assert main(["distance", "--tasks", "digits_optdigits,digits_optdigits:is0", "--repeats", "1",
+                 "--out", str(tmp_path), "--data-dir", str(IMAGES), "--json"]) == 0
+    printed = _json(capsys)
+    assert printed["tasks"] == ["digits_optdigits", "digits_optdigits:is0"] and len(printed["distances"]) == 4
+    assert {(d["source"], d["target"]) for d in printed["distances"] if d["mean"] == 0.0} == {
+        ("digits_optdigits", "digits_optdigits"), ("digits_optdigits:is0", "digits_optdigits:is0")}
+    assert Path(printed["parquet"]).is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["report", "{tmp}/nowhere", "--out", "{tmp}/r.html"], "search directory {tmp}/nowhere does not exist"),
+    (["runs", "list", "{tmp}/nowhere"], "runs directory {tmp}/nowhere does not exist"),
+    (["runs", "show", "{tmp}", "--json"], "search directory {tmp} holds no search"),
+    (["report", "{tmp}", "--out", "{tmp}/r.html", "--last", "0"], "--last: must be >= 1, got 0"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:  # argparse rejects a malformed option itself
+        code = exit_info.code
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing half-printed, not even for --json
+    assert message.format(tmp=tmp_path) in _one_error_line_of(captured.err)
+    assert not (tmp_path / "r.html").exists()
+
+
+def _one_error_line_of(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    return lines[0]
+
+
+def test_every_subcommand_has_examples_in_its_help(capsys):
+    for argv in (["search"], ["report"], ["runs", "list"], ["runs", "show"], ["spaces"], ["tasks"], ["modules"],
+                 ["distance"], ["transfer"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, "--help"])
+        assert exit_info.value.code == 0
+        help_text = capsys.readouterr().out
+        assert "example" in help_text and f"taml {argv[0]}" in help_text.split("example", 1)[1], argv
+        if argv[0] in ("search", "report", "runs", "spaces", "tasks", "modules", "distance", "transfer"):
+            assert "--json" in help_text, argv

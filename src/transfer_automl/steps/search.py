@@ -374,6 +374,6 @@ def _mean(values: list[float]) -> float:
 
 
 def _progress(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
+    from transfer_automl.console import Progress
 
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="trial", dynamic_ncols=True)
+    return Progress(total=total, initial=initial, enabled=enabled, unit="trial", description="search")

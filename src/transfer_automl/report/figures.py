@@ -1,0 +1,165 @@
+"""The report's figures as PNG bytes (matplotlib, Agg backend: no display needed).
+
+Each function returns one PNG; sizes follow the data (tasks, choices) so labels never overlap.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+# Colours that stay apart for up to 10 lines (matplotlib's tab10).
+_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+            "#17becf"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def _grid(count: int, columns: int = 3) -> tuple[int, int]:
+    cols = min(columns, max(1, count))
+    return math.ceil(count / cols), cols
+
+
+def accuracy_curves(tasks: Sequence[str], curves: dict[str, dict[str, dict[str, np.ndarray]]], main: str,
+                    top_n: int, references: dict[str, float]) -> bytes:
+    """Accuracy-topN vs the task's trials, one panel per task (MNMS Fig. 3, T-AML Figs. 2-4).
+
+    `curves[run label][task]` holds `val`, `test` and `sampled` series; `main` is this search's
+    label, drawn with its val curve and each sampled child; other runs (e.g. random search) get
+    their test curve only. `references[task]` is drawn as a grey line.
+    """
+    plt = _pyplot()
+    rows, cols = _grid(len(tasks))
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False, constrained_layout=True)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        for k, (run, per_task) in enumerate(curves.items()):
+            series = per_task.get(task)
+            if series is None or not len(series["test"]):
+                continue
+            x = np.arange(1, len(series["test"]) + 1)
+            colour = _PALETTE[k % len(_PALETTE)]
+            if run == main:
+                ax.scatter(x, series["sampled"], s=9, color=colour, alpha=0.25, label=f"{run}: each child (val)")
+                ax.plot(x, series["val"], color=colour, linestyle=":", label=f"{run}: val acc-top{top_n}")
+            ax.plot(x, series["test"], color=colour, linewidth=2 if run == main else 1.5,
+                    linestyle="-" if run == main else "--", label=f"{run}: test acc-top{top_n}")
+        if task in references and math.isfinite(references[task]):
+            ax.axhline(references[task], color="grey", linewidth=1, linestyle="-.", label="reference (test)")
+        ax.set_title(task, fontsize=11)
+        ax.set_xlabel(f"trials of {task}")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    return _png(fig)
+
+
+def choice_heatmap(decision: str, choices: Sequence[str], tasks: Sequence[str], matrix: np.ndarray,
+                   title: str) -> bytes:
+    """One decision's per-task distribution over its choices (MNMS Fig. 4): rows tasks, columns choices."""
+    plt = _pyplot()
+    longest = max((len(c) for c in choices), default=1)
+    width = max(3.8, 0.62 * len(choices) + 0.075 * max(len(t) for t in tasks) + 1.6)
+    height = max(2.0, 0.42 * len(tasks) + 0.07 * min(longest, 24) + 1.2)
+    fig, ax = plt.subplots(figsize=(width, height), constrained_layout=True)
+    image = ax.imshow(np.nan_to_num(matrix, nan=0.0), cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(choices)), [c[:24] for c in choices], rotation=45 if longest > 4 else 0,
+                  ha="right" if longest > 4 else "center", fontsize=8)
+    ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
+    ax.set_title(f"{decision}: {title}", fontsize=9)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            value = matrix[i, j]
+            text = "-" if not math.isfinite(value) else f"{value:.2f}".lstrip("0") if value < 1 else "1"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if value > 0.6 else "black")
+    fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02)
+    return _png(fig)
+
+
+def choice_evolution(decision: str, choices: Sequence[str], tasks: Sequence[str],
+                     sliding: dict[str, np.ndarray], window: int, policy: np.ndarray | None,
+                     most: int = 5) -> bytes:
+    """Probability of each choice of one decision vs the task's trials (T-AML Fig. 5): the sampled
+    frequency over a sliding window, and the checkpoint policy's probability at the last trial."""
+    plt = _pyplot()
+    rows, cols = _grid(len(tasks))
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False, constrained_layout=True)
+    for t, (ax, task) in enumerate(zip(axes.flat, tasks, strict=False)):
+        series = sliding.get(task)
+        if series is None or not len(series):
+            ax.set_title(f"{task}: no trials", fontsize=11)
+            continue
+        x = np.arange(1, len(series) + 1)
+        shown = np.argsort(-series.mean(axis=0), kind="stable")[:most]  # the paper plots the most likely few
+        for j in sorted(shown):
+            colour = _PALETTE[j % len(_PALETTE)]
+            ax.plot(x, series[:, j], color=colour, label=choices[j])
+            if policy is not None and math.isfinite(policy[t, j]):
+                ax.scatter([x[-1]], [policy[t, j]], color=colour, marker="D", s=36, edgecolor="black", zorder=3)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(task, fontsize=11)
+        ax.set_xlabel(f"trials of {task}")
+        ax.set_ylabel(f"P({decision})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", title=f"window {window}" + (", ◆ policy" if policy is not None else ""),
+                  title_fontsize=7)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    return _png(fig)
+
+
+def similarity_heatmap(names: Sequence[str], similarity: np.ndarray) -> bytes:
+    """Cosine similarity of the learned task embeddings (T-AML Fig. 6)."""
+    plt = _pyplot()
+    k = len(names)
+    size = max(3.6, 0.7 * k + 2.2)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size), constrained_layout=True)
+    image = ax.imshow(similarity, cmap="RdBu_r", vmin=-1.0, vmax=1.0)
+    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{similarity[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if abs(similarity[i, j]) > 0.6 else "black")
+    ax.set_title("cosine similarity of task embeddings", fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return _png(fig)
+
+
+def distance_heatmap(names: Sequence[str], mean: np.ndarray, std: np.ndarray) -> bytes:
+    """The task distance matrix of `taml distance`: mean d[source, target], cells annotated mean±std."""
+    plt = _pyplot()
+    k = len(names)
+    size = max(3.6, 0.95 * k + 2.2)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size), constrained_layout=True)
+    image = ax.imshow(mean, cmap="viridis")
+    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xlabel("target task t")
+    ax.set_ylabel("source task b")
+    high = np.nanmax(mean) if np.isfinite(mean).any() else 0.0
+    for i in range(k):
+        for j in range(k):
+            colour = "black" if mean[i, j] > 0.6 * high else "white"
+            ax.text(j, i, f"{mean[i, j]:.2f}\n±{std[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour)
+    ax.set_title("task distance d[b, t] (mean ± std)", fontsize=10)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return _png(fig)

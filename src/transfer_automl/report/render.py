@@ -1,0 +1,215 @@
+"""`render_report`: a search directory -> one self-contained HTML page with the papers' figures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
+
+from transfer_automl.report import figures
+from transfer_automl.report.data import (
+    SearchData,
+    choice_frequencies,
+    distance_matrix,
+    embedding_similarity,
+    load_search,
+    policy_probabilities,
+    sliding_choice_probability,
+    top_n_curves,
+)
+from transfer_automl.report.html import Page, number
+
+# The decision whose evolution T-AML Fig. 5 plots (pre-trained embedding modules); MNMS calls it
+# embedding_table; other spaces (benchmarks) show their first decision.
+_EVOLUTION_DECISIONS = ("input_module", "embedding_table")
+
+
+@dataclass
+class Report:
+    html: str
+    search: SearchData
+    compare: list[SearchData]
+    sections: list[str]
+    omitted: dict[str, str]
+    figures: int
+
+
+def render_report(search_dir: str, out_path: str, compare: Sequence[str] = (), last: int | None = None,
+                  data_dir: str | None = None) -> Path:
+    """Write the report of the search in `search_dir` (compared with the searches in `compare`,
+    e.g. a random-search sibling) to `out_path`; returns the written path. Everything is read and
+    drawn before anything is written, so a bad input leaves `out_path` untouched."""
+    from transfer_automl.storage import atomic_write
+
+    report = build_report(search_dir, compare, last, data_dir)
+    out = Path(out_path)
+    return atomic_write(out, lambda tmp: Path(tmp).write_text(report.html, encoding="utf-8"))
+
+
+def build_report(search_dir: str, compare: Sequence[str] = (), last: int | None = None,
+                 data_dir: str | None = None) -> Report:
+    if last is not None and last < 1:
+        from transfer_automl.errors import ConfigError
+
+        raise ConfigError(f"last must be >= 1 trials, got {last}")
+    data = load_search(search_dir, data_dir=data_dir)
+    others = [load_search(c, with_references=False) for c in compare]
+    page = Page(f"taml report: {data.search_id}")
+    _header(page, data, others)
+    _summary(page, data, others)
+    _curves(page, data, others)
+    _heatmaps(page, data, last)
+    _evolution(page, data)
+    _similarity(page, data)
+    _distance(page, data)
+    _best_configs(page, data)
+    return Report(page.render(), data, others, page.sections, page.omitted, page.figures)
+
+
+def _label(data: SearchData) -> str:
+    return f"{data.method} ({data.search_id})"
+
+
+def _header(page: Page, data: SearchData, others: list[SearchData]) -> None:
+    page.parts.append(f"<h1>Search {escape(data.search_id)}</h1>")
+    compared = "".join(f"<br>compared with: <b>{escape(o.method)}</b> {escape(o.search_id)} "
+                       f"(<code>{escape(o.location)}</code>, {len(o.rows)} trials)" for o in others)
+    page.paragraph(
+        f"method <b>{escape(data.method)}</b> · {len(data.rows)} trials · tasks {escape(', '.join(data.tasks))} · "
+        f"directory <code>{escape(data.location)}</code>{compared}<br>"
+        f"generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by <code>taml report</code>. "
+        f"accuracy-top{data.top_n}: mean test accuracy of the {data.top_n} trained children with the best "
+        "validation accuracy (Transfer AutoML, Table 3).")
+
+
+def _summary(page: Page, data: SearchData, others: list[SearchData]) -> None:
+    page.heading("summary", "Summary per task")
+    n = data.top_n
+    header = ["task", "trials", "trained", "best val", "its test", f"accuracy-top{n}", "reference", "reference (test)"]
+    header += [f"{o.method}: accuracy-top{n}" for o in others]
+    other_summaries = [{s.task: s for s in o.summaries()} for o in others]
+    rows = []
+    for s in data.summaries():
+        row = [("task", escape(s.task)), ("num", str(s.trials)), ("num", str(s.trained)),
+               ("num", number(s.best_val_accuracy)), ("num", number(s.best_test_accuracy)),
+               ("num", number(s.accuracy_top_n)), ("", escape(s.reference)), ("num", number(s.reference_test))]
+        row += [("num", number(o[s.task].accuracy_top_n) if s.task in o else "n/a") for o in other_summaries]
+        rows.append(row)
+    page.table("summary-table", header, rows)
+    sources = sorted({r.source for r in data.references.values() if r.source})
+    missing = [t for t in data.tasks if t not in data.references]
+    text = f"References computed from {escape(', '.join(sources))}." if sources else ""
+    if missing:
+        text += (f" No reference for {escape(', '.join(missing))}: task data not found "
+                 "(pass the search's --data-dir to taml report).")
+    if text:
+        page.paragraph(text.strip())
+
+
+def _curves(page: Page, data: SearchData, others: list[SearchData]) -> None:
+    page.heading("curves", f"Accuracy-top{data.top_n} vs trials")
+    runs = [data, *others]
+    curves = {_label(r): {t: top_n_curves(r.task_rows(t), data.top_n) for t in data.tasks} for r in runs}
+    refs = {t: ref.test for t, ref in data.references.items()}
+    caption = (f"Per task: test accuracy-top{data.top_n} (solid) and validation accuracy-top{data.top_n} (dotted) "
+               "of the trained children so far, each sampled child's validation accuracy (dots), "
+               "as MNMS Fig. 3 and T-AML Figs. 2-4.")
+    if others:
+        caption += " Dashed: the compared searches' test accuracy-top10 on the same task."
+    else:
+        caption += " No search to compare with (pass --compare <random-search dir>)."
+    page.add_figure(figures.accuracy_curves(data.tasks, curves, _label(data), data.top_n, refs),
+                    "accuracy-top10 vs trials", caption)
+
+
+def _heatmaps(page: Page, data: SearchData, last: int | None) -> None:
+    span = f"the last {last} trials of each task" if last else "all trials of each task"
+    page.heading("actions", "Per-task action distributions")
+    sampled = choice_frequencies(data, last)
+    page.paragraph(f"Frequency of each choice among {escape(span)} in the ledger (MNMS Fig. 4).")
+    page.grid([page.figure(figures.choice_heatmap(name, choices, data.tasks, sampled[name], f"sampled, {span}"),
+                           f"sampled choices of {name}") for name, choices in data.decisions])
+    policy = _policy(data)
+    if policy is None:
+        page.omit("policy", "Learned per-task policy", _no_controller(data))
+        return
+    page.heading("policy", "Learned per-task policy")
+    page.paragraph("The final controller's distribution over each decision per task, estimated from 1,000 "
+                   "configurations per task sampled from the checkpoint's policy.")
+    page.grid([page.figure(figures.choice_heatmap(name, choices, data.tasks, policy[name], "controller policy"),
+                           f"policy of {name}") for name, choices in data.decisions])
+
+
+def _policy(data: SearchData):
+    if "_policy" not in data.__dict__:
+        data.__dict__["_policy"] = policy_probabilities(data)
+    return data.__dict__["_policy"]
+
+
+def _no_controller(data: SearchData) -> str:
+    if data.checkpoint_problem:
+        return data.checkpoint_problem
+    if data.checkpoint is None:
+        return f"{data.location} has no checkpoint.pt"
+    return f"the {data.method} search has no controller (its checkpoint holds no policy or task embeddings)"
+
+
+def _evolution(page: Page, data: SearchData) -> None:
+    names = [name for name, _ in data.decisions]
+    if not names:
+        page.omit("evolution", "Evolution of choice probabilities", "the search space has no decisions")
+        return
+    decision = next((d for d in _EVOLUTION_DECISIONS if d in names), names[0])
+    choices = dict(data.decisions)[decision]
+    counts = [len(data.task_rows(t)) for t in data.tasks if data.task_rows(t)]
+    window = max(3, min(100, round(min(counts, default=12) / 4)))
+    sliding = {t: sliding_choice_probability(data.task_rows(t), decision, choices, window) for t in data.tasks}
+    policy = _policy(data)
+    page.heading("evolution", f"Evolution of P({decision}) vs trials")
+    note = ("◆: the final controller policy's probability." if policy is not None
+            else f"No controller policy to mark ({_no_controller(data)}).")
+    page.add_figure(
+        figures.choice_evolution(decision, choices, data.tasks, sliding, window,
+                                 policy[decision] if policy is not None else None),
+        f"evolution of {decision}",
+        f"Frequency of each {decision} choice among the last {window} trials of the task (T-AML Fig. 5; "
+        f"at most the 5 most frequent choices). {note}")
+
+
+def _similarity(page: Page, data: SearchData) -> None:
+    found = embedding_similarity(data.checkpoint)
+    if found is None:
+        page.omit("similarity", "Task-embedding similarity", _no_controller(data))
+        return
+    names, similarity = found
+    page.heading("similarity", "Task-embedding similarity")
+    page.add_figure(figures.similarity_heatmap(names, similarity), "task embedding cosine similarity",
+                    "Cosine similarity of the task embeddings the controller learned (T-AML Fig. 6).")
+
+
+def _distance(page: Page, data: SearchData) -> None:
+    if not data.distance:
+        page.omit("distance", "Task distance", f"{data.location} has no distance.parquet (write one with "
+                  "`taml distance --tasks ... --out <this directory>`)")
+        return
+    names, mean, std = distance_matrix(data.distance)
+    page.heading("distance", "Task distance")
+    page.add_figure(figures.distance_heatmap(names, mean, std), "task distance matrix",
+                    "Fisher log-determinant distance from distance.parquet: source b (rows), target t (columns).")
+
+
+def _best_configs(page: Page, data: SearchData, k: int = 3) -> None:
+    page.heading("best", "Best configurations per task")
+    rows = []
+    for task in data.tasks:
+        for rank, best in enumerate(data.best_configs(task, k), start=1):
+            config = ", ".join(f"{escape(str(key))}={escape(str(value))}" for key, value in best["config"].items())
+            rows.append([("task", escape(task)), ("num", str(rank)), ("num", number(best["val_accuracy"])),
+                         ("num", number(best["test_accuracy"])), ("config", config),
+                         ("", escape(best["trial_id"]))])
+    page.table("best-table", ["task", "rank", "val", "test", "config", "trial"], rows)
+    if not rows:
+        page.paragraph("No child trained to the end yet.", css="omitted")
+
