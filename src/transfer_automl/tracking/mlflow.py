@@ -9,17 +9,31 @@ when set, else the embedded default (`sqlite:///<out>/mlflow.db`). For an HTTP s
 own retries (7, with exponential backoff, 120 s timeout: minutes per call when the server is down)
 are cut to `_HTTP_DEFAULTS` unless the user set those variables; `ResilientTracker` retries above.
 When Kubeflow's MLflow integration sets `MLFLOW_EXPERIMENT_ID` and `MLFLOW_RUN_ID`, the
-controller run is created in that experiment, nested under that run.
+controller run is created in that experiment, nested under that run. Artifacts go where the store
+puts them: `<out>/mlartifacts` for the embedded sqlite store, the server's artifact store (say
+`mlflow server --serve-artifacts --artifacts-destination s3://...`) for an HTTP server.
+
+`MlflowModelRegistry` logs a trained child into its trial's run and registers it
+(tracking/champion.py says which version holds the alias `champion`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from transfer_automl.tracking.base import Tracker
+from transfer_automl.tracking.champion import (
+    CHAMPION_ALIAS,
+    ChampionCandidate,
+    RegisteredChampion,
+    moves_alias,
+    registered_model_name,
+)
 
 _PARAM_MAX = 500  # MLflow's limit on param value length
 
@@ -39,13 +53,10 @@ class MlflowTracker(Tracker):
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines would break the progress bar
 
-        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri
-        if self.uri.startswith(("http://", "https://")):
-            for name, value in _HTTP_DEFAULTS.items():
-                os.environ.setdefault(name, value)
+        self.uri = _resolve_uri(uri, default_uri)
         self.location = self.uri
-        _create_sqlite_store_atomically(self.uri)
-        self.artifact_root = Path(artifact_root).resolve().as_uri() if artifact_root else None
+        # A local artifact root is only for the embedded store: a server stores artifacts itself.
+        self.artifact_root = Path(artifact_root).resolve().as_uri() if artifact_root and not _is_http(self.uri) else None
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment_id = ""
         self.run_id = ""
@@ -54,7 +65,7 @@ class MlflowTracker(Tracker):
         self.previous_status = ""  # the controller run's status before start() reopened it ("" when new)
 
     def start(self, search_id: str, params: dict[str, Any], tags: dict[str, str]) -> None:
-        self.experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or self._experiment(f"taml/{search_id}")
+        self.experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or self._experiment(search_experiment(search_id))
         run_tags = {"taml.search_id": search_id, "taml.role": "controller", **tags}
         if os.environ.get("MLFLOW_RUN_ID"):
             run_tags["mlflow.parentRunId"] = os.environ["MLFLOW_RUN_ID"]
@@ -152,9 +163,160 @@ class MlflowTracker(Tracker):
         self.client.set_terminated(self.run_id, status=status)
 
 
+def search_experiment(search_id: str) -> str:
+    """The experiment of a search's runs, unless Kubeflow's MLFLOW_EXPERIMENT_ID names another."""
+    return f"taml/{search_id}"
+
+
+class MlflowModelRegistry:
+    """Logs a trained child as an MLflow model in its trial's run and registers it as a version of
+    `taml-<task>`; the alias `champion` moves by `moves_alias` (tracking/champion.py)."""
+
+    def __init__(self, default_uri: str, uri: str | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = _resolve_uri(uri, default_uri)
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def trial_run_id(self, search_id: str, trial_id: str) -> str | None:
+        """The child run of a trial (MlflowTracker.log_trial), or None when MLflow lacks it."""
+        from mlflow.entities import ViewType
+
+        experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+        if not experiment_id:
+            found = self.client.get_experiment_by_name(search_experiment(search_id))
+            if found is None:
+                return None
+            experiment_id = found.experiment_id
+        runs = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`taml.search_id` = '{search_id}' and tags.`taml.role` = 'child' "
+                                           f"and tags.`taml.trial_id` = '{trial_id}'",
+            run_view_type=ViewType.ACTIVE_ONLY, max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def register(self, candidate: ChampionCandidate, model: Any, run_id: str,
+                 pip_requirements: list[str]) -> RegisteredChampion:
+        """Log `model` into `run_id` and register it (once per trial), then apply the champion rule."""
+        name = registered_model_name(candidate.task)
+        self._ensure_registered_model(name, candidate.task)
+        version = self._version_of_trial(name, candidate.trial_id)
+        new_version = version is None
+        if version is None:
+            # The registry resolves `models:/<id>` through the global tracking URI, so both calls sit in it.
+            with _fluent_tracking_uri(self.uri):
+                model_uri, model_id = self._log_model(run_id, model, pip_requirements)
+                version = self.client.create_model_version(
+                    name, source=model_uri, run_id=run_id, tags=candidate.tags(),
+                    description=candidate.description(), model_id=model_id,
+                )
+            self.client.set_tag(run_id, "taml.registered_model", f"{name}/{version.version}")
+        champion = self._champion(name)
+        previous = str(champion.version) if champion is not None else None
+        is_champion = previous == str(version.version)
+        if not is_champion and moves_alias(candidate.val_accuracy, _val_accuracy(champion)):
+            self.client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version.version))
+            is_champion = True
+        return RegisteredChampion(name, str(version.version), run_id, f"models:/{name}/{version.version}", candidate,
+                                  is_champion, previous, new_version)
+
+    def _ensure_registered_model(self, name: str, task: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(
+                name, tags={"taml.task": task},
+                description=f"Best children for task {task} found by transfer_automl searches, one version per "
+                            f"search; alias `{CHAMPION_ALIAS}`: the best by validation accuracy.",
+            )
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
+    def _version_of_trial(self, name: str, trial_id: str):
+        for version in self.client.search_model_versions(f"name = '{name}'"):
+            if version.tags.get("taml.trial_id") == trial_id:
+                return version
+        return None
+
+    def _champion(self, name: str):
+        alias_version = self.client.get_registered_model(name).aliases.get(CHAMPION_ALIAS)
+        return self.client.get_model_version(name, alias_version) if alias_version is not None else None
+
+    def _log_model(self, run_id: str, model: Any, pip_requirements: list[str]) -> tuple[str, str]:
+        """mlflow.pytorch.log_model into the (reopened, then closed again) trial run. Pickle, not
+        torch.export (the default), which needs an input example and fails on the model's
+        data-dependent branches (which tower, which input)."""
+        import logging
+
+        import mlflow
+        import mlflow.pytorch
+
+        pytorch_log = logging.getLogger("mlflow.pytorch")
+        level = pytorch_log.level
+        pytorch_log.setLevel(logging.ERROR)  # its warning that pickle is unsafe to load: we chose pickle knowingly
+        try:
+            with mlflow.start_run(run_id=run_id):
+                info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+                                                pip_requirements=list(pip_requirements))
+        finally:
+            pytorch_log.setLevel(level)
+        return info.model_uri, info.model_id
+
+
+def _val_accuracy(version: Any) -> float | None:
+    """The champion's validation accuracy; None (the alias moves) when a version lacks the tag."""
+    if version is None:
+        return None
+    try:
+        return float(version.tags["taml.val_accuracy"])
+    except (KeyError, ValueError):
+        return None
+
+
+@contextmanager
+def _fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """mlflow.pytorch.log_model works on the global tracking URI; set it for the call and put back
+    both it and MLFLOW_TRACKING_URI (which mlflow.set_tracking_uri also changes)."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    previous, previous_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
+def _resolve_uri(uri: str | None, default_uri: str) -> str:
+    """The URI given, else MLFLOW_TRACKING_URI, else the default; short HTTP retries; a new sqlite
+    store created whole."""
+    resolved = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri
+    if _is_http(resolved):
+        for name, value in _HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+    _create_sqlite_store_atomically(resolved)
+    return resolved
+
+
+def _is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+_EMPTY_STORE: bytes | None = None  # the first new store of this process, before anything was logged in it
+
+
 def _create_sqlite_store_atomically(uri: str) -> None:
     """MLflow creates a new sqlite store's schema in many steps; a process killed midway leaves a
-    database that MLflow can neither use nor migrate. Build it under a temporary name and rename."""
+    database that MLflow can neither use nor migrate. Build it under a temporary name and rename.
+    Building takes seconds (about 100 schema migrations), so later stores of the same process are
+    copies of the first one, taken right after it was built."""
+    global _EMPTY_STORE
     if not uri.startswith("sqlite:///"):
         return
     path = Path(uri[len("sqlite:///"):])
@@ -165,7 +327,11 @@ def _create_sqlite_store_atomically(uri: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.init")
     tmp.unlink(missing_ok=True)
-    MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)  # creates the schema
+    if _EMPTY_STORE is not None:
+        tmp.write_bytes(_EMPTY_STORE)
+    else:
+        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)  # creates the schema
+        _EMPTY_STORE = tmp.read_bytes()
     os.replace(tmp, path)
 
 

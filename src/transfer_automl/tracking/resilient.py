@@ -67,6 +67,11 @@ class ResilientTracker(Tracker):
                    backoff_s=number("TAML_TRACKING_BACKOFF_S", 0.5, float),
                    cooldown_s=number("TAML_TRACKING_COOLDOWN_S", 30.0, float), **kwargs)
 
+    @property
+    def down(self) -> bool:
+        """Whether the tracker failed on its last call (and has not been reached since)."""
+        return self._down
+
     # -- the Tracker interface ----------------------------------------------------------------
 
     def start(self, search_id: str, params: dict[str, Any], tags: dict[str, str]) -> None:

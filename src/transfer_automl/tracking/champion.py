@@ -1,0 +1,234 @@
+"""The champion of each task: a search's best child, retrained, logged and registered in MLflow.
+
+The ledger keeps configurations, not models, so the best row of each task (highest validation
+accuracy among trials with status ok; the first of equals, as the search summary) is retrained
+with the seed it had. A child is deterministic given its configuration, data and seed, and the
+retrained model must reproduce the row's validation and test accuracy; if it does not (other task
+data, a nondeterministic device) nothing is registered and the error says so. The model is logged
+into the trial's child run (`mlflow.pytorch.log_model`, tracking/mlflow.py) and registered as a new
+version of `taml-<task>`, tagged with where it comes from (search id, trial id, ledger file,
+validation and test accuracy, configuration). The alias `champion` moves to the new version only
+when its validation accuracy is strictly higher than the current champion's, so a later, worse
+search adds a version without taking the alias; test accuracy is reported, never selected on.
+Registering the same trial again (a search, then `taml runs register`) reuses its version.
+
+Tabular searches (benchmark or user tables) look children up: there is no model to log, and the
+report says so instead of registering anything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transfer_automl.errors import ConfigError, SearchSpaceError, TamlError
+from transfer_automl.trial_status import STATUS_OK
+
+CHAMPION_ALIAS = "champion"
+# What loading a pickled child needs; transfer-automl for the WideDeepClassifier class itself.
+MODEL_DISTRIBUTIONS = ("torch", "numpy", "transfer-automl")
+PIPELINE_SETTINGS = "settings.json"  # a pipeline search's settings (steps/pipeline_steps.py): data_dir, tasks
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def registered_model_name(task: str) -> str:
+    """`taml-<task>`, with anything but letters, digits, `_`, `.` and `-` replaced by `-`."""
+    return "taml-" + _UNSAFE.sub("-", task).strip("-")
+
+
+def moves_alias(candidate_val_accuracy: float, champion_val_accuracy: float | None) -> bool:
+    """The alias goes to the candidate when there is no champion or the candidate is strictly better."""
+    return champion_val_accuracy is None or candidate_val_accuracy > champion_val_accuracy
+
+
+@dataclass(frozen=True)
+class ChampionCandidate:
+    """The best child of one task in one search (its model retrained from the ledger row)."""
+
+    task: str
+    search_id: str
+    trial_id: str
+    ledger_file: str  # the ledger round file that holds the trial's row
+    val_accuracy: float
+    test_accuracy: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "taml.task": self.task, "taml.search_id": self.search_id, "taml.trial_id": self.trial_id,
+            "taml.ledger_file": self.ledger_file, "taml.val_accuracy": repr(self.val_accuracy),
+            "taml.test_accuracy": repr(self.test_accuracy), "taml.config": json.dumps(self.config, sort_keys=True),
+        }
+
+    def description(self) -> str:
+        return (f"Best child for task {self.task} in search {self.search_id} (trial {self.trial_id}, "
+                f"ledger {self.ledger_file}): validation accuracy {self.val_accuracy:.4f}, test accuracy "
+                f"{self.test_accuracy:.4f}. Configuration: {json.dumps(self.config, sort_keys=True)}. "
+                "A transfer_automl WideDeepClassifier (pickled): forward(batch) takes a dict of tensors, "
+                "`features` [N, d] from its input module (or `ids`/`offsets` token bags when fine-tuned) "
+                "and `wide_ids`/`wide_offsets` (task-local hashed tokens), and returns logits [N, classes].")
+
+
+@dataclass(frozen=True)
+class RegisteredChampion:
+    """What the registry holds for a candidate after it was offered."""
+
+    name: str  # registered model name
+    version: str
+    run_id: str  # the child run the model is logged in
+    model_uri: str  # loads with mlflow.pytorch.load_model
+    candidate: ChampionCandidate
+    champion: bool  # the alias points at this version now
+    previous_champion: str | None  # the version that held the alias before (None: there was none)
+    new_version: bool  # False when this trial was registered before
+
+    @property
+    def alias_moved(self) -> bool:
+        return self.champion and self.previous_champion != self.version
+
+
+@dataclass
+class ChampionReport:
+    search_id: str
+    tracking_location: str
+    registered: list[RegisteredChampion] = field(default_factory=list)
+    skipped: str = ""  # why nothing was registered (a tabular search, no successful trial), else ""
+
+    def lines(self) -> list[str]:
+        """One line per task, or the reason nothing was registered."""
+        if self.skipped:
+            return [f"models: none registered: {self.skipped}"]
+        return [f"model:      {r.name} version {r.version} (val {r.candidate.val_accuracy:.4f}, trial "
+                f"{r.candidate.trial_id}): " + (f"alias {CHAMPION_ALIAS}" + (" moved here" if r.alias_moved else "")
+                                                if r.champion else f"{CHAMPION_ALIAS} stays version {r.previous_champion}")
+                for r in self.registered]
+
+
+def register_champions(search_dir: str | Path, tracking_uri: str | None = None, *, data_dir: str | None = None,
+                       cache_dir: Any = None, tasks: Sequence[str] | None = None) -> ChampionReport:
+    """Retrain, log and register the best child of each task of the search in `search_dir` (a
+    local directory or an s3:// uri). The tracking URI: `tracking_uri`, else MLFLOW_TRACKING_URI,
+    else the search's own sqlite store. `tasks` are the task names or files as given to the
+    search and `data_dir` where names resolve (default: a pipeline search's settings.json, else
+    the usual data directory); `cache_dir` the frozen-feature cache (default: the search's)."""
+    from transfer_automl.steps.search_dir import SearchDir
+
+    out = SearchDir(search_dir)
+    body = out.load_checkpoint()
+    search_id = str(body["search_id"])
+    saved = dict(body.get("search_settings", {}))
+    reason = _no_model_reason(body, saved)
+    if reason:
+        return ChampionReport(search_id, "", skipped=reason)
+    best = _best_rows(out.ledger.read().to_pylist())
+    if not best:
+        return ChampionReport(search_id, "", skipped=f"search {search_id} has no trial with status ok: no model to log")
+    if out.store.exists(PIPELINE_SETTINGS):
+        pipeline = out.read_json(PIPELINE_SETTINGS)
+        data_dir, tasks = data_dir or pipeline.get("data_dir"), tasks or pipeline.get("tasks")
+        cache_dir = cache_dir or pipeline.get("cache_dir")
+
+    from transfer_automl.children.trainer import ChildTrainerConfig, TextChildTrainer
+    from transfer_automl.tasks import load_task
+    from transfer_automl.tasks.features import FeatureCache
+    from transfer_automl.tracking.mlflow import MlflowModelRegistry
+
+    registry = MlflowModelRegistry(out.default_tracking_uri(), tracking_uri)
+    trainer = TextChildTrainer(ChildTrainerConfig(budget_scale=float(saved.get("budget_scale", 0.05))),
+                               FeatureCache(cache_dir or out.store.sub("cache/features")))
+    loaded = {t.name: t for t in (load_task(source, data_dir) for source in (tasks or body["tasks"]))}
+    report = ChampionReport(search_id, registry.uri)
+    for task_name, row in sorted(best.items()):
+        if task_name not in loaded:
+            raise ConfigError(f"tasks: the ledger of {out} has task {task_name!r}, which is not among {sorted(loaded)}")
+        candidate = ChampionCandidate(task_name, str(row["search_id"]), str(row["trial_id"]),
+                                      out.ledger.round_name(int(row["controller_step"])), float(row["val_accuracy"]),
+                                      float(row["test_accuracy"]), json.loads(row["config"]))
+        model = _retrain(trainer, loaded[task_name], row, int(saved.get("seed", 0)), out)
+        run_id = _trial_run_id(registry, out, candidate)
+        report.registered.append(registry.register(candidate, model, run_id, pip_requirements()))
+    return report
+
+
+def register_after_search(settings: Any, out: Any, tracker: Any) -> ChampionReport:
+    """`run_search`'s last step (with its own MLflow tracker): register the champions of a text
+    search. A tabular search, an unreachable tracker or a failure is reported, never raised: the
+    search itself is done, and `taml runs register` can do this later."""
+    if settings.tabular:
+        return ChampionReport("", "", skipped="a tabular search (children looked up in a table): there is no model to log")
+    if getattr(tracker, "down", False):
+        return ChampionReport("", tracker.location, skipped=f"tracker {tracker.location} unreachable; register the "
+                                                            f"models later with `taml runs register {out}`")
+    try:
+        return register_champions(str(out), tracker.location, data_dir=settings.data_dir, tasks=settings.tasks,
+                                  cache_dir=settings.cache_dir)
+    except Exception as exc:  # the search is done and recorded; registering can be retried by hand
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        return ChampionReport("", tracker.location, skipped=f"registering failed ({message}); retry with "
+                                                            f"`taml runs register {out}`")
+
+
+def pip_requirements() -> list[str]:
+    """Exact pins of what the pickled model needs (a local version label such as +cpu dropped)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in MODEL_DISTRIBUTIONS]
+
+
+def _no_model_reason(body: dict[str, Any], saved: dict[str, Any]) -> str:
+    """Why the search has no model to log ("" when its children are trained text models)."""
+    from transfer_automl.children.spec import child_spec
+    from transfer_automl.space import space_from_dict
+
+    table_search = (f"search {body['search_id']} looks its children up in a table "
+                    f"({saved.get('benchmark') or 'a user table'}): there is no model to log")
+    if saved.get("benchmark"):
+        return table_search
+    space = space_from_dict(body["space"], source="checkpoint")
+    try:  # a table's space lacks the text child's decisions
+        child_spec({d.name: d.choices[0] for d in space.decisions}, 1.0, batch_size=100)
+    except (SearchSpaceError, ConfigError, KeyError, ValueError, TypeError):
+        return table_search
+    return ""
+
+
+def _best_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["status"] == STATUS_OK and (row["task"] not in best or row["val_accuracy"] > best[row["task"]]["val_accuracy"]):
+            best[row["task"]] = row
+    return best
+
+
+def _retrain(trainer: Any, task: Any, row: dict[str, Any], search_seed: int, out: Any) -> Any:
+    """The trial's model, trained again with its seed; refused unless it reproduces the ledger row."""
+    from transfer_automl.steps.search import trial_seed
+
+    index = int(row["trial_id"].rsplit("/", 1)[-1])  # trial ids are "<search_id>/<step>/<k>"
+    result = trainer.train(json.loads(row["config"]), task, keep_model=True,
+                           seed=trial_seed(search_seed, int(row["controller_step"]), index))
+    if result.status != STATUS_OK:
+        raise TamlError(f"retraining trial {row['trial_id']} of {out} failed ({result.status}: {result.error})")
+    if (result.val_accuracy, result.test_accuracy) != (row["val_accuracy"], row["test_accuracy"]):
+        raise TamlError(
+            f"retraining trial {row['trial_id']} of {out} gave val/test accuracy {result.val_accuracy:.4f}/"
+            f"{result.test_accuracy:.4f}, the ledger says {row['val_accuracy']:.4f}/{row['test_accuracy']:.4f}; "
+            "was the search run on other task data (--data-dir) or another device?")
+    return result.model.cpu().eval()
+
+
+def _trial_run_id(registry: Any, out: Any, candidate: ChampionCandidate) -> str:
+    """The trial's child run; a trial MLflow missed (an outage) is replayed from the ledger first."""
+    run_id = registry.trial_run_id(candidate.search_id, candidate.trial_id)
+    if run_id is None:
+        from transfer_automl.steps.search import sync_runs
+
+        sync_runs(str(out), registry.uri)
+        run_id = registry.trial_run_id(candidate.search_id, candidate.trial_id)
+    if run_id is None:
+        raise TamlError(f"trial {candidate.trial_id} has no run in MLflow {registry.uri} even after `taml runs sync`")
+    return run_id
