@@ -60,11 +60,13 @@ bench-search:
 bench-xor:
 	$(PY) -m transfer_automl.bench.double_xor --lr-grid 0.001,0.003,0.01,0.03,0.1 --samples 2000
 
-# The real-task table (taml-text-real): 768 configurations x 14 text tasks, trained for real
-# (about an hour on 2 cores; resumable, rerun to continue), then the searches on it.
-TABLE_TASKS := 20newsgroups,sst2,emotion_text,airline_tweets,disaster_tweets,mpqa,sms_spam,political_social_media,global_warming,customer_reviews,corporate_messaging,primary_emotions,progressive_opinion,brown
+# The real-task table (taml-text-real): 768 configurations x 14 text tasks trained for real
+# (resumable: rerun to continue; small tasks first, so a stopped build leaves the most tasks), then
+# RS vs AML vs M-AML vs T-AML on it and a TF-IDF baseline: docs/benchmarks/taml_text_real.md.
+TABLE_TASKS := sms_spam,customer_reviews,mpqa,corporate_messaging,global_warming,primary_emotions,progressive_opinion,brown,political_social_media,disaster_tweets,airline_tweets,emotion_text,sst2,20newsgroups
 bench-table:
-	nice -n 10 $(PY) -m transfer_automl.bench.real_table --tasks $(TABLE_TASKS) --work-dir runs/bench-table
+	nice -n 10 $(PY) -m transfer_automl.bench.real_table build --tasks $(TABLE_TASKS) --work-dir runs/bench-table --workers 3
+	nice -n 10 $(PY) -m transfer_automl.bench.real_table compare --out runs/bench-table/search
 
 clean:
 	rm -rf runs .pytest_cache
