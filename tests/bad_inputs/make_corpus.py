@@ -8,12 +8,16 @@ so the corpus stays reproducible; the test (`tests/unit/test_bad_inputs.py`) run
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+
+from transfer_automl.search.checkpoint import read_checkpoint_file
+from transfer_automl.storage import LocalStore
 
 HERE = Path(__file__).resolve().parent
 TOY_ROWS = [{"depth": d, "act": a, "t1": d + (a == "relu"), "t2": -d + 0.5 * (a == "tanh")}
@@ -133,18 +137,32 @@ def main() -> None:
     def random_bytes(out: Path) -> None:
         (out / "checkpoint.pt").write_bytes(bytes(range(256)) * 8)
 
+    def flip_one_bit(out: Path) -> None:
+        data = bytearray((out / "checkpoint.pt").read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (out / "checkpoint.pt").write_bytes(bytes(data))
+
+    def unchecksummed(out: Path) -> None:  # what taml wrote before checksums (format_version 1)
+        body = read_checkpoint_file(out / "checkpoint.pt")
+        torch.save(dict(body, format_version=1), out / "checkpoint.pt")
+
     def rewrite(**changes):
+        """Change fields and write the checkpoint again with a valid checksum (as save_checkpoint would)."""
         def apply(out: Path) -> None:
-            body = torch.load(out / "checkpoint.pt", weights_only=True)
+            body = read_checkpoint_file(out / "checkpoint.pt")
             for key, value in changes.items():
                 if value is None:
                     body.pop(key)
                 else:
                     body[key] = value
-            torch.save(body, out / "checkpoint.pt")
+            buffer = io.BytesIO()
+            torch.save(body, buffer)
+            LocalStore(out).put_with_checksum("checkpoint.pt", buffer.getvalue())
         return apply
 
-    toy_search_case("ckpt_truncated", "--resume", "is unreadable", truncate)
+    toy_search_case("ckpt_truncated", "--resume", "fails its checksum", truncate)
+    toy_search_case("ckpt_tampered", "--resume", "checkpoint.pt fails its checksum", flip_one_bit)
+    toy_search_case("ckpt_unchecksummed_format_1", "--resume", "is a format_version 1 checkpoint", unchecksummed)
     toy_search_case("ckpt_random_bytes", "--resume", "is unreadable", random_bytes)
     toy_search_case("ckpt_format_version", "--resume", "format_version 99", rewrite(format_version=99))
     toy_search_case("ckpt_missing_field", "--resume", "lacks field(s) ['generator_state']", rewrite(generator_state=None))

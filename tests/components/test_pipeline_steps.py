@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from transfer_automl.errors import ConfigError
-from transfer_automl.search import Ledger
+from transfer_automl.search import Ledger, load_checkpoint
 from transfer_automl.steps import pipeline_steps as steps
 from transfer_automl.steps.search import SearchSettings, run_search
 from transfer_automl.tracking import MemoryTracker
@@ -57,8 +57,8 @@ def test_steps_reproduce_run_search(tmp_path, toy_table, method):
     steps_rows, loop_rows = _ledger_rows(tmp_path / "steps"), _ledger_rows(tmp_path / "loop")
     assert len(steps_rows) == rounds * children
     assert steps_rows == loop_rows
-    a = torch.load(tmp_path / "steps" / "checkpoint.pt", weights_only=True)
-    b = torch.load(tmp_path / "loop" / "checkpoint.pt", weights_only=True)
+    a = load_checkpoint(tmp_path / "steps" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "loop" / "checkpoint.pt")
     assert a["step"] == rounds
     _assert_same(a, b)
 

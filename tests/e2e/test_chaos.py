@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from transfer_automl.search import load_checkpoint
 from transfer_automl.steps.search import SearchSettings, run_search
 from transfer_automl.tracking import MemoryTracker
 
@@ -78,8 +79,8 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
     print(f"\nchaos: {kills} kills, {resumed} resumes, {len(set(ids))} trials completed, {lost} lost, {duplicated} duplicated")
     assert lost == 0 and duplicated == 0 and sorted(ids) == sorted(expected)
 
-    got = torch.load(out / "checkpoint.pt", weights_only=True)
-    want = torch.load(reference / "checkpoint.pt", weights_only=True)
+    got = load_checkpoint(out / "checkpoint.pt")
+    want = load_checkpoint(reference / "checkpoint.pt")
     assert got["step"] == want["step"] == TRIALS // 2
     for name, tensor in want["controller_state"].items():
         assert torch.allclose(got["controller_state"][name], tensor, atol=1e-6), name

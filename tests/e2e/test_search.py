@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from transfer_automl.errors import ConfigError
-from transfer_automl.search import LEDGER_SCHEMA
+from transfer_automl.search import LEDGER_SCHEMA, load_checkpoint
 from transfer_automl.steps.search import SearchSettings, run_search
 from transfer_automl.tracking import MemoryTracker
 
@@ -130,8 +130,8 @@ def test_resume_continues_without_losing_or_doubling_trials(tmp_path, space_file
     ids = ds.dataset(out / "ledger").to_table().column("trial_id").to_pylist()
     ref_ids = ds.dataset(reference / "ledger").to_table().column("trial_id").to_pylist()
     assert sorted(ids) == sorted(ref_ids) and len(ids) == 6
-    final = torch.load(out / "checkpoint.pt", weights_only=True)
-    expected = torch.load(reference / "checkpoint.pt", weights_only=True)
+    final = load_checkpoint(out / "checkpoint.pt")
+    expected = load_checkpoint(reference / "checkpoint.pt")
     assert final["step"] == expected["step"] == 6
     for name, tensor in expected["controller_state"].items():
         assert torch.allclose(final["controller_state"][name], tensor), name

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
-import torch
 
 from transfer_automl.cli import main
 from transfer_automl.errors import ConfigError
+from transfer_automl.search import load_checkpoint
 from transfer_automl.steps.search import SearchSettings, run_search
 from transfer_automl.tracking import MemoryTracker
 
@@ -32,7 +32,7 @@ def test_every_method_runs_and_resumes_on_a_table(tmp_path, toy_table, method):
         config = json.loads(r["config"])
         expected = config["depth"] + (config["act"] == "relu") if r["task"] == "t1" else -config["depth"] + 0.5 * (config["act"] == "tanh")
         assert r["val_accuracy"] == pytest.approx(expected)  # the table's value, looked up
-    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert checkpoint["name"] == method and checkpoint["step"] == 5
 
 
@@ -47,11 +47,11 @@ def test_resume_with_another_method_is_refused(tmp_path, toy_table):
 def test_transfer_search_starts_from_the_pretrained_controller(tmp_path, toy_table):
     base = dict(trials=40, table=str(toy_table), metric_columns=("t1", "t2"), method="pqt", progress=False)
     run_search(SearchSettings(tasks=("t1",), out=str(tmp_path / "pre"), **base), tracker=MemoryTracker())
-    pre = torch.load(tmp_path / "pre" / "checkpoint.pt", weights_only=True)
+    pre = load_checkpoint(tmp_path / "pre" / "checkpoint.pt")
     result = run_search(SearchSettings(tasks=("t2",), out=str(tmp_path / "new"), init_from="transfer",
                                        source=str(tmp_path / "pre"), **{**base, "trials": 1}), tracker=MemoryTracker())
     assert result.trials_run == 1
-    new = torch.load(tmp_path / "new" / "checkpoint.pt", weights_only=True)
+    new = load_checkpoint(tmp_path / "new" / "checkpoint.pt")
     assert new["tasks"] == ["t2"] and new["mixing"]["gamma"] == 0.1 and new["mixing"]["seen"] == 1
     # The controller started from the pretrained weights: one small PQT step away from them.
     name = "heads.0.weight"

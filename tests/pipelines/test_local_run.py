@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from transfer_automl.search import Ledger
+from transfer_automl.search import Ledger, load_checkpoint
 
 pytestmark = [
     pytest.mark.e2e,
@@ -48,7 +47,7 @@ def test_two_rounds_of_two_children_run_locally(tmp_path, local_kfp, toy_table):
     assert len(rows) == 4
     assert len({r["trial_id"] for r in rows}) == 4
     assert sorted(r["controller_step"] for r in rows) == [0, 0, 1, 1]
-    checkpoint = torch.load(search_dir / "checkpoint.pt", weights_only=True)
+    checkpoint = load_checkpoint(search_dir / "checkpoint.pt")
     assert checkpoint["step"] == 2 and checkpoint["search_id"] == "local"
     summaries = list((tmp_path / "pipeline_root").rglob("summary"))
     assert len(summaries) == 2 and "accuracy-top10" in summaries[0].read_text()

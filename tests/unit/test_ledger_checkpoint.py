@@ -18,10 +18,12 @@ from transfer_automl.search.checkpoint import (
     FORMAT_VERSION,
     REQUIRED_KEYS,
     load_checkpoint,
+    read_checkpoint_file,
     save_checkpoint,
 )
 from transfer_automl.search.ledger import SCHEMA, Ledger
 from transfer_automl.space import MNMS_TEXT, TAML_TEXT
+from transfer_automl.storage import LocalStore
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -216,6 +218,15 @@ def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
 
 
 
+def _write_framed(path, body) -> None:
+    """What save_checkpoint writes, for any body: torch.save bytes framed with their SHA-256."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(body, buffer)
+    LocalStore(path.parent).put_with_checksum(path.name, buffer.getvalue())
+
+
 def _trained_search() -> MultitaskSearch:
     """A search after two told rounds, so weights, Adam state and baselines are non-trivial."""
     search = MultitaskSearch(space=TAML_TEXT, tasks=["a", "b"], search_id="s")
@@ -238,8 +249,9 @@ def test_save_writes_one_file_with_format_version(saved):
     _, payload, path = saved
     assert path.is_file()
     assert sorted(p.name for p in path.parent.iterdir()) == ["controller.pt"]  # no temp files
-    raw = torch.load(path, weights_only=True)  # nothing unpickled
-    assert raw["format_version"] == FORMAT_VERSION == 1
+    assert path.read_bytes().startswith(b"TAMLSHA256 ")  # the SHA-256 header, then torch.save's bytes
+    raw = read_checkpoint_file(path)  # torch.load(weights_only=True): nothing unpickled
+    assert raw["format_version"] == FORMAT_VERSION == 2
     assert set(REQUIRED_KEYS) <= set(raw)
     assert "format_version" not in payload  # the payload dict itself is not modified
 
@@ -327,9 +339,30 @@ def test_truncated_checkpoint(saved, tmp_path):
     data = path.read_bytes()
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="unreadable") as info:
+    with pytest.raises(CheckpointError, match="fails its checksum") as info:
         load_checkpoint(truncated, space=TAML_TEXT, tasks=["a", "b"])
     assert str(truncated) in str(info.value)
+
+
+def test_tampered_checkpoint_fails_its_checksum(saved, tmp_path):
+    _, _, path = saved
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit in the weights
+    tampered = tmp_path / "tampered.pt"
+    tampered.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="fails its checksum") as info:
+        load_checkpoint(tampered)
+    assert str(tampered) in str(info.value)
+
+
+def test_format_1_checkpoint_without_checksum_is_refused(saved, tmp_path):
+    _, _, path = saved
+    body = read_checkpoint_file(path)
+    old = tmp_path / "old.pt"
+    torch.save(dict(body, format_version=1), old)  # what taml wrote before checksums
+    with pytest.raises(CheckpointError, match="format_version 1") as info:
+        load_checkpoint(old)
+    assert str(old) in str(info.value) and "SHA-256" in str(info.value)
 
 
 def test_random_bytes_checkpoint(tmp_path):
@@ -354,10 +387,10 @@ def test_missing_checkpoint(tmp_path):
 
 def test_other_format_version(saved, tmp_path):
     _, _, path = saved
-    body = torch.load(path, weights_only=True)
+    body = read_checkpoint_file(path)
     body["format_version"] = 99
     other = tmp_path / "v99.pt"
-    torch.save(body, other)
+    _write_framed(other, body)
     with pytest.raises(CheckpointError, match="format_version 99") as info:
         load_checkpoint(other, space=TAML_TEXT, tasks=["a", "b"])
     assert str(other) in str(info.value)
@@ -365,10 +398,10 @@ def test_other_format_version(saved, tmp_path):
 
 def test_missing_format_version(saved, tmp_path):
     _, _, path = saved
-    body = torch.load(path, weights_only=True)
+    body = read_checkpoint_file(path)
     del body["format_version"]
     other = tmp_path / "nov.pt"
-    torch.save(body, other)
+    _write_framed(other, body)
     with pytest.raises(CheckpointError, match="format_version None"):
         load_checkpoint(other)
 
@@ -376,10 +409,10 @@ def test_missing_format_version(saved, tmp_path):
 @pytest.mark.parametrize("key", [k for k in REQUIRED_KEYS if k != "format_version"])
 def test_checkpoint_missing_a_key(saved, tmp_path, key):
     _, _, path = saved
-    body = torch.load(path, weights_only=True)
+    body = read_checkpoint_file(path)
     del body[key]
     other = tmp_path / "partial.pt"
-    torch.save(body, other)
+    _write_framed(other, body)
     with pytest.raises(CheckpointError, match=key) as info:
         load_checkpoint(other, space=TAML_TEXT, tasks=["a", "b"])
     assert "lacks" in str(info.value)
@@ -387,7 +420,7 @@ def test_checkpoint_missing_a_key(saved, tmp_path, key):
 
 def test_checkpoint_that_is_not_a_dict(tmp_path):
     other = tmp_path / "list.pt"
-    torch.save([1, 2, 3], other)
+    _write_framed(other, [1, 2, 3])
     with pytest.raises(CheckpointError, match="not a transfer-automl checkpoint"):
         load_checkpoint(other)
 

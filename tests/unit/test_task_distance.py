@@ -203,7 +203,7 @@ def test_unknown_image_source(tmp_path):
 
 @pytest.mark.parametrize("method", ["reinforce", "transformer"])
 def test_embedding_cosine_from_a_checkpoint(tmp_path, method):
-    from transfer_automl.search import make_search
+    from transfer_automl.search import make_search, save_checkpoint
     from transfer_automl.space import TAML_TEXT
 
     state = make_search(method, TAML_TEXT, ["a", "b", "c"], "s").state_dict()
@@ -211,7 +211,7 @@ def test_embedding_cosine_from_a_checkpoint(tmp_path, method):
     weights = state["controller_state"][key]
     weights[1] = 3.0 * weights[0]  # b points the same way as a
     weights[2] = -weights[0]  # c the opposite way
-    torch.save(state, tmp_path / "checkpoint.pt")
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
 
     distance = get_distance("embedding_cosine", checkpoint=tmp_path / "checkpoint.pt")
     assert isinstance(distance, EmbeddingCosine) and distance.tasks == ["a", "b", "c"]

@@ -1,9 +1,11 @@
-"""Append-only trial ledger: a Parquet dataset, one file per committed round.
+"""Append-only trial ledger: a Parquet dataset, one file per committed round, in any ArtifactStore.
 
-`<out>/ledger/round-<step>.parquet` holds the trials of controller step <step>. A round file is
-written to a temporary name and renamed, so it exists whole or not at all; writing a round that
-already exists with the same trial ids is a no-op, so a retried step never doubles a trial.
-Read the whole ledger with `pyarrow.dataset.dataset(<out>/ledger)`.
+`<out>/ledger/round-<step>.parquet` holds the trials of controller step <step>, in a local
+directory or under an `s3://` prefix. A round file is written with `if_absent` (a hard link
+locally, a conditional PUT on S3), so it exists whole or not at all and of two racing writers
+one wins; writing a round that already exists with the same trial ids is a no-op, so a retried
+step never doubles a trial, and other trial ids are refused. Read the whole ledger with
+`pyarrow.dataset.dataset(<out>/ledger)` (locally) or `Ledger(uri).read()`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from transfer_automl.errors import LedgerError
-from transfer_automl.storage import atomic_write
+from transfer_automl.errors import LedgerError, StorageError
+from transfer_automl.storage import ArtifactStore, LocalStore, get_store
 
 _ROUND_NAME = re.compile(r"round-\d{6,}\.parquet")
 
@@ -39,46 +41,92 @@ SCHEMA = pa.schema([
 
 
 class Ledger:
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    """The ledger in `root`: a local directory, an `s3://` uri, or a store (e.g. `store.sub("ledger")`).
 
-    def round_path(self, step: int) -> Path:
-        return self.root / f"round-{step:06d}.parquet"
+    Locations (`round_path`, `files`, `append_round`'s result) are `Path`s for a local ledger
+    and uri strings otherwise."""
 
-    def files(self) -> list[Path]:
-        """The committed round files; any other Parquet file here is foreign and an error,
+    def __init__(self, root: str | Path | ArtifactStore):
+        self.store = root if isinstance(root, ArtifactStore) else get_store(root)
+        self.root: Path | str = self.store.root if isinstance(self.store, LocalStore) else self.store.uri
+
+    @staticmethod
+    def round_name(step: int) -> str:
+        return f"round-{step:06d}.parquet"
+
+    def _location(self, key: str) -> Path | str:
+        return self.store.path(key) if isinstance(self.store, LocalStore) else self.store.join(key)
+
+    def round_path(self, step: int) -> Path | str:
+        return self._location(self.round_name(step))
+
+    def _keys(self) -> list[str]:
+        """The committed round files' keys; any other Parquet file here is foreign and an error,
         since `pyarrow.dataset.dataset(<ledger dir>)` would read it as part of the ledger."""
-        if not self.root.is_dir():
+        if isinstance(self.store, LocalStore) and not self.store.root.is_dir():
             return []
-        files = sorted(self.root.glob("*.parquet"))
-        foreign = [f for f in files if not _ROUND_NAME.fullmatch(f.name)]
+        keys = [k for k in self.store.list() if "/" not in k and k.endswith(".parquet")]
+        foreign = [k for k in keys if not _ROUND_NAME.fullmatch(k)]
         if foreign:
-            raise LedgerError(f"ledger directory {self.root} holds foreign file(s) {[str(f) for f in foreign]}")
-        return files
+            raise LedgerError(f"ledger directory {self.root} holds foreign file(s) {[str(self._location(k)) for k in foreign]}")
+        return keys
 
-    def append_round(self, step: int, rows: list[dict[str, Any]]) -> Path:
+    def files(self) -> list[Path | str]:
+        return [self._location(k) for k in self._keys()]
+
+    def append_round(self, step: int, rows: list[dict[str, Any]]) -> Path | str:
         """Commit the trials of one controller step; idempotent for the same trial ids."""
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
-        path = self.round_path(step)
-        if path.exists():
-            existing = pq.read_table(path, columns=["trial_id"]).column("trial_id").to_pylist()
-            if sorted(existing) == sorted(table.column("trial_id").to_pylist()):
-                return path
-            raise LedgerError(f"ledger file {path} already holds other trials {existing[:3]}...; refusing to overwrite it")
-        return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+        key = self.round_name(step)
+        if not self.store.exists(key):
+            try:
+                self.store.write_parquet(key, table, if_absent=True)
+                return self._location(key)
+            except StorageError:
+                if not self.store.exists(key):
+                    raise
+                # another writer (a retried step) committed this round first: compare below
+        existing = self._read_key(key, columns=["trial_id"]).column("trial_id").to_pylist()
+        if sorted(existing) == sorted(table.column("trial_id").to_pylist()):
+            return self._location(key)
+        raise LedgerError(f"ledger file {self._location(key)} already holds other trials {existing[:3]}...; "
+                          "refusing to overwrite it")
+
+    def read_round(self, step: int) -> list[dict[str, Any]] | None:
+        """The committed rows of one step, by trial id; None if the step is not committed."""
+        key = self.round_name(step)
+        if not self.store.exists(key):
+            return None
+        return sorted(self._read_key(key).to_pylist(), key=lambda r: r["trial_id"])
+
+    def rounds(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """(file name, rows by trial id) for every committed round, in step order."""
+        return [(k, sorted(self._read_key(k).to_pylist(), key=lambda r: r["trial_id"])) for k in self._keys()]
+
+    def _read_key(self, key: str, columns: list[str] | None = None) -> pa.Table:
+        fs, path = self.store.arrow_location(key)
+        try:
+            return pq.read_table(path, filesystem=fs, columns=columns)
+        except (pa.ArrowException, OSError) as exc:
+            raise LedgerError(f"ledger file {self._location(key)} is not readable Parquet: {str(exc)[:300]}") from None
 
     def read(self) -> pa.Table:
         """All committed trials, in controller-step order; checks every file's schema."""
-        files = self.files()
-        if not files:
+        keys = self._keys()
+        if not keys:
             return SCHEMA.empty_table()
-        for f in files:
+        paths = []
+        fs = None
+        for key in keys:
+            fs, path = self.store.arrow_location(key)
+            paths.append(path)
             try:
-                schema = pq.read_schema(f)
+                schema = pq.read_schema(path, filesystem=fs)
             except (pa.ArrowException, OSError) as exc:
-                raise LedgerError(f"ledger file {f} is not readable Parquet: {exc}") from None
+                raise LedgerError(f"ledger file {self._location(key)} is not readable Parquet: {exc}") from None
             if not schema.equals(SCHEMA, check_metadata=False):
                 missing = sorted(set(SCHEMA.names) - set(schema.names))
-                raise LedgerError(f"ledger file {f} has a foreign schema (missing {missing or 'none'}, columns {schema.names})")
-        table = ds.dataset([str(f) for f in files], format="parquet", schema=SCHEMA).to_table()
+                raise LedgerError(f"ledger file {self._location(key)} has a foreign schema "
+                                  f"(missing {missing or 'none'}, columns {schema.names})")
+        table = ds.dataset(paths, filesystem=fs, format="parquet", schema=SCHEMA).to_table()
         return table.sort_by([("controller_step", "ascending"), ("trial_id", "ascending")])

@@ -1,7 +1,8 @@
 """The multitask search as stateless pipeline steps: what the Kubeflow components call.
 
 `run_search` runs the whole loop in one process; here each part of a round is its own function,
-and the state travels as files in a run directory (`search_dir`, a local path for now):
+and the state travels as files in a run directory (`search_dir`: a local path or an
+`s3://bucket/prefix`; every file goes through the ArtifactStore, see `steps.search_dir`):
 
     search_dir/settings.json                 the SearchSettings of the search (init_search)
     search_dir/checkpoint.pt                 the search after the last told round (as run_search)
@@ -37,11 +38,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from transfer_automl.errors import ConfigError
+from transfer_automl.errors import ConfigError, StorageError
 from transfer_automl.rewards.summary import TaskSummary, summarize
-from transfer_automl.search import Ledger, Search, Trial, load_checkpoint, save_checkpoint
+from transfer_automl.search import Ledger, Search, Trial, save_checkpoint
 from transfer_automl.steps.search import (
-    CHECKPOINT_NAME,
     SearchSettings,
     _backend,
     _baseline_metrics,
@@ -51,7 +51,7 @@ from transfer_automl.steps.search import (
     _run_trial,
     restore_search,
 )
-from transfer_automl.storage import atomic_write
+from transfer_automl.steps.search_dir import SearchDir
 from transfer_automl.tracking import Tracker
 
 SETTINGS_NAME = "settings.json"
@@ -71,58 +71,60 @@ def init_search(search_dir: str | Path, tasks: tuple[str, ...] | list[str] = (),
     told it is a no-op, so a retried step does not fail), resume (continue this directory's
     checkpoint, which must have the same settings) or transfer (from `source`).
     """
-    out = Path(search_dir)
+    out = SearchDir.of(search_dir)
     settings = SearchSettings(
-        tasks=tuple(tasks), trials=children_per_round, out=str(out), space=space, method=method,
+        tasks=tuple(tasks), trials=children_per_round, out=out.location, space=space, method=method,
         init_from=init_from, source=source, batch_size=children_per_round, seed=seed, controller_lr=controller_lr,
         normalization=normalization, reward_power=reward_power, budget_scale=budget_scale, benchmark=benchmark,
         table=table, metric_columns=tuple(metric_columns), data_dir=data_dir, search_id=search_id, top_n=top_n,
         progress=False,
     )
     settings.validate()
-    ckpt_path = out / CHECKPOINT_NAME
-    if init_from == "scratch" and ckpt_path.exists() and _same_new_search(out, settings):
-        return int(load_checkpoint(ckpt_path)["step"])
+    if init_from == "scratch" and out.has_checkpoint() and _same_new_search(out, settings):
+        return int(out.load_checkpoint()["step"])
     backend = _backend(settings, out)
-    search = _initial_search(settings, backend.space, backend.task_names, out, ckpt_path, Ledger(out / "ledger"))
+    search = _initial_search(settings, backend.space, backend.task_names, out, out.checkpoint, out.ledger)
     if init_from != "resume":
-        _save(ckpt_path, search, settings)
+        out.save_checkpoint(_payload(search, settings))
     _write_settings(out, settings, search.search_id)
     return search.step
 
 
 def controller_step(search_dir: str | Path, round_index: int, children: int) -> list[dict[str, Any]]:
     """Ask the search for round `round_index`'s trials; the same trials every time it runs."""
-    out = Path(search_dir)
+    out = SearchDir.of(search_dir)
     settings = load_settings(out)
     if children != settings.batch_size:
         raise ConfigError(f"children: the search in {out} runs {settings.batch_size} children per round, not {children}")
-    trials_path = _round_dir(out, round_index) / "trials.json"
+    trials_key = _trials_key(round_index)
     search = _load_search(out)
-    if search.step > round_index and trials_path.exists():  # round already told: replay
-        return json.loads(trials_path.read_text())
+    if search.step > round_index and out.store.exists(trials_key):  # round already told: replay
+        return out.read_json(trials_key)
     _check_round(search, round_index, out)
     trials = [_trial_to_dict(t, search.search_id) for t in search.ask(children)]
-    if trials_path.exists() and json.loads(trials_path.read_text()) != trials:
-        raise ConfigError(f"{trials_path} holds other trials than the checkpoint asks for; was the checkpoint replaced?")
-    atomic_write(trials_path, lambda tmp: Path(tmp).write_text(json.dumps(trials, indent=1)))
+    if out.store.exists(trials_key) and out.read_json(trials_key) != trials:
+        raise ConfigError(f"{out.where(trials_key)} holds other trials than the checkpoint asks for; "
+                          "was the checkpoint replaced?")
+    out.write_json(trials_key, trials, indent=1)
     return trials
 
 
 def train_child(search_dir: str | Path, trial: dict[str, Any]) -> dict[str, Any]:
     """Train (or look up) one child; returns its ledger row with ISO timestamps. Idempotent."""
-    out = Path(search_dir)
-    result_path = _round_dir(out, int(trial["controller_step"])) / "results" / f"{int(trial['index']):03d}.json"
-    if result_path.exists():
-        row = json.loads(result_path.read_text())
-        if row["trial_id"] != trial["trial_id"]:
-            raise ConfigError(f"{result_path} holds trial {row['trial_id']!r}, not {trial['trial_id']!r}")
-        return row
+    out = SearchDir.of(search_dir)
+    result_key = f"{_round_prefix(int(trial['controller_step']))}/results/{int(trial['index']):03d}.json"
+    if out.store.exists(result_key):
+        return _checked_result(out, result_key, trial)
     settings = load_settings(out)
     backend = _backend(settings, out)
     row = _run_trial(backend, _trial_from_dict(trial), str(trial["search_id"]), settings.reward_power, settings.seed)
     row = {k: v.isoformat() if k in _TIME_FIELDS else v for k, v in row.items()}
-    atomic_write(result_path, lambda tmp: Path(tmp).write_text(json.dumps(row)))
+    try:
+        out.write_json(result_key, row, if_absent=True)  # a racing retry may have written it: keep the first
+    except StorageError:
+        if not out.store.exists(result_key):
+            raise
+        return _checked_result(out, result_key, trial)
     return row
 
 
@@ -134,25 +136,25 @@ def aggregate_rewards(search_dir: str | Path, round_index: int, results: list[di
     controller update's, the round's mean reward per task, the per-task baselines and, over the
     whole ledger, reward/<task>/{best_val_accuracy, accuracy_top<N>, trials}.
     """
-    out = Path(search_dir)
+    out = SearchDir.of(search_dir)
     settings = load_settings(out)
-    ckpt_path = out / CHECKPOINT_NAME
     search = _load_search(out)
-    trials_path = _round_dir(out, round_index) / "trials.json"
-    if not trials_path.exists():
-        raise ConfigError(f"round {round_index}: {trials_path} does not exist; run controller_step first")
-    asked = json.loads(trials_path.read_text())
+    trials_key = _trials_key(round_index)
+    if not out.store.exists(trials_key):
+        raise ConfigError(f"round {round_index}: {out.where(trials_key)} does not exist; run controller_step first")
+    asked = out.read_json(trials_key)
     rows = _rows_in_trial_order(asked, results, round_index)
-    ledger = Ledger(out / "ledger")
+    ledger = out.ledger
     metrics: dict[str, float] = {}
     told = search.step == round_index
     if told:
         trials = search.ask(len(asked))
         if [_trial_to_dict(t, search.search_id) for t in trials] != asked:
-            raise ConfigError(f"round {round_index}: the checkpoint in {out} no longer asks for the trials in {trials_path}")
+            raise ConfigError(f"round {round_index}: the checkpoint in {out} no longer asks for the trials in "
+                              f"{out.where(trials_key)}")
         ledger.append_round(round_index, rows)  # the ledger first, then the checkpoint (as run_search)
         metrics = search.tell(trials, [r["reward"] for r in rows])
-        _save(ckpt_path, search, settings)
+        out.save_checkpoint(_payload(search, settings))
     elif search.step > round_index:
         ledger.append_round(round_index, rows)  # a rerun after the tell: a no-op, or the commit a crash lost
     else:
@@ -171,11 +173,11 @@ def aggregate_rewards(search_dir: str | Path, round_index: int, results: list[di
             "markdown": summary_markdown(per_task, round_index, search.search_id, settings.top_n)}
 
 
-def load_settings(search_dir: str | Path) -> SearchSettings:
-    path = Path(search_dir) / SETTINGS_NAME
-    if not path.is_file():
-        raise ConfigError(f"search_dir: {search_dir} holds no {SETTINGS_NAME}; run init_search first")
-    raw = json.loads(path.read_text())
+def load_settings(search_dir: str | Path | SearchDir) -> SearchSettings:
+    out = SearchDir.of(search_dir)
+    if not out.store.exists(SETTINGS_NAME):
+        raise ConfigError(f"search_dir: {out} holds no {SETTINGS_NAME}; run init_search first")
+    raw = out.read_json(SETTINGS_NAME)
     known = {f.name for f in fields(SearchSettings)}
     values = {k: v for k, v in raw.items() if k in known}
     for key in ("tasks", "metric_columns"):
@@ -208,32 +210,48 @@ def summary_markdown(per_task: list[TaskSummary], round_index: int, search_id: s
 
 # -- helpers ------------------------------------------------------------------------------------
 
-def _round_dir(out: Path, round_index: int) -> Path:
-    return out / "rounds" / f"{int(round_index):06d}"
+def _round_prefix(round_index: int) -> str:
+    return f"rounds/{int(round_index):06d}"
 
 
-def _load_search(out: Path) -> Search:
-    return restore_search(load_checkpoint(out / CHECKPOINT_NAME))
+def _trials_key(round_index: int) -> str:
+    return f"{_round_prefix(round_index)}/trials.json"
 
 
-def _check_round(search: Search, round_index: int, out: Path) -> None:
+def _checked_result(out: SearchDir, key: str, trial: dict[str, Any]) -> dict[str, Any]:
+    row = out.read_json(key)
+    if row["trial_id"] != trial["trial_id"]:
+        raise ConfigError(f"{out.where(key)} holds trial {row['trial_id']!r}, not {trial['trial_id']!r}")
+    return row
+
+
+def _load_search(out: SearchDir) -> Search:
+    return restore_search(out.load_checkpoint())
+
+
+def _check_round(search: Search, round_index: int, out: SearchDir) -> None:
     if search.step != round_index:
         raise ConfigError(f"round_index: the search in {out} is at step {search.step}, not {round_index}; "
                           "the previous round has not been aggregated, or this round's trials were lost")
 
 
-def _save(path: Path, search: Search, settings: SearchSettings) -> None:
-    save_checkpoint(path, {**search.state_dict(), "search_settings": _resumable(settings)})
+def _payload(search: Search, settings: SearchSettings) -> dict[str, Any]:
+    return {**search.state_dict(), "search_settings": _resumable(settings)}
 
 
-def _write_settings(out: Path, settings: SearchSettings, search_id: str) -> None:
+def _save(path: str | Path, search: Search, settings: SearchSettings) -> None:
+    """Write the search's checkpoint to `path` (a local path or s3:// uri)."""
+    save_checkpoint(path, _payload(search, settings))
+
+
+def _write_settings(out: str | Path | SearchDir, settings: SearchSettings, search_id: str) -> None:
     body = {**asdict(settings), "search_id": search_id, "init_from": "resume", "source": None}
-    atomic_write(out / SETTINGS_NAME, lambda tmp: Path(tmp).write_text(json.dumps(body, indent=1)))
+    SearchDir.of(out).write_json(SETTINGS_NAME, body, indent=1)
 
 
-def _same_new_search(out: Path, settings: SearchSettings) -> bool:
+def _same_new_search(out: SearchDir, settings: SearchSettings) -> bool:
     """A retried init: settings.json there says the same (the search id may have been defaulted)."""
-    if not (out / SETTINGS_NAME).is_file():
+    if not out.store.exists(SETTINGS_NAME):
         return False
     saved = load_settings(out)
     same = _resumable(saved) == _resumable(settings) and saved.tasks == settings.tasks \
@@ -280,12 +298,12 @@ def _summary_metrics(per_task: list[TaskSummary], top_n: int) -> dict[str, float
     return out
 
 
-def _log(tracker: Tracker, out: Path, settings: SearchSettings, search: Search, rows: list[dict[str, Any]], round_index: int,
+def _log(tracker: Tracker, out: SearchDir, settings: SearchSettings, search: Search, rows: list[dict[str, Any]], round_index: int,
          metrics: dict[str, float], summary: dict[str, float]) -> None:
     """Reopen the search's controller run (MLflow finds it by search id), log the round, close it."""
     params = {**{k: v for k, v in asdict(settings).items() if k != "progress"}, "tasks": ",".join(search.tasks)}
     tracker.start(search.search_id, params, {"taml.method": settings.method, "taml.runner": "kubeflow"})
-    ledger_file = Ledger(out / "ledger").round_path(round_index).name
+    ledger_file = Ledger.round_name(round_index)
     for row in rows:
         tracker.log_trial({**row, "ledger_file": ledger_file}, json.loads(row["config"]))
     tracker.log_controller(round_index, metrics)

@@ -8,12 +8,18 @@ any point continues with `resume=True` without losing or doubling a trial.
 
 The MLflow tracker is wrapped in `ResilientTracker`: an unreachable server costs a warning, never
 a trial. `sync_runs` (`taml runs sync`) replays ledger rows missing from MLflow afterwards.
+
+`out` is a local directory or an `s3://bucket/prefix` (`steps.search_dir.SearchDir`): ledger,
+checkpoint, space and feature cache go through the ArtifactStore; the default MLflow store is
+`<out>/mlflow.db` locally and, for S3, `mlflow.db` in a local working directory (printed), unless
+MLFLOW_TRACKING_URI is set.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
@@ -33,15 +39,16 @@ from transfer_automl.search import (
     Trial,
     load_checkpoint,
     make_search,
-    save_checkpoint,
 )
 from transfer_automl.space import SearchSpace, save_space, space_from_dict
 from transfer_automl.steps.backends import Backend, table_backend, text_backend
-from transfer_automl.storage import atomic_write
+from transfer_automl.steps.search_dir import CHECKPOINT_NAME, SearchDir
+from transfer_automl.storage import is_remote
 from transfer_automl.tracking import Tracker
 from transfer_automl.trial_status import STATUS_OK
 
-CHECKPOINT_NAME = "checkpoint.pt"
+__all__ = ["CHECKPOINT_NAME", "SearchResult", "SearchSettings", "SyncResult", "restore_search", "run_search",
+           "sync_runs"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ class SearchSettings:
 
     tasks: tuple[str, ...]  # task names (text: resolved in data_dir, or .parquet paths; table: metric columns)
     trials: int  # total child trials across all tasks
-    out: str  # run directory: ledger/, checkpoint.pt, mlflow.db, cache/
+    out: str  # run directory or s3://bucket/prefix: ledger/, checkpoint.pt, space.yaml, cache/ (+ mlflow.db locally)
     space: str | None = None  # built-in space name or a .yaml/.json file (text default: taml-text)
     method: str = "reinforce"  # any registered search: reinforce, ppo, pqt, transformer, rs, re, tpe
     init_from: str = "scratch"  # scratch | resume (this --out) | transfer (from `source`)
@@ -70,7 +77,7 @@ class SearchSettings:
     metric_columns: tuple[str, ...] = ()  # ... with one metric column per task
     trial_timeout: float | None = None  # text children: seconds before a trial is stopped (status timeout)
     data_dir: str | None = None  # where task names (or benchmark tables) resolve
-    cache_dir: str | None = None  # frozen-feature cache; default <out>/cache/features
+    cache_dir: str | None = None  # frozen-feature cache (a path or s3://); default <out>/cache/features
     search_id: str | None = None  # default: <out dir name>-<UTC time>
     top_n: int = 10  # accuracy-topN reported per task
     progress: bool = True
@@ -114,10 +121,10 @@ class SearchSettings:
 class SearchResult:
     search_id: str
     method: str
-    out: Path
+    out: Path | str  # a Path for a local search, the uri for S3
     data_location: str
-    ledger_dir: Path
-    checkpoint: Path
+    ledger_dir: Path | str
+    checkpoint: Path | str
     tracking_location: str
     trials_run: int  # trials trained in this invocation (replayed ones excluded)
     per_task: list[TaskSummary]
@@ -127,31 +134,22 @@ class SearchResult:
 def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> SearchResult:
     settings.validate()
     started = time.perf_counter()
-    out = Path(settings.out)
+    out = SearchDir.of(settings.out)
     backend = _backend(settings, out)
     space, task_names = backend.space, backend.task_names
-    ckpt_path = out / CHECKPOINT_NAME
-    ledger = Ledger(out / "ledger")
-    search = _initial_search(settings, space, task_names, out, ckpt_path, ledger)
+    ledger = out.ledger
+    search = _initial_search(settings, space, task_names, out, out.checkpoint, ledger)
     history = TaskHistory(ledger.read().to_pylist())  # also refuses a damaged ledger before anything is written
     if settings.init_from != "resume":  # from here on the search can always be resumed
-        save_checkpoint(ckpt_path, {**search.state_dict(), "search_settings": _resumable(settings)})
+        out.save_checkpoint({**search.state_dict(), "search_settings": _resumable(settings)})
 
     if tracker is None:
-        from transfer_automl.tracking.mlflow import MlflowTracker
-        from transfer_automl.tracking.resilient import ResilientTracker
-
-        out.mkdir(parents=True, exist_ok=True)
-        tracker = ResilientTracker.from_env(
-            MlflowTracker(f"sqlite:///{(out / 'mlflow.db').resolve()}", artifact_root=out / "mlartifacts"),
-            hint=f"replay the missing runs with `taml runs sync {out}`",
-        )
+        tracker = _default_tracker(out)
     params = {**{k: v for k, v in asdict(settings).items() if k != "progress"},
               "tasks": ",".join(task_names), "space_fingerprint": space.fingerprint(),
               "child_trainer": backend.trainer_settings, "search_state": _describe(search)}
     tracker.start(search.search_id, params, {"taml.space": space.name, "taml.method": settings.method})
-    space_path = out / "space.yaml"  # the exact space searched, beside its ledger
-    atomic_write(space_path, lambda tmp: save_space(space, tmp))
+    _write_space(out, space)  # the exact space searched, beside its ledger
 
     rounds = math.ceil(settings.trials / settings.batch_size)
     trials_run = 0
@@ -161,20 +159,20 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
             step = search.step
             n = min(settings.batch_size, settings.trials - step * settings.batch_size)
             trials = search.ask(n)
-            committed = _committed_round(ledger, step)
+            committed = ledger.read_round(step)
             if committed is not None and [r["trial_id"] for r in committed] == [t.trial_id for t in trials]:
                 rows = committed  # crashed after the ledger commit: replay, never retrain
                 for row in rows:  # ... and make sure the tracker has them (it skips what it has)
-                    tracker.log_trial({**row, "ledger_file": ledger.round_path(step).name}, json.loads(row["config"]))
+                    tracker.log_trial({**row, "ledger_file": ledger.round_name(step)}, json.loads(row["config"]))
             else:
                 rows = [_run_trial(backend, t, search.search_id, settings.reward_power, settings.seed) for t in trials]
                 trials_run += len(rows)
-                ledger_file = ledger.append_round(step, rows)
+                ledger.append_round(step, rows)
                 history.add(rows)
                 for row, trial in zip(rows, trials, strict=True):
-                    tracker.log_trial({**row, "ledger_file": ledger_file.name}, trial.config)
+                    tracker.log_trial({**row, "ledger_file": ledger.round_name(step)}, trial.config)
             metrics = search.tell(trials, [r["reward"] for r in rows])
-            save_checkpoint(ckpt_path, {**search.state_dict(), "search_settings": _resumable(settings)})
+            out.save_checkpoint({**search.state_dict(), "search_settings": _resumable(settings)})
             round_rewards = {f"reward/{task}/reward": _mean([r["reward"] for r in rows if r["task"] == task])
                              for task in {r["task"] for r in rows}}
             task_metrics = {k: v for task in task_names for k, v in history.metrics(task, settings.top_n).items()}
@@ -189,12 +187,46 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
         progress.close()
 
     per_task = summarize(ledger.read().to_pylist(), task_names, backend.references, settings.top_n)
-    tracker.log_artifact(ckpt_path)
-    tracker.log_artifact(space_path)
+    tracker.log_artifact(out.local_copy(CHECKPOINT_NAME))
+    tracker.log_artifact(out.local_copy(SPACE_NAME))
     tracker.finish({f"reward/{s.task}/best_val_accuracy": s.best_val_accuracy for s in per_task}
                    | {f"reward/{s.task}/accuracy_top{settings.top_n}": s.accuracy_top_n for s in per_task})
-    return SearchResult(search.search_id, settings.method, out, backend.data_location, ledger.root, ckpt_path,
-                        tracker.location, trials_run, per_task, time.perf_counter() - started)
+    return SearchResult(search.search_id, settings.method, out.store.root if out.is_local else out.store.uri,
+                        backend.data_location, ledger.root, out.checkpoint, tracker.location, trials_run, per_task,
+                        time.perf_counter() - started)
+
+
+SPACE_NAME = "space.yaml"
+
+
+def _default_tracker(out: SearchDir) -> Tracker:
+    """MLflow at MLFLOW_TRACKING_URI, else sqlite in the search's local working directory."""
+    from transfer_automl.tracking.mlflow import MlflowTracker
+    from transfer_automl.tracking.resilient import ResilientTracker
+
+    return ResilientTracker.from_env(
+        MlflowTracker(out.default_tracking_uri(), artifact_root=_artifact_root(out, None)),
+        hint=f"replay the missing runs with `taml runs sync {out}`",
+    )
+
+
+def _artifact_root(out: SearchDir, tracking_uri: str | None) -> Path | None:
+    """Where MLflow stores artifacts: beside the default sqlite store; for an S3 search tracked by
+    a server (MLFLOW_TRACKING_URI or --tracking-uri), the server's own default."""
+    if not out.is_local and (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        return None
+    work = out.work_dir()
+    work.mkdir(parents=True, exist_ok=True)
+    return work / "mlartifacts"
+
+
+def _write_space(out: SearchDir, space: SearchSpace) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="taml-space-") as tmp:
+        local = Path(tmp) / SPACE_NAME
+        save_space(space, local)
+        out.store.put_file(SPACE_NAME, local)  # atomic in every store
 
 
 @dataclass
@@ -207,28 +239,22 @@ class SyncResult:
 
 def sync_runs(out: str | Path, tracking_uri: str | None = None) -> SyncResult:
     """Log every ledger row of the search in `out` that MLflow lacks; idempotent (a second call logs
-    none). The URI: `tracking_uri`, else MLFLOW_TRACKING_URI, else the search's own mlflow.db."""
-    import torch
-
+    none). The URI: `tracking_uri`, else MLFLOW_TRACKING_URI, else the search's own mlflow.db
+    (for an s3:// search, the one in its local working directory)."""
     from transfer_automl.tracking.mlflow import MlflowTracker
 
-    out = Path(out)
-    ckpt_path = out / CHECKPOINT_NAME
-    if not ckpt_path.is_file():
-        raise ConfigError(f"runs sync: {out} holds no search ({ckpt_path} not found)")
-    try:
-        body = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-    except Exception as exc:
-        raise CheckpointError(f"{ckpt_path} is not a readable checkpoint: {exc}") from None
+    out = SearchDir.of(out)
+    if not out.has_checkpoint():
+        raise ConfigError(f"runs sync: {out} holds no search ({out.checkpoint} not found)")
+    body = out.load_checkpoint()
     search_id = str(body["search_id"])
-    ledger = Ledger(out / "ledger")
-    rounds = [(f.name, _committed_round_file(f)) for f in ledger.files()]
+    ledger = out.ledger
+    rounds = ledger.rounds()
     ledger.read()  # refuses a damaged or foreign ledger before anything is logged
-    tracker = MlflowTracker(f"sqlite:///{(out / 'mlflow.db').resolve()}", artifact_root=out / "mlartifacts",
-                            uri=tracking_uri)
+    tracker = MlflowTracker(out.default_tracking_uri(), artifact_root=_artifact_root(out, tracking_uri), uri=tracking_uri)
     new = present = 0
     try:
-        tracker.start(search_id, {**dict(body.get("search_settings", {})), "synced_from": str(out.resolve())},
+        tracker.start(search_id, {**dict(body.get("search_settings", {})), "synced_from": str(out.store.uri)},
                       {"taml.synced": "true"})
         for ledger_file, rows in rounds:
             for row in rows:
@@ -244,33 +270,29 @@ def sync_runs(out: str | Path, tracking_uri: str | None = None) -> SyncResult:
     return SyncResult(search_id, tracker.location, new, present)
 
 
-def _committed_round_file(path: Path) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    return sorted(pq.read_table(path).to_pylist(), key=lambda r: r["trial_id"])
-
-
-def _backend(settings: SearchSettings, out: Path) -> Backend:
+def _backend(settings: SearchSettings, out: str | Path | SearchDir) -> Backend:
     if settings.tabular:
         return table_backend(settings.tasks, settings.benchmark, settings.table, settings.metric_columns,
                              settings.space, settings.data_dir)
+    out = SearchDir.of(out)
     return text_backend(settings.tasks, settings.space or "taml-text", settings.data_dir,
-                        settings.cache_dir or out / "cache" / "features", settings.budget_scale,
+                        settings.cache_dir or out.store.sub("cache/features"), settings.budget_scale,
                         timeout_s=settings.trial_timeout)
 
 
-def _initial_search(settings: SearchSettings, space: SearchSpace, task_names: list[str], out: Path,
-                    ckpt_path: Path, ledger: Ledger) -> Search:
+def _initial_search(settings: SearchSettings, space: SearchSpace, task_names: list[str], out: str | Path | SearchDir,
+                    ckpt_path: Path | str, ledger: Ledger) -> Search:
     """init_from: scratch (a new search), resume (this directory's checkpoint) or transfer."""
+    out = SearchDir.of(out)
     if settings.init_from == "resume":
-        body = load_checkpoint(ckpt_path, space, task_names)
+        body = out.load_checkpoint(space, task_names)
         _check_same_search(settings, body.get("search_settings", {}), ckpt_path)
         if body.get("name") != settings.method:
             raise ConfigError(f"--resume: the search in {ckpt_path} uses method {body.get('name')!r}, not {settings.method!r}")
         return restore_search(body)
-    if ckpt_path.exists() or ledger.files():
+    if out.has_checkpoint() or ledger.files():
         raise ConfigError(f"out: {out} already holds a search; pass --resume to continue it or choose another --out")
-    search_id = settings.search_id or f"{out.resolve().name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    search_id = settings.search_id or f"{out.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     search_cls = SEARCHES[settings.method]
     if not issubclass(search_cls, ControllerSearch):
         if settings.init_from == "transfer":
@@ -278,8 +300,8 @@ def _initial_search(settings: SearchSettings, space: SearchSpace, task_names: li
         return make_search(settings.method, space, task_names, search_id, seed=settings.seed)
     update_config = _update_config(search_cls.update_rule_name, settings)
     if settings.init_from == "transfer":
-        source = Path(settings.source)
-        body = load_checkpoint(source / CHECKPOINT_NAME if source.is_dir() else source, space)
+        source = settings.source
+        body = load_checkpoint(_source_checkpoint(source), space)
         if body.get("name") != settings.method:
             raise ConfigError(f"--from {source} holds a {body.get('name')!r} search; transfer with --method {body.get('name')}")
         return ControllerSearch.transfer_from(
@@ -287,6 +309,14 @@ def _initial_search(settings: SearchSettings, space: SearchSpace, task_names: li
             mixing_samples=settings.mixing_samples, update_config={**dict(body["update_config"]), **update_config},
         )
     return make_search(settings.method, space, task_names, search_id, seed=settings.seed, update_config=update_config)
+
+
+def _source_checkpoint(source: str) -> str | Path:
+    """--from: a search directory (local or s3://) or a checkpoint file in one."""
+    if is_remote(source):
+        return source if source.endswith(".pt") else SearchDir.of(source).checkpoint
+    path = Path(source)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
 
 
 def _update_config(rule_name: str, settings: SearchSettings) -> dict[str, Any]:
@@ -329,7 +359,7 @@ def _resumable(settings: SearchSettings) -> dict[str, Any]:
     return {k: getattr(settings, k) for k in _MUST_MATCH_ON_RESUME}
 
 
-def _check_same_search(settings: SearchSettings, saved: dict[str, Any], path: Path) -> None:
+def _check_same_search(settings: SearchSettings, saved: dict[str, Any], path: Path | str) -> None:
     for key, value in _resumable(settings).items():
         if key in saved and saved[key] != value:
             raise ConfigError(f"--resume: {key} is {value!r} but the search in {path} ran with {saved[key]!r}; "
@@ -349,11 +379,6 @@ def _run_trial(backend: Backend, trial: Trial, search_id: str, reward_power: flo
         "status": result.status, "error": result.error,
         "started_at": started_at, "ended_at": ended_at, "duration_s": result.duration_s,
     }
-
-
-def _committed_round(ledger: Ledger, step: int) -> list[dict[str, Any]] | None:
-    path = ledger.round_path(step)
-    return _committed_round_file(path) if path.exists() else None
 
 
 def _baseline_metrics(search: Search) -> dict[str, float]:

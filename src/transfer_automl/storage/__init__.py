@@ -17,7 +17,8 @@ from transfer_automl.storage.local import LocalStore, atomic_write
 if TYPE_CHECKING:
     from transfer_automl.storage.s3 import S3Store
 
-__all__ = ["ArtifactStore", "LocalStore", "S3Store", "StorageError", "atomic_write", "get_store"]
+__all__ = ["ArtifactStore", "LocalStore", "S3Store", "StorageError", "atomic_write", "get_store", "is_remote",
+           "split_uri"]
 
 
 def get_store(uri: str | Path) -> ArtifactStore:
@@ -42,6 +43,28 @@ def get_store(uri: str | Path) -> ArtifactStore:
     if parsed.scheme == "" or (len(parsed.scheme) == 1 and uri[1:3] in (":\\", ":/")):  # C:\ on Windows
         return LocalStore(uri)
     raise StorageError(f"store uri {uri!r} has unsupported scheme {parsed.scheme!r} (use a path, file:// or s3://)")
+
+
+def is_remote(uri: str | Path) -> bool:
+    """Whether `uri` names an object store (s3://) rather than a local path or file:// uri."""
+    return isinstance(uri, str) and urlparse(uri).scheme == "s3"
+
+
+def split_uri(uri: str | Path) -> tuple[ArtifactStore, str]:
+    """The store of `uri`'s parent "directory" and the last part as its key:
+    "s3://b/p/checkpoint.pt" -> (S3Store("s3://b/p"), "checkpoint.pt"), "runs/x.pt" -> (LocalStore("runs"), "x.pt")."""
+    if is_remote(uri):
+        parsed = urlparse(str(uri))
+        parent, _, name = parsed.path.strip("/").rpartition("/")
+        if not name:
+            raise StorageError(f"uri {uri!r} names a bucket, not an object")
+        return get_store(f"s3://{parsed.netloc}/{parent}".rstrip("/")), name
+    if isinstance(uri, str) and uri.startswith("file:"):
+        uri = get_store(uri).uri
+    path = Path(uri)
+    if not path.name:
+        raise StorageError(f"path {str(uri)!r} names no file")
+    return LocalStore(path.parent), path.name
 
 
 def __getattr__(name: str) -> Any:

@@ -141,15 +141,75 @@ class ArtifactStore(abc.ABC):
 
     def get_with_checksum(self, key: str) -> bytes:
         """The payload written by `put_with_checksum`; StorageError if the SHA-256 does not match."""
-        raw = self.get_bytes(key)
-        if not raw.startswith(CHECKSUM_MAGIC) or len(raw) < _HEADER_LEN or raw[_HEADER_LEN - 1:_HEADER_LEN] != b"\n":
-            raise StorageError(f"{self.join(key)} has no SHA-256 header; it was not written by put_with_checksum")
-        expected = raw[len(CHECKSUM_MAGIC):_HEADER_LEN - 1].decode("ascii", "replace")
-        payload = raw[_HEADER_LEN:]
-        actual = hashlib.sha256(payload).hexdigest()
-        if actual != expected:
-            raise StorageError(
-                f"{self.join(key)} fails its checksum: stored SHA-256 {expected[:16]}..., "
-                f"content {actual[:16]}... ({len(payload)} bytes); the object is corrupt or was altered"
-            )
-        return payload
+        return unframe_checksum(self.get_bytes(key), self.join(key))
+
+    # -- views -----------------------------------------------------------------------------------
+    def sub(self, prefix: str) -> ArtifactStore:
+        """The store of the keys under `prefix` (a "directory"), sharing this store's clients."""
+        return SubStore(self, check_key(prefix.strip("/")))
+
+
+def has_checksum_header(raw: bytes) -> bool:
+    """Whether `raw` starts with the header `put_with_checksum` writes."""
+    return raw.startswith(CHECKSUM_MAGIC) and len(raw) >= _HEADER_LEN and raw[_HEADER_LEN - 1:_HEADER_LEN] == b"\n"
+
+
+def unframe_checksum(raw: bytes, where: str) -> bytes:
+    """The payload of framed bytes (see the module docstring); StorageError naming `where` if the
+    header is missing or the SHA-256 does not match (a truncated or altered object)."""
+    if not has_checksum_header(raw):
+        raise StorageError(f"{where} has no SHA-256 header; it was not written by put_with_checksum")
+    expected = raw[len(CHECKSUM_MAGIC):_HEADER_LEN - 1].decode("ascii", "replace")
+    payload = raw[_HEADER_LEN:]
+    actual = hashlib.sha256(payload).hexdigest()
+    if actual != expected:
+        raise StorageError(
+            f"{where} fails its checksum: stored SHA-256 {expected[:16]}..., "
+            f"content {actual[:16]}... ({len(payload)} bytes); the object is corrupt or was altered"
+        )
+    return payload
+
+
+class SubStore(ArtifactStore):
+    """The keys of `parent` under `prefix`, as a store of their own (same clients, same root)."""
+
+    def __init__(self, parent: ArtifactStore, prefix: str):
+        self.parent = parent
+        self.prefix = prefix
+        super().__init__(parent.join(prefix))
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{check_key(key)}"
+
+    def put_bytes(self, key: str, data: bytes, if_absent: bool = False) -> None:
+        self.parent.put_bytes(self._key(key), data, if_absent=if_absent)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.parent.get_bytes(self._key(key))
+
+    def exists(self, key: str) -> bool:
+        return self.parent.exists(self._key(key))
+
+    def list(self, prefix: str = "") -> list[str]:
+        check_key(prefix, prefix=True)
+        start = len(self.prefix) + 1
+        return [k[start:] for k in self.parent.list(f"{self.prefix}/{prefix}")]
+
+    def delete(self, key: str) -> None:
+        self.parent.delete(self._key(key))
+
+    def put_file(self, key: str, local_path: str | os.PathLike[str], if_absent: bool = False) -> None:
+        self.parent.put_file(self._key(key), local_path, if_absent=if_absent)
+
+    def get_file(self, key: str, local_path: str | os.PathLike[str]) -> None:
+        self.parent.get_file(self._key(key), local_path)
+
+    def write_parquet(self, key: str, table: pa.Table, if_absent: bool = False) -> None:
+        self.parent.write_parquet(self._key(key), table, if_absent=if_absent)
+
+    def arrow_location(self, key: str) -> tuple[pafs.FileSystem, str]:
+        check_key(key, prefix=True)
+        return self.parent.arrow_location(f"{self.prefix}/{key}".rstrip("/"))
+
+    def sub(self, prefix: str) -> ArtifactStore:
+        return self.parent.sub(f"{self.prefix}/{check_key(prefix.strip('/'))}")

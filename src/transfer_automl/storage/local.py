@@ -139,6 +139,9 @@ class LocalStore(ArtifactStore):
 
         self._write(key, lambda tmp: pq.write_table(table, tmp), if_absent)
 
+    def sub(self, prefix: str) -> LocalStore:
+        return LocalStore(self.root / check_key(prefix.strip("/")))
+
     def arrow_location(self, key: str) -> tuple[pafs.FileSystem, str]:
         import pyarrow.fs as pafs
 

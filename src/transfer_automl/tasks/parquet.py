@@ -1,4 +1,7 @@
-"""Read a task's Parquet file with the checks every task kind shares."""
+"""Read a task's Parquet file with the checks every task kind shares.
+
+The file is a local path or an `s3://bucket/key.parquet` uri (read through the ArtifactStore,
+so endpoint and credentials come from the AWS environment)."""
 
 from __future__ import annotations
 
@@ -7,20 +10,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transfer_automl.errors import TaskError
+from transfer_automl.errors import StorageError, TaskError
+from transfer_automl.storage import is_remote, split_uri
 
 
 def read_task_table(path: str | Path, required: tuple[str, ...], what: str) -> tuple[pa.Table, bytes]:
     """The table and the file's bytes (for content hashes); errors start with `what` (for
-    example "task 'mpqa': <path>") and name the file's problem: missing, unreadable, not Parquet,
+    example "task 'mpqa': <path or uri>") and name the file's problem: missing, unreadable, not Parquet,
     lacking a required column, or empty."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise TaskError(f"{what}: file {path} does not exist") from None
-    except OSError as exc:
-        raise TaskError(f"{what}: file {path} is unreadable: {exc}") from None
+    data = _read_bytes(path, what)
+    path = path if is_remote(path) else Path(path)
     try:
         table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowException, OSError) as exc:
@@ -31,3 +30,21 @@ def read_task_table(path: str | Path, required: tuple[str, ...], what: str) -> t
     if table.num_rows == 0:
         raise TaskError(f"{what}: {path} has no rows")
     return table, data
+
+
+def _read_bytes(path: str | Path, what: str) -> bytes:
+    if is_remote(path):
+        try:
+            store, key = split_uri(path)
+            if not store.exists(key):
+                raise TaskError(f"{what}: file {path} does not exist")
+            return store.get_bytes(key)
+        except StorageError as exc:
+            raise TaskError(f"{what}: file {path} is unreadable: {exc}") from None
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise TaskError(f"{what}: file {path} does not exist") from None
+    except OSError as exc:
+        raise TaskError(f"{what}: file {path} is unreadable: {exc}") from None

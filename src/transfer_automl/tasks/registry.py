@@ -33,9 +33,9 @@ def available_tasks(directory: str | Path | None = None) -> list[str]:
     return sorted(p.stem for p in root.glob("*.parquet")) if root.is_dir() else []
 
 
-def resolve_task(name: str, directory: str | Path | None = None) -> Path:
+def resolve_task(name: str, directory: str | Path | None = None) -> Path | str:
     if name.endswith(".parquet"):
-        return Path(name)
+        return name if name.startswith("s3://") else Path(name)  # an s3:// uri is read through the store
     root = data_dir(directory)
     path = root / f"{name}.parquet"
     if path.is_file():

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from transfer_automl.errors import TaskError
+from transfer_automl.storage import is_remote
 from transfer_automl.tasks.parquet import read_task_table
 
 SPLITS = ("train", "validation", "test")
@@ -47,8 +48,8 @@ class TextTask:
 
 def load_text_task(path: str | Path, name: str | None = None) -> TextTask:
     """Read and validate one task file; every error names the file and the column or value."""
-    path = Path(path)
-    name = name or path.stem
+    path = path if is_remote(path) else Path(path)  # an s3:// uri stays a string
+    name = name or Path(str(path)).stem
     table, data = read_task_table(path, REQUIRED_COLUMNS, f"task {name!r}")
     texts = table.column("text").to_pylist()
     labels_raw = table.column("label").to_pylist()

@@ -1,0 +1,116 @@
+"""Where one search's state lives: a local directory or an `s3://bucket/prefix`, one layout.
+
+    checkpoint.pt                  the search (SHA-256 framed, see search.checkpoint)
+    ledger/round-<step>.parquet    committed trials (search.ledger)
+    space.yaml                     the exact space searched
+    settings.json, rounds/...      pipeline steps' files (steps.pipeline_steps)
+    cache/features/...             frozen features, unless --cache-dir says otherwise
+
+Every file goes through one ArtifactStore, so `--out` and a pipeline's `search_dir` may be either.
+What cannot live on S3 lives in a local working directory (`work_dir`): the default MLflow
+sqlite store and copies of the artifacts logged to MLflow. For a local search that is the search
+directory itself (`<out>/mlflow.db`, as before); for `s3://bucket/prefix` it is
+`$TAML_WORK_DIR/s3/bucket/prefix`, with TAML_WORK_DIR defaulting to
+`$XDG_CACHE_HOME/transfer-automl` (`~/.cache/transfer-automl`), so a resumed search finds the
+same MLflow store on the same machine. Set MLFLOW_TRACKING_URI to track an S3 search elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from transfer_automl.errors import ConfigError
+from transfer_automl.search import Ledger, load_checkpoint, save_checkpoint
+from transfer_automl.space import SearchSpace
+from transfer_automl.storage import ArtifactStore, LocalStore, get_store
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def default_work_root() -> Path:
+    """TAML_WORK_DIR, else $XDG_CACHE_HOME/transfer-automl, else ~/.cache/transfer-automl."""
+    if os.environ.get("TAML_WORK_DIR"):
+        return Path(os.environ["TAML_WORK_DIR"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "transfer-automl"
+
+
+class SearchDir:
+    """The files of one search, under `location` (a path, `file://` or `s3://` uri)."""
+
+    def __init__(self, location: str | Path):
+        self.location = str(location)
+        if not self.location:
+            raise ConfigError("out: the search directory is empty")
+        self.store: ArtifactStore = get_store(location)
+        self.ledger = Ledger(self.store.sub("ledger"))
+
+    @classmethod
+    def of(cls, location: str | Path | SearchDir) -> SearchDir:
+        """`location` itself if it is a SearchDir (keeping its store and clients), else a new one."""
+        return location if isinstance(location, SearchDir) else cls(location)
+
+    def __str__(self) -> str:
+        return self.location
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.store, LocalStore)
+
+    @property
+    def name(self) -> str:
+        """The last part of the location (default search ids start with it)."""
+        return Path(self.store.root).name if isinstance(self.store, LocalStore) else self.store.uri.rstrip("/").rsplit("/", 1)[-1]
+
+    def where(self, key: str) -> Path | str:
+        """A key's location for messages and results: a local Path or a uri."""
+        return self.store.path(key) if isinstance(self.store, LocalStore) else self.store.join(key)
+
+    # -- checkpoint --------------------------------------------------------------------------
+    @property
+    def checkpoint(self) -> Path | str:
+        return self.where(CHECKPOINT_NAME)
+
+    def has_checkpoint(self) -> bool:
+        return self.store.exists(CHECKPOINT_NAME)
+
+    def save_checkpoint(self, payload: dict[str, Any]) -> None:
+        save_checkpoint(CHECKPOINT_NAME, payload, store=self.store)
+
+    def load_checkpoint(self, space: SearchSpace | None = None, tasks: list[str] | None = None) -> dict[str, Any]:
+        return load_checkpoint(CHECKPOINT_NAME, space, tasks, store=self.store)
+
+    # -- small JSON files --------------------------------------------------------------------
+    def read_json(self, key: str) -> Any:
+        """The JSON in `key`; ConfigError naming the file if it is not JSON."""
+        raw = self.store.get_bytes(key)
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{self.where(key)} is not valid JSON ({exc})") from None
+
+    def write_json(self, key: str, body: Any, indent: int | None = None, if_absent: bool = False) -> None:
+        self.store.put_bytes(key, json.dumps(body, indent=indent).encode(), if_absent=if_absent)
+
+    # -- local working directory -------------------------------------------------------------
+    def work_dir(self) -> Path:
+        """A local directory for what cannot live in the store (see the module docstring)."""
+        if isinstance(self.store, LocalStore):
+            return self.store.root
+        parsed = urlparse(self.store.uri)
+        return default_work_root() / "s3" / parsed.netloc / parsed.path.strip("/")
+
+    def local_copy(self, key: str) -> Path:
+        """A local file with `key`'s content: the file itself locally, else a copy in work_dir."""
+        if isinstance(self.store, LocalStore):
+            return self.store.path(key)
+        target = self.work_dir() / "artifacts" / key
+        self.store.get_file(key, target)
+        return target
+
+    def default_tracking_uri(self) -> str:
+        return f"sqlite:///{(self.work_dir() / 'mlflow.db').resolve()}"
