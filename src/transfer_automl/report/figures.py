@@ -37,6 +37,20 @@ def _grid(count: int, columns: int = 3) -> tuple[int, int]:
     return math.ceil(count / cols), cols
 
 
+def _shared_legend(fig, axes, columns: int) -> None:
+    """One legend below all panels: the runs (or choices) are the same in every panel, and a
+    legend inside each panel covered the curves."""
+    handles, labels = {}, []
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            if text not in handles:
+                handles[text] = handle
+                labels.append(text)
+    if labels:
+        fig.legend([handles[t] for t in labels], labels, loc="outside lower center", ncol=min(columns, len(labels)),
+                   fontsize=9, frameon=False)
+
+
 def accuracy_curves(tasks: Sequence[str], curves: dict[str, dict[str, dict[str, np.ndarray]]], main: str,
                     top_n: int, references: dict[str, float]) -> bytes:
     """Accuracy-topN vs the task's trials, one panel per task (MNMS Fig. 3, T-AML Figs. 2-4).
@@ -47,7 +61,7 @@ def accuracy_curves(tasks: Sequence[str], curves: dict[str, dict[str, dict[str, 
     """
     plt = _pyplot()
     rows, cols = _grid(len(tasks))
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows + 0.6), squeeze=False, layout="constrained")
     for ax, task in zip(axes.flat, tasks, strict=False):
         for k, (run, per_task) in enumerate(curves.items()):
             series = per_task.get(task)
@@ -56,7 +70,7 @@ def accuracy_curves(tasks: Sequence[str], curves: dict[str, dict[str, dict[str, 
             x = np.arange(1, len(series["test"]) + 1)
             colour = _PALETTE[k % len(_PALETTE)]
             if run == main:
-                ax.scatter(x, series["sampled"], s=9, color=colour, alpha=0.25, label=f"{run}: each child (val)")
+                ax.scatter(x, series["sampled"], s=9, color=colour, alpha=0.3, label=f"{run}: each child's val accuracy")
                 ax.plot(x, series["val"], color=colour, linestyle=":", label=f"{run}: val acc-top{top_n}")
             ax.plot(x, series["test"], color=colour, linewidth=2 if run == main else 1.5,
                     linestyle="-" if run == main else "--", label=f"{run}: test acc-top{top_n}")
@@ -66,9 +80,9 @@ def accuracy_curves(tasks: Sequence[str], curves: dict[str, dict[str, dict[str, 
         ax.set_xlabel(f"trials of {task}")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
+    _shared_legend(fig, axes.flat, columns=3)
     return _png(fig)
 
 
@@ -77,20 +91,20 @@ def choice_heatmap(decision: str, choices: Sequence[str], tasks: Sequence[str], 
     """One decision's per-task distribution over its choices (MNMS Fig. 4): rows tasks, columns choices."""
     plt = _pyplot()
     longest = max((len(c) for c in choices), default=1)
-    width = max(3.8, 0.62 * len(choices) + 0.075 * max(len(t) for t in tasks) + 1.6)
-    height = max(2.0, 0.42 * len(tasks) + 0.07 * min(longest, 24) + 1.2)
-    fig, ax = plt.subplots(figsize=(width, height), constrained_layout=True)
+    width = max(3.0, 0.42 * len(choices) + 0.07 * max(len(t) for t in tasks) + 1.3)
+    height = max(1.8, 0.32 * len(tasks) + 0.065 * min(longest, 24) + 0.9)
+    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
     image = ax.imshow(np.nan_to_num(matrix, nan=0.0), cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(len(choices)), [c[:24] for c in choices], rotation=45 if longest > 4 else 0,
                   ha="right" if longest > 4 else "center", fontsize=8)
     ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
-    ax.set_title(f"{decision}: {title}", fontsize=9)
+    ax.set_title(f"{decision} ({title})", fontsize=9)
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
             value = matrix[i, j]
             text = "-" if not math.isfinite(value) else f"{value:.2f}".lstrip("0") if value < 1 else "1"
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if value > 0.6 else "black")
-    fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02)
+    fig.colorbar(image, ax=ax, shrink=0.9, pad=0.02, aspect=12)
     return _png(fig)
 
 
@@ -101,7 +115,7 @@ def choice_evolution(decision: str, choices: Sequence[str], tasks: Sequence[str]
     frequency over a sliding window, and the checkpoint policy's probability at the last trial."""
     plt = _pyplot()
     rows, cols = _grid(len(tasks))
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.0 * rows + 0.5), squeeze=False, layout="constrained")
     for t, (ax, task) in enumerate(zip(axes.flat, tasks, strict=False)):
         series = sliding.get(task)
         if series is None or not len(series):
@@ -112,17 +126,17 @@ def choice_evolution(decision: str, choices: Sequence[str], tasks: Sequence[str]
         for j in sorted(shown):
             colour = _PALETTE[j % len(_PALETTE)]
             ax.plot(x, series[:, j], color=colour, label=choices[j])
-            if policy is not None and math.isfinite(policy[t, j]):
-                ax.scatter([x[-1]], [policy[t, j]], color=colour, marker="D", s=36, edgecolor="black", zorder=3)
+            if policy is not None and math.isfinite(policy[t, j]):  # just right of the last trial
+                ax.scatter([x[-1] + 0.02 * len(x) + 0.3], [policy[t, j]], color=colour, marker="D", s=30,
+                           edgecolor="black", linewidth=0.6, zorder=3, clip_on=False)
         ax.set_ylim(-0.03, 1.03)
         ax.set_title(task, fontsize=11)
         ax.set_xlabel(f"trials of {task}")
         ax.set_ylabel(f"P({decision})")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", title=f"window {window}" + (", ◆ policy" if policy is not None else ""),
-                  title_fontsize=7)
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
+    _shared_legend(fig, axes.flat, columns=6)
     return _png(fig)
 
 
@@ -130,8 +144,8 @@ def similarity_heatmap(names: Sequence[str], similarity: np.ndarray) -> bytes:
     """Cosine similarity of the learned task embeddings (T-AML Fig. 6)."""
     plt = _pyplot()
     k = len(names)
-    size = max(3.6, 0.7 * k + 2.2)
-    fig, ax = plt.subplots(figsize=(size + 1.0, size), constrained_layout=True)
+    size = max(3.0, 0.55 * k + 1.8)
+    fig, ax = plt.subplots(figsize=(size + 0.8, size), layout="constrained")
     image = ax.imshow(similarity, cmap="RdBu_r", vmin=-1.0, vmax=1.0)
     ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), names, fontsize=8)
@@ -148,8 +162,8 @@ def distance_heatmap(names: Sequence[str], mean: np.ndarray, std: np.ndarray) ->
     """The task distance matrix of `taml distance`: mean d[source, target], cells annotated mean±std."""
     plt = _pyplot()
     k = len(names)
-    size = max(3.6, 0.95 * k + 2.2)
-    fig, ax = plt.subplots(figsize=(size + 1.0, size), constrained_layout=True)
+    size = max(3.4, 0.8 * k + 1.8)
+    fig, ax = plt.subplots(figsize=(size + 0.8, size), layout="constrained")
     image = ax.imshow(mean, cmap="viridis")
     ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), names, fontsize=8)

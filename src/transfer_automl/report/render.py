@@ -68,8 +68,10 @@ def build_report(search_dir: str, compare: Sequence[str] = (), last: int | None 
     return Report(page.render(), data, others, page.sections, page.omitted, page.figures)
 
 
-def _label(data: SearchData) -> str:
-    return f"{data.method} ({data.search_id})"
+def _labels(runs: list[SearchData]) -> list[str]:
+    """Legend names: the method, with the search id where two runs share a method."""
+    methods = [r.method for r in runs]
+    return [r.method if methods.count(r.method) == 1 else f"{r.method} ({r.search_id})" for r in runs]
 
 
 def _header(page: Page, data: SearchData, others: list[SearchData]) -> None:
@@ -111,16 +113,19 @@ def _summary(page: Page, data: SearchData, others: list[SearchData]) -> None:
 def _curves(page: Page, data: SearchData, others: list[SearchData]) -> None:
     page.heading("curves", f"Accuracy-top{data.top_n} vs trials")
     runs = [data, *others]
-    curves = {_label(r): {t: top_n_curves(r.task_rows(t), data.top_n) for t in data.tasks} for r in runs}
+    labels = _labels(runs)
+    curves = {label: {t: top_n_curves(r.task_rows(t), data.top_n) for t in data.tasks}
+              for label, r in zip(labels, runs, strict=True)}
     refs = {t: ref.test for t, ref in data.references.items()}
     caption = (f"Per task: test accuracy-top{data.top_n} (solid) and validation accuracy-top{data.top_n} (dotted) "
                "of the trained children so far, each sampled child's validation accuracy (dots), "
-               "as MNMS Fig. 3 and T-AML Figs. 2-4.")
+               f"as MNMS Fig. 3 and T-AML Figs. 2-4. With fewer than {data.top_n} trained children the curves are "
+               "the mean of all of them, so they may fall early on.")
     if others:
-        caption += " Dashed: the compared searches' test accuracy-top10 on the same task."
+        caption += f" Dashed: the compared searches' test accuracy-top{data.top_n} on the same task."
     else:
         caption += " No search to compare with (pass --compare <random-search dir>)."
-    page.add_figure(figures.accuracy_curves(data.tasks, curves, _label(data), data.top_n, refs),
+    page.add_figure(figures.accuracy_curves(data.tasks, curves, labels[0], data.top_n, refs),
                     "accuracy-top10 vs trials", caption)
 
 
@@ -129,7 +134,7 @@ def _heatmaps(page: Page, data: SearchData, last: int | None) -> None:
     page.heading("actions", "Per-task action distributions")
     sampled = choice_frequencies(data, last)
     page.paragraph(f"Frequency of each choice among {escape(span)} in the ledger (MNMS Fig. 4).")
-    page.grid([page.figure(figures.choice_heatmap(name, choices, data.tasks, sampled[name], f"sampled, {span}"),
+    page.grid([page.figure(figures.choice_heatmap(name, choices, data.tasks, sampled[name], "sampled"),
                            f"sampled choices of {name}") for name, choices in data.decisions])
     policy = _policy(data)
     if policy is None:
