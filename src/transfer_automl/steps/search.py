@@ -129,6 +129,7 @@ class SearchResult:
     trials_run: int  # trials trained in this invocation (replayed ones excluded)
     per_task: list[TaskSummary]
     wall_s: float
+    champions: Any = None  # tracking.champion.ChampionReport: each task's best child in the MLflow registry
 
 
 def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> SearchResult:
@@ -143,6 +144,7 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
     if settings.init_from != "resume":  # from here on the search can always be resumed
         out.save_checkpoint({**search.state_dict(), "search_settings": _resumable(settings)})
 
+    own_tracker = tracker is None  # ours is MLflow, where the best children get registered at the end
     if tracker is None:
         tracker = _default_tracker(out)
     params = {**{k: v for k, v in asdict(settings).items() if k != "progress"},
@@ -193,7 +195,13 @@ def run_search(settings: SearchSettings, tracker: Tracker | None = None) -> Sear
                    | {f"reward/{s.task}/accuracy_top{settings.top_n}": s.accuracy_top_n for s in per_task})
     return SearchResult(search.search_id, settings.method, out.store.root if out.is_local else out.store.uri,
                         backend.data_location, ledger.root, out.checkpoint, tracker.location, trials_run, per_task,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, _champions(settings, out, tracker) if own_tracker else None)
+
+
+def _champions(settings: SearchSettings, out: SearchDir, tracker: Tracker):
+    from transfer_automl.tracking.champion import register_after_search
+
+    return register_after_search(settings, out, tracker)
 
 
 SPACE_NAME = "space.yaml"
@@ -369,7 +377,7 @@ def _check_same_search(settings: SearchSettings, saved: dict[str, Any], path: Pa
 def _run_trial(backend: Backend, trial: Trial, search_id: str, reward_power: float, seed: int) -> dict[str, Any]:
     started_at = datetime.now(UTC)
     result = backend.trainer.train(trial.config, backend.task_objects[trial.task],
-                                   seed=seed * 1_000_003 + trial.controller_step * 1000 + trial.index)
+                                   seed=trial_seed(seed, trial.controller_step, trial.index))
     ended_at = datetime.now(UTC)
     return {
         "trial_id": trial.trial_id, "search_id": search_id, "task": trial.task,
@@ -379,6 +387,11 @@ def _run_trial(backend: Backend, trial: Trial, search_id: str, reward_power: flo
         "status": result.status, "error": result.error,
         "started_at": started_at, "ended_at": ended_at, "duration_s": result.duration_s,
     }
+
+
+def trial_seed(search_seed: int, controller_step: int, index: int) -> int:
+    """The child's seed: a child retrained with it reproduces its ledger row (tracking/champion.py)."""
+    return search_seed * 1_000_003 + controller_step * 1000 + index
 
 
 def _baseline_metrics(search: Search) -> dict[str, float]:
