@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--tasks", default="", help="comma-separated task names (or .parquet paths); tables: default all")
     s.add_argument("--trials", type=_positive_int, required=True, help="trials in total, across tasks")
-    s.add_argument("--out", required=True, help="run directory (ledger/, checkpoint.pt, mlflow.db)")
+    s.add_argument("--out", required=True,
+                   help="run directory or s3://bucket/prefix (ledger/, checkpoint.pt; mlflow.db locally, "
+                        "for s3:// in $TAML_WORK_DIR unless MLFLOW_TRACKING_URI is set)")
     s.add_argument("--method", default="reinforce",
                    help="search method: reinforce, ppo, pqt, transformer (controllers); rs, re, tpe (baselines)")
     s.add_argument("--space", help="built-in space (taml-text, mnms-text) or a .yaml/.json file (text default: taml-text)")
@@ -102,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--table", help="look children up in your own Parquet/CSV table (decision columns + metrics)")
     s.add_argument("--metric-columns", default="", help="with --table: one metric column per task (higher is better)")
     s.add_argument("--data-dir", help="where task names resolve (default $TAML_DATA_DIR, ../shared/data/text, or the shipped samples)")
-    s.add_argument("--cache-dir", help="frozen-feature cache (default <out>/cache/features)")
+    s.add_argument("--cache-dir", help="frozen-feature cache, a directory or s3:// (default <out>/cache/features)")
     s.add_argument("--search-id", help="default: <out dir name>-<UTC time>")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _json_flag(s)
@@ -219,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(rw)
     rs = rsub.add_parser("sync", help="log the ledger's trials that MLflow lacks (idempotent)",
                          epilog="example: taml runs sync runs/demo --tracking-uri http://mlflow:5000")
-    rs.add_argument("out", help="the search directory (ledger/, checkpoint.pt)")
+    rs.add_argument("out", help="the search directory or s3:// uri (ledger/, checkpoint.pt)")
     rs.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the search's own mlflow.db")
     return parser
 

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from s3_fixtures import moto_server, s3_bucket, s3_env  # noqa: F401
 from transfer_automl.errors import CheckpointError, LedgerError
 from transfer_automl.search import MultitaskSearch
 from transfer_automl.search.checkpoint import (
@@ -442,3 +443,74 @@ def test_save_overwrites_atomically(saved, tmp_path):
     save_checkpoint(target, dict(payload, step=7))
     assert load_checkpoint(target)["step"] == 7
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+# -- the same ledger and checkpoints on S3 (moto's HTTP server) --------------------------------
+
+
+def test_ledger_on_s3_commits_once_and_refuses_other_trials(s3_bucket):
+    from transfer_automl.storage import get_store
+
+    uri = f"s3://{s3_bucket}/run/ledger"
+    ledger = Ledger(uri)
+    store = ledger.store
+    assert ledger.files() == [] and ledger.read().num_rows == 0
+    assert ledger.append_round(0, _rows(0, 2)) == f"{uri}/round-000000.parquet"
+    before = store.get_bytes("round-000000.parquet")
+    assert ledger.append_round(0, [dict(r, reward=-1.0) for r in _rows(0, 2)]) == f"{uri}/round-000000.parquet"
+    with pytest.raises(LedgerError, match=f"{uri}/round-000000.parquet already holds other trials"):
+        ledger.append_round(0, _rows(0, 3))
+    assert store.get_bytes("round-000000.parquet") == before
+    ledger.append_round(1, _rows(1, 1))
+    assert ledger.read().column("trial_id").to_pylist() == ["s/000000/000", "s/000000/001", "s/000001/000"]
+    assert ledger.read_round(0)[0]["reward"] == 0.5 and ledger.read_round(2) is None
+    # A ledger under a store's prefix is the same ledger.
+    assert Ledger(get_store(f"s3://{s3_bucket}/run").sub("ledger")).read().num_rows == 3
+    store.put_bytes("results.parquet", b"x")
+    with pytest.raises(LedgerError, match="results.parquet"):
+        ledger.read()
+
+
+def test_racing_commits_of_one_round_on_s3_leave_one_file(s3_bucket):
+    """Two workers commit the same round at once (a retried pipeline step): one write wins, the
+    other sees the same trial ids and returns; a worker with other trials is refused."""
+    import threading
+
+    uri = f"s3://{s3_bucket}/race/ledger"
+    ledgers = [Ledger(uri) for _ in range(4)]
+    errors: list[Exception] = []
+    barrier = threading.Barrier(len(ledgers))
+
+    def commit(ledger, rows):
+        barrier.wait()
+        try:
+            ledger.append_round(7, rows)
+        except Exception as exc:  # noqa: BLE001 - collected and checked below
+            errors.append(exc)
+
+    rows = [_rows(7, 2), _rows(7, 2), _rows(7, 2), _rows(7, 2, first=5)]
+    threads = [threading.Thread(target=commit, args=(ledger, r)) for ledger, r in zip(ledgers, rows, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = sorted(Ledger(uri).read().column("trial_id").to_pylist())
+    assert ids in (["s/000007/000", "s/000007/001"], ["s/000007/005", "s/000007/006"])
+    assert len(errors) in (1, 3) and all(isinstance(e, LedgerError) for e in errors)
+
+
+def test_checkpoint_on_s3_round_trips_and_refuses_tampering(saved, s3_bucket):
+    import boto3
+
+    _, payload, _ = saved
+    uri = f"s3://{s3_bucket}/ckpt/checkpoint.pt"
+    save_checkpoint(uri, payload)
+    assert load_checkpoint(uri, space=TAML_TEXT, tasks=["a", "b"])["step"] == 2
+    client = boto3.client("s3")
+    data = bytearray(client.get_object(Bucket=s3_bucket, Key="ckpt/checkpoint.pt")["Body"].read())
+    data[-10] ^= 0xFF
+    client.put_object(Bucket=s3_bucket, Key="ckpt/checkpoint.pt", Body=bytes(data))
+    with pytest.raises(CheckpointError, match=f"{uri} fails its checksum"):
+        load_checkpoint(uri)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(f"s3://{s3_bucket}/ckpt/other.pt")
