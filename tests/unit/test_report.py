@@ -14,9 +14,10 @@ import pyarrow.dataset as ds
 import pytest
 from PIL import Image
 
+from s3_fixtures import moto_server, s3_bucket, s3_env  # noqa: F401  (fixtures)
 from transfer_automl.cli import main
 from transfer_automl.errors import TamlError
-from transfer_automl.report import ReportError, build_report, render_report
+from transfer_automl.report import ReportError, build_report, load_search, render_report
 from transfer_automl.steps.search import SearchSettings, run_search
 from transfer_automl.tracking import MemoryTracker
 from transfer_automl.transfer.distances import DistanceMatrix
@@ -185,3 +186,17 @@ def test_text_search_report_tracks_input_modules(tmp_path, samples_dir, feature_
     assert [r[6] for r in summary] == ["majority class", "majority class"]
     assert all(0.0 < float(r[7]) < 1.0 for r in summary)
     _decoded_pngs(page)
+
+
+def test_report_of_a_search_on_s3_reads_through_the_store(nb201, s3_bucket, tmp_path):
+    from transfer_automl.storage import get_store
+
+    store = get_store(f"s3://{s3_bucket}/searches/nb")
+    for path in (nb201 / "reinforce").rglob("*"):
+        if path.is_file() and (path.parent.name == "ledger" or path.name in ("checkpoint.pt", "distance.parquet")):
+            store.put_file(str(path.relative_to(nb201 / "reinforce")), path)
+    report = build_report(store.uri)
+    assert report.omitted == {} and report.search.method == "reinforce"
+    local = load_search(str(nb201 / "reinforce"), with_references=False)
+    assert report.search.rows == local.rows and report.search.distance == local.distance
+    assert report.search.checkpoint["step"] == local.checkpoint["step"] == 40
