@@ -255,3 +255,15 @@ class _uri:
         import mlflow
 
         mlflow.set_tracking_uri(self.previous)
+
+
+def test_a_search_whose_tracker_is_down_leaves_registering_for_later(tmp_path):
+    from transfer_automl.tracking.champion import register_after_search
+
+    class Down:
+        location, down = "http://127.0.0.1:9", True
+
+    settings = SearchSettings(tasks=("mpqa",), trials=1, out=str(tmp_path))
+    report = register_after_search(settings, str(tmp_path), Down())
+    assert report.registered == [] and f"taml runs register {tmp_path}" in report.skipped
+    assert report.lines() == [f"models: none registered: {report.skipped}"]

@@ -67,8 +67,9 @@ def test_a_tracker_that_is_down_from_the_start_never_stops_the_search_and_catche
     inner, clock = FlakyTracker(), Clock()
     inner.down = True
     tracker, stream = _tracker(inner, clock)
+    assert not tracker.down
     tracker.start("s", {"a": 1}, {})  # 3 attempts, 2 backoffs with jitter in [0.1, 0.2] and [0.2, 0.4]
-    assert inner.calls == 3 and len(clock.slept) == 2
+    assert inner.calls == 3 and len(clock.slept) == 2 and tracker.down  # (champions are then not registered)
     assert 0.1 <= clock.slept[0] <= 0.2 and 0.2 <= clock.slept[1] <= 0.4
     for i in range(5):  # within the cooldown: no call reaches the tracker, trials are kept
         tracker.log_trial({"trial_id": f"t{i}"}, {})
@@ -87,7 +88,7 @@ def test_a_tracker_that_is_down_from_the_start_never_stops_the_search_and_catche
     tracker.log_trial({"trial_id": "t7"}, {})  # back: starts the search, then logs every kept trial
     assert inner.search_id == "s"
     assert sorted(t["trial_id"] for t in inner.trials) == [f"t{i}" for i in range(8)]
-    assert tracker.pending == [] and "is back" in stream.getvalue()
+    assert tracker.pending == [] and "is back" in stream.getvalue() and not tracker.down
     tracker.finish({"x": 1.0})
     assert inner.status == "FINISHED"
 
