@@ -67,7 +67,13 @@ class SearchData:
         ok = [r for r in self.task_rows(task) if r["status"] == STATUS_OK]
         ranked = sorted(range(len(ok)), key=lambda i: (-ok[i]["val_accuracy"], i))[:k]
         return [{"trial_id": ok[i]["trial_id"], "val_accuracy": ok[i]["val_accuracy"],
-                 "test_accuracy": ok[i]["test_accuracy"], "config": json.loads(ok[i]["config"])} for i in ranked]
+                 "test_accuracy": ok[i]["test_accuracy"], "config": self.in_space_order(json.loads(ok[i]["config"]))}
+                for i in ranked]
+
+    def in_space_order(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The ledger stores configs with sorted keys; people read them in the space's order."""
+        order = {name: i for i, (name, _) in enumerate(self.decisions)}
+        return dict(sorted(config.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
 
 
 def _store(location: str):

@@ -37,6 +37,12 @@ def _grid(count: int, columns: int = 3) -> tuple[int, int]:
     return math.ceil(count / cols), cols
 
 
+def _integer_trials(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _shared_legend(fig, axes, columns: int) -> None:
     """One legend below all panels: the runs (or choices) are the same in every panel, and a
     legend inside each panel covered the curves."""
@@ -80,6 +86,7 @@ def accuracy_curves(tasks: Sequence[str], curves: dict[str, dict[str, dict[str, 
         ax.set_xlabel(f"trials of {task}")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
+        _integer_trials(ax)
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
     _shared_legend(fig, axes.flat, columns=3)
@@ -104,7 +111,7 @@ def choice_heatmap(decision: str, choices: Sequence[str], tasks: Sequence[str], 
             value = matrix[i, j]
             text = "-" if not math.isfinite(value) else f"{value:.2f}".lstrip("0") if value < 1 else "1"
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if value > 0.6 else "black")
-    fig.colorbar(image, ax=ax, shrink=0.9, pad=0.02, aspect=12)
+    fig.colorbar(image, ax=ax, shrink=0.9, pad=0.02, aspect=12, ticks=[0.0, 0.5, 1.0])
     return _png(fig)
 
 
@@ -134,6 +141,9 @@ def choice_evolution(decision: str, choices: Sequence[str], tasks: Sequence[str]
         ax.set_xlabel(f"trials of {task}")
         ax.set_ylabel(f"P({decision})")
         ax.grid(alpha=0.3)
+        _integer_trials(ax)
+        if policy is not None and t == 0:  # a legend entry for the markers
+            ax.scatter([], [], marker="D", s=30, color="white", edgecolor="black", label="final controller policy")
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
     _shared_legend(fig, axes.flat, columns=6)

@@ -169,7 +169,7 @@ def _evolution(page: Page, data: SearchData) -> None:
     decision = next((d for d in _EVOLUTION_DECISIONS if d in names), names[0])
     choices = dict(data.decisions)[decision]
     counts = [len(data.task_rows(t)) for t in data.tasks if data.task_rows(t)]
-    window = max(3, min(100, round(min(counts, default=12) / 4)))
+    window = max(5, min(100, round(min(counts, default=15) / 3)))  # smooth, yet short enough to show change
     sliding = {t: sliding_choice_probability(data.task_rows(t), decision, choices, window) for t in data.tasks}
     policy = _policy(data)
     page.heading("evolution", f"Evolution of P({decision}) vs trials")
