@@ -1,7 +1,7 @@
 """train_child: train (or look up) one child for one (task, config); outputs its ledger row.
 
 GPU, CPU/memory limits, node selector, toleration and retries are set on the task in the
-pipeline (pipelines/multitask_search/pipeline.py), not here.
+pipelines (pipelines/rounds.py: child_resources), not here.
 """
 
 from kfp import dsl

@@ -58,6 +58,29 @@ def _examples(*lines: str) -> dict:
             "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
+def _pipeline_shape_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=_positive_int, help="rounds unrolled into the pipeline (default: its own)")
+    parser.add_argument("--children", type=_positive_int, help="children per round (default: the pipeline's)")
+    parser.add_argument("--parallelism", type=_positive_int, help="children trained at once (default: all of a round)")
+    parser.add_argument("--cpu", action="store_true", help="children ask for no GPU node (CPU-only cluster)")
+
+
+def _pipeline_target_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pipeline", help="a pipeline name: a directory of --pipelines-dir (multitask_search, ...)")
+    parser.add_argument("params", nargs="*", metavar="NAME=VALUE",
+                        help="pipeline parameters; lists as a,b or JSON, dicts as JSON")
+    parser.add_argument("--pipelines-dir", default="pipelines", help="where the pipeline definitions live")
+    _pipeline_shape_flags(parser)
+
+
+def _kfp_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", required=True, help="Kubeflow Pipelines API URL, e.g. http://ml-pipeline-ui.kubeflow")
+    parser.add_argument("--experiment", default="taml", help="experiment the runs go to (created if missing)")
+    parser.add_argument("--namespace", help="the user namespace of a multi-user Kubeflow")
+    parser.add_argument("--service-account", default="taml-pipeline-runner",
+                        help="service account of the run's pods (manifests/base/rbac.yaml); '' for the server's default")
+
+
 def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of text")
 
@@ -184,6 +207,39 @@ def build_parser() -> argparse.ArgumentParser:
                            **_examples("taml pipeline compile --out build/pipelines"))
     plc.add_argument("--out", required=True)
     plc.add_argument("--pipelines-dir", default="pipelines", help="where the pipeline definitions live")
+    _pipeline_shape_flags(plc)
+    plr = plsub.add_parser("run", help="run a pipeline on this machine through kfp.local (lightweight components "
+                                       "in subprocesses of this Python)",
+                           **_examples("taml pipeline run --local multitask_search search_dir=runs/kfp "
+                                       "benchmark=nasbench201 --rounds 2 --children 2",
+                                       "taml pipeline run --local transfer_search search_dir=runs/kfp-t "
+                                       "target_tasks=sst2 source_search=runs/demo"))
+    plr.add_argument("--local", action="store_true", required=True, help="run with kfp.local (the only local runner)")
+    plr.add_argument("--pipeline-root", default="runs/kfp-local", help="where kfp.local writes task outputs")
+    _pipeline_target_flags(plr)
+    pls = plsub.add_parser("submit", help="upload a pipeline to Kubeflow Pipelines and start a run",
+                           **_examples("taml pipeline submit multitask_search --host http://localhost:8080 "
+                                       "search_dir=s3://taml/searches/demo tasks=sms_spam,mpqa"))
+    _pipeline_target_flags(pls)
+    _kfp_flags(pls)
+    pls.add_argument("--run-name", help="default: <pipeline>-<UTC time>")
+    plh = plsub.add_parser("schedule", help="upload a pipeline to Kubeflow Pipelines and create a recurring run",
+                           **_examples('taml pipeline schedule scheduled_retraining --cron "0 3 * * *" '
+                                       "--host http://localhost:8080 search_root=s3://taml/searches tasks=sms_spam,mpqa"))
+    _pipeline_target_flags(plh)
+    _kfp_flags(plh)
+    plh.add_argument("--cron", required=True, help='crontab expression, e.g. "0 3 * * *" (03:00 every day)')
+    plh.add_argument("--name", help="the recurring run's name (default: <pipeline>-schedule)")
+
+    cl = sub.add_parser("cluster", help="check a Kubernetes cluster before running the pipelines on it")
+    clsub = cl.add_subparsers(dest="cluster_command", required=True)
+    cld = clsub.add_parser("doctor", help="namespace, service account, secrets, MLflow, object store, GPUs",
+                           **_examples("taml cluster doctor", "taml cluster doctor --namespace taml --context kind-taml"))
+    cld.add_argument("--namespace", default="taml")
+    cld.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config, else the in-cluster account")
+    cld.add_argument("--context", help="kubeconfig context (default: the current one)")
+    cld.add_argument("--children", type=_positive_int, default=4, help="children per round you plan to run")
+    _json_flag(cld)
 
     sp = sub.add_parser("spaces", help="list the built-in search spaces", **_examples("taml spaces", "taml spaces --json"))
     _json_flag(sp)
@@ -230,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"search": _search, "spaces": _spaces, "tasks": _tasks, "modules": _modules, "runs": _runs,
-                "bench": _bench, "report": _report, "distance": _distance, "pipeline": _pipeline,
+                "bench": _bench, "report": _report, "distance": _distance, "pipeline": _pipeline, "cluster": _cluster,
                 "transfer": _transfer, "fuse": _fuse}[args.command](args)
     except TamlError as exc:
         print(f"taml: error: {exc}", file=sys.stderr)
@@ -402,21 +458,46 @@ def _transfer(args: argparse.Namespace) -> int:
 
 
 def _pipeline(args: argparse.Namespace) -> int:
-    """Load each pipeline definition by path: src never imports kfp (a test enforces it)."""
-    import importlib.util
+    """Pipeline definitions load by path from a checkout (transfer_automl.kubeflow.pipelines)."""
+    from transfer_automl.kubeflow import pipelines as kp
 
-    from transfer_automl.errors import ConfigError
+    options = kp.BuildOptions(rounds=args.rounds, children_per_round=args.children, gpu=not args.cpu,
+                              parallelism=args.parallelism)
+    if args.pipeline_command == "compile":
+        default = options == kp.BuildOptions()
+        for name, module in kp.pipeline_modules(args.pipelines_dir).items():
+            written = module.compile_all(args.out) if default else \
+                [kp.compile_to(kp.build(module, options), Path(args.out) / f"{name}.yaml")]
+            for path in written:
+                print(f"wrote {path}")
+        return 0
+    module = kp.load_pipeline(args.pipeline, args.pipelines_dir)
+    pipeline_func = kp.build(module, options)
+    params = kp.parse_params(pipeline_func, args.params)
+    if args.pipeline_command == "run":
+        from transfer_automl.kubeflow.local import run_local
 
-    root = Path(args.pipelines_dir)
-    definitions = sorted(root.glob("*/pipeline.py"))
-    if not definitions:
-        raise ConfigError(f"--pipelines-dir: no */pipeline.py under {root} (run from a checkout)")
-    for path in definitions:
-        spec = importlib.util.spec_from_file_location(f"taml_pipeline_{path.parent.name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        for written in module.compile_all(args.out) or []:
-            print(f"wrote {written}")
+        run_local(pipeline_func, params, args.pipeline_root)
+        print(f"pipeline {args.pipeline} finished; task outputs under {args.pipeline_root}")
+        return 0
+    import tempfile
+    from datetime import UTC, datetime
+
+    from transfer_automl.kubeflow import client
+
+    with tempfile.TemporaryDirectory() as tmp:
+        package = kp.compile_to(pipeline_func, Path(tmp) / f"{args.pipeline}.yaml")
+        if args.pipeline_command == "submit":
+            name = args.run_name or f"{args.pipeline}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+            done = client.submit(package, args.host, params, name, args.experiment, args.namespace,
+                                 args.service_account)
+            print(f"run {done.run_id} ({name}) of pipeline version {done.version_name} in experiment {args.experiment}")
+        else:
+            name = args.name or f"{args.pipeline}-schedule"
+            done = client.schedule(package, args.host, args.cron, params, name, args.experiment, args.namespace,
+                                   args.service_account)
+            print(f"recurring run {done.recurring_run_id} ({name}) on cron {done.cron!r} (KFP's six fields) of "
+                  f"pipeline version {done.version_name} in experiment {args.experiment}")
     return 0
 
 
@@ -430,6 +511,30 @@ def _runs(args: argparse.Namespace) -> int:
     result = sync_runs(args.out, args.tracking_uri)
     print(f"search {result.search_id} -> {result.tracking_location}: "
           f"synced {result.new} new runs, {result.present} already present")
+def _cluster(args: argparse.Namespace) -> int:
+    """Exit 0 when no check fails, 1 when one does (2 stays for bad input)."""
+    import json
+
+    from transfer_automl.kubeflow.doctor import api_client, diagnose
+
+    report = diagnose(api_client(args.kubeconfig, args.context), args.namespace)
+    parallelism = min(report.suggested_parallelism, args.children) if report.suggested_parallelism else None
+    if args.json:
+        print(json.dumps({"namespace": report.namespace, "ok": report.ok, "gpus": report.gpus,
+                          "suggested_parallelism": parallelism,
+                          "checks": [c.__dict__ for c in report.checks]}, indent=1))
+        return 0 if report.ok else 1
+    for c in report.checks:
+        print(f"{c.status.upper():<5} {c.name:<28} {c.detail}")
+    if parallelism:
+        print(f"\n{report.gpus} GPU(s): train up to {parallelism} children at once, e.g. "
+              f"taml pipeline compile --out DIR --children {args.children} --parallelism {parallelism}")
+    else:
+        print("\nno GPU nodes for the children: taml pipeline compile --out DIR --cpu")
+    print("ready" if report.ok else "not ready: fix the failed checks above")
+    return 0 if report.ok else 1
+
+
     return 0
 
 

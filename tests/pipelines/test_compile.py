@@ -1,4 +1,5 @@
-"""Every pipeline compiles, and the YAML checked in beside it is what it compiles to."""
+"""Every pipeline compiles, its checked-in YAML (pipelines/compiled/) is what it compiles to, and
+that YAML loads back with kfp."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-PIPELINES = ["multitask_search"]
+COMPILED = REPO / "pipelines" / "compiled"
+PIPELINES = ["multitask_search", "scheduled_retraining", "transfer_search"]
 _VOLATILE = ("sdkVersion",)  # differs between kfp patch releases, not between pipelines
 
 
@@ -25,14 +27,32 @@ def _documents(path: Path) -> list[dict]:
     return docs
 
 
+def _tasks(spec: dict) -> dict[str, dict]:
+    """Every task of the pipeline, root and nested (ParallelFor bodies), by display name."""
+    out = {}
+    for dag in [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]:
+        for task in dag["tasks"].values():
+            out[task["taskInfo"]["name"]] = task
+    return out
+
+
+def test_every_pipeline_directory_is_listed():
+    assert sorted(p.parent.name for p in (REPO / "pipelines").glob("*/pipeline.py")) == PIPELINES
+    assert sorted(p.stem for p in COMPILED.glob("*.yaml")) == PIPELINES
+
+
 @pytest.mark.parametrize("name", PIPELINES)
-def test_compiled_pipeline_matches_the_checked_in_yaml(tmp_path, name):
+def test_compiled_pipeline_matches_the_checked_in_yaml_and_loads_back(tmp_path, name):
+    from kfp import components
+
     module = importlib.import_module(f"pipelines.{name}.pipeline")
     written = module.compile_all(tmp_path)
     assert [p.name for p in written] == [f"{name}.yaml"]
-    checked_in = REPO / "pipelines" / name / f"{name}.yaml"
-    assert _documents(written[0]) == _documents(checked_in), (
-        f"{checked_in} is stale: regenerate it with `python pipelines/{name}/pipeline.py`")
+    checked_in = COMPILED / f"{name}.yaml"
+    assert _documents(written[0]) == _documents(checked_in), f"{checked_in} is stale: regenerate it with `make compile`"
+    loaded = components.load_component_from_file(str(checked_in))
+    assert loaded.name == name.replace("_", "-")
+    assert set(loaded.component_spec.inputs) == set(_documents(checked_in)[0]["root"]["inputDefinitions"]["parameters"])
 
 
 def test_multitask_search_unrolls_its_rounds(tmp_path):
@@ -45,7 +65,7 @@ def test_multitask_search_unrolls_its_rounds(tmp_path):
     tasks = _documents(path)[0]["root"]["dag"]["tasks"]
     names = sorted(t["taskInfo"]["name"] for t in tasks.values())
     assert [n for n in names if not n.startswith("for-loop")] == [
-        "init-search", "round-0-aggregate", "round-0-controller", "round-1-aggregate", "round-1-controller"]
+        "init-search", "report", "round-0-aggregate", "round-0-controller", "round-1-aggregate", "round-1-controller"]
     assert len([n for n in names if n.startswith("for-loop")]) == 2
     # Round 1 asks only after round 0 is aggregated: it takes round 0's next_round output.
     r1 = next(t for t in tasks.values() if t["taskInfo"]["name"] == "round-1-controller")
@@ -53,31 +73,83 @@ def test_multitask_search_unrolls_its_rounds(tmp_path):
     assert tasks[source["producerTask"]]["taskInfo"]["name"] == "round-0-aggregate"
 
 
-def test_every_child_asks_for_a_gpu_node_and_retries():
-    path = REPO / "pipelines" / "multitask_search" / "multitask_search.yaml"
-    spec, platform = _documents(path)
-    children = [name for name in spec["deploymentSpec"]["executors"] if "train-child" in name]
-    assert len(children) == 3
-    for name in children:
-        resources = spec["deploymentSpec"]["executors"][name]["container"]["resources"]
+@pytest.mark.parametrize("name", PIPELINES)
+def test_every_child_asks_for_a_gpu_node_and_retries(name):
+    spec, platform = _documents(COMPILED / f"{name}.yaml")
+    children = [n for n in spec["deploymentSpec"]["executors"] if "train-child" in n]
+    rounds = importlib.import_module(f"pipelines.{name}.pipeline").DEFAULT_ROUNDS
+    assert len(children) == rounds
+    for executor in children:
+        resources = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
         assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
         assert resources["accelerator"]["resourceCount"] == "1"
         assert resources["resourceCpuLimit"] == "4" and resources["resourceMemoryLimit"] == "16G"
-        k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][name]
+        k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][executor]
         assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
         assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
-    retried = [t for c in spec["components"].values() for t in c.get("dag", {}).get("tasks", {}).values()
-               if "retryPolicy" in t]
-    assert len(retried) == 3 and all(t["retryPolicy"]["maxRetryCount"] == 2 for t in retried)
+    tasks = _tasks(spec)
+    child_tasks = [t for n, t in tasks.items() if n.endswith("-child")]
+    assert len(child_tasks) == rounds
+    assert all(t["retryPolicy"]["maxRetryCount"] == 2 and t["retryPolicy"]["backoffDuration"] == "30s"
+               for t in child_tasks)
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_state_steps_are_never_cached_and_retried_once_children_are_cached(name):
+    tasks = _tasks(_documents(COMPILED / f"{name}.yaml")[0])
+    for task_name, task in tasks.items():
+        if task_name.startswith("for-loop"):
+            continue
+        cached = task.get("cachingOptions", {}).get("enableCache", False)
+        if task_name.endswith("-child"):
+            assert cached, task_name  # a child's inputs fix its result: a cache hit is safe
+        else:
+            assert not cached, f"{task_name} reads or writes search state and must not be cached"
+            assert task["retryPolicy"]["maxRetryCount"] == 1, task_name
+    assert "report" in tasks  # every pipeline ends with the HTML report
+
+
+def test_pipeline_shapes():
+    def display(spec: dict, keys: list[str]) -> list[str]:  # task keys -> display names
+        names = {k: t["taskInfo"]["name"] for k, t in spec["root"]["dag"]["tasks"].items()}
+        return sorted(names[k] for k in keys)
+
+    spec = _documents(COMPILED / "transfer_search.yaml")[0]
+    transfer = _tasks(spec)
+    sources = transfer["transfer-init"]["inputs"]["parameters"]["sources"]["taskOutputParameter"]
+    assert display(spec, [sources["producerTask"]]) == ["task-distance"]
+    assert display(spec, transfer["round-0-controller"]["dependentTasks"]) == ["transfer-init"]
+    spec = _documents(COMPILED / "scheduled_retraining.yaml")[0]
+    retraining = _tasks(spec)
+    assert display(spec, retraining["register-champion"]["dependentTasks"]) == ["resume-search", "round-1-aggregate"]
+    assert display(spec, retraining["report"]["dependentTasks"]) == ["register-champion", "resume-search"]
+    controller = retraining["round-0-controller"]["inputs"]["parameters"]
+    assert display(spec, [controller["search_dir"]["taskOutputParameter"]["producerTask"]]) == ["resume-search"]
+    assert controller["search_dir"]["taskOutputParameter"]["outputParameterKey"] == "search_dir"
+    assert controller["round_index"]["taskOutputParameter"]["outputParameterKey"] == "round_index"
+
+
+def test_parallelism_caps_the_children_trained_at_once(tmp_path):
+    from kfp import compiler
+
+    from pipelines.multitask_search.pipeline import build_pipeline
+
+    path = tmp_path / "p.yaml"
+    compiler.Compiler().compile(build_pipeline(rounds=1, children_per_round=8, parallelism=3), str(path))
+    loops = [t for t in _documents(path)[0]["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
+    assert [t["iteratorPolicy"]["parallelismLimit"] for t in loops] == [3]
+    with pytest.raises(ValueError, match="parallelism"):
+        build_pipeline(rounds=1, children_per_round=2, parallelism=0)
 
 
 def test_taml_pipeline_compile_writes_the_checked_in_yaml(tmp_path, monkeypatch, capsys):
     from transfer_automl.cli import main
 
-    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    monkeypatch.chdir(REPO)
     assert main(["pipeline", "compile", "--out", str(tmp_path)]) == 0
-    assert "multitask_search.yaml" in capsys.readouterr().out
-    fresh = [line for line in (tmp_path / "multitask_search.yaml").read_text().splitlines() if "sdkVersion" not in line]
-    checked_in = [line for line in (Path("pipelines/multitask_search/multitask_search.yaml")).read_text().splitlines()
-                  if "sdkVersion" not in line]
-    assert fresh == checked_in
+    out = capsys.readouterr().out
+    for name in PIPELINES:
+        assert f"{name}.yaml" in out
+        fresh = [line for line in (tmp_path / f"{name}.yaml").read_text().splitlines() if "sdkVersion" not in line]
+        checked_in = [line for line in (COMPILED / f"{name}.yaml").read_text().splitlines() if "sdkVersion" not in line]
+        assert fresh == checked_in, name

@@ -1,59 +1,92 @@
-"""The multitask_search pipeline run whole by kfp.local (lightweight components in subprocesses)."""
+"""Whole pipelines run by kfp.local (lightweight components in subprocesses of this Python),
+through the function `taml pipeline run --local` uses."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import torch
 
 from transfer_automl.search import Ledger, load_checkpoint
 
-pytestmark = [
-    pytest.mark.e2e,
-    # The local runner runs the project image's code in this venv and ignores display names and
-    # resource limits; it says so once per task.
-    pytest.mark.filterwarnings("ignore:You may be attemping to run a task:RuntimeWarning"),
-    pytest.mark.filterwarnings("ignore:Task .* have no effect in the current local runner:UserWarning"),
-]
+pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
-@pytest.fixture()
-def local_kfp(tmp_path, monkeypatch):
-    from kfp import local
-    from kfp.local import config, logging_utils
-
-    # kfp.local swaps builtins.print for an indenting one around each task and, with tasks in
-    # parallel (ParallelFor), restores the wrong one: logs double after every round. Keep print.
-    monkeypatch.setattr(logging_utils, "indented_print", lambda num_spaces=4: contextlib.nullcontext())
-    monkeypatch.setattr(config.LocalExecutionConfig, "instance", None)  # restored after the test
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "pipeline_root"))
-    return local
+def _outputs(root: Path, task_prefix: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in root.rglob("executor_output.json") if p.parent.name.startswith(task_prefix)]
 
 
-def test_two_rounds_of_two_children_run_locally(tmp_path, local_kfp, toy_table):
+def test_two_rounds_of_two_children_run_locally(tmp_path, toy_table):
     from pipelines.multitask_search.pipeline import build_pipeline
+    from transfer_automl.kubeflow.local import run_local
 
-    search_dir = tmp_path / "search"
-    pipeline = build_pipeline(rounds=2, children_per_round=2)  # GPU settings: ignored locally
-    pipeline(search_dir=str(search_dir), table=str(toy_table), metric_columns=["t1", "t2"], search_id="local")
+    search_dir, root = tmp_path / "search", tmp_path / "pipeline_root"
+    pipeline = build_pipeline(rounds=2, children_per_round=2, gpu=False)
+    run_local(pipeline, {"search_dir": str(search_dir), "table": str(toy_table), "metric_columns": ["t1", "t2"],
+                         "search_id": "local"}, root)
     rows = Ledger(search_dir / "ledger").read().to_pylist()
     assert len(rows) == 4
     assert len({r["trial_id"] for r in rows}) == 4
     assert sorted(r["controller_step"] for r in rows) == [0, 0, 1, 1]
     checkpoint = load_checkpoint(search_dir / "checkpoint.pt")
     assert checkpoint["step"] == 2 and checkpoint["search_id"] == "local"
-    summaries = list((tmp_path / "pipeline_root").rglob("summary"))
+    summaries = list(root.rglob("summary"))
     assert len(summaries) == 2 and "accuracy-top10" in summaries[0].read_text()
-    outputs = [json.loads(p.read_text()) for p in (tmp_path / "pipeline_root").rglob("executor_output.json")
-               if p.parent.name.startswith("aggregate-rewards")]
+    outputs = _outputs(root, "aggregate-rewards")
     assert sorted(o["parameterValues"]["Output"] for o in outputs) == [1, 2]  # the next round's index
     logged = outputs[0]["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     tasks = {r["task"] for r in rows if r["controller_step"] == 0}
     assert all(f"reward/{task}/accuracy_top10" in logged for task in tasks), sorted(logged)
+    [html] = list(root.rglob("html"))  # the report component's HTML artifact
+    assert "<html" in html.read_text().lower() and "local" in html.read_text()
+
+
+@pytest.fixture()
+def three_task_table(tmp_path) -> Path:
+    """t3 ranks the configurations as t1 does and opposite to t2: t1 is t3's closest source."""
+    rows = [{"depth": d, "act": a, "t1": d + (a == "relu"), "t2": -d - (a == "relu"), "t3": 2 * (d + (a == "relu")) + 0.1}
+            for d in (1, 2, 3, 4) for a in ("relu", "tanh")]
+    path = tmp_path / "three.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_transfer_search_runs_locally_from_a_previous_search(tmp_path, three_task_table):
+    from pipelines.transfer_search.pipeline import build_pipeline
+    from transfer_automl.kubeflow.local import run_local
+    from transfer_automl.steps import pipeline_steps as steps
+
+    source = tmp_path / "source"  # the previous search, on t1 and t2, run through the steps directly
+    table = {"table": str(three_task_table), "metric_columns": ["t1", "t2", "t3"]}
+    steps.init_search(source, ["t1", "t2"], "reinforce", children_per_round=16, search_id="source", **table)
+    trials = steps.controller_step(source, 0, 16)
+    steps.aggregate_rewards(source, 0, [steps.train_child(source, t) for t in trials])
+
+    search_dir, root = tmp_path / "target", tmp_path / "pipeline_root"
+    run_local(build_pipeline(rounds=1, children_per_round=2, gpu=False),
+              {"search_dir": str(search_dir), "target_tasks": ["t3"], "source_search": str(source),
+               "distance": "trial_rank", "select": "all", "search_id": "target", **table}, root)
+    distance = {(r["source"], r["target"]): r["mean"] for r in pq.read_table(search_dir / "distance.parquet").to_pylist()}
+    assert distance[("t1", "t3")] < distance[("t2", "t3")]
+    [chosen] = _outputs(root, "task-distance")
+    assert chosen["parameterValues"]["Output"] == {"t3": ["t1", "t2"]}  # closest first
+    provenance = json.loads((search_dir / "transfer.json").read_text())
+    assert provenance["mode"] == "warm_start" and provenance["sources"] == {"t3": ["t1", "t2"]}
+    rows = Ledger(search_dir / "ledger").read().to_pylist()
+    assert [r["task"] for r in rows] == ["t3", "t3"] and {r["search_id"] for r in rows} == {"target"}
+    target = load_checkpoint(search_dir / "checkpoint.pt")
+    assert target["step"] == 1 and target["tasks"] == ["t3"]
+    # warm start: the target began with t1's task embedding (the closest source's)
+    before = load_checkpoint(source / "checkpoint.pt")["controller_state"]["task_embeddings.weight"][0]
+    after = target["controller_state"]["task_embeddings.weight"][0]
+    assert torch.norm(after - before) < 0.1 * torch.norm(before)  # moved only by one update
+    assert list(root.rglob("html"))

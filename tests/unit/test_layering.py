@@ -1,4 +1,4 @@
-"""Dependency direction (STYLE.md): nothing in src imports kfp; space/ imports no torch;
+"""Dependency direction (STYLE.md): nothing in src imports kfp (kubeflow/ only inside functions); space/ imports no torch;
 mlflow only in tracking/mlflow.py; boto3 only in storage/s3.py."""
 
 from __future__ import annotations
@@ -21,9 +21,25 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def test_no_module_in_src_imports_kfp():
-    offenders = [str(p) for p in SRC.rglob("*.py") if "kfp" in _imports(p)]
+def _module_level_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_kfp_is_imported_only_inside_the_kubeflow_functions():
+    # The kubeflow/ package drives kfp (local runs, kfp.Client) for the CLI, so it imports kfp,
+    # but only inside its functions: importing transfer_automl (or a component's step) never
+    # loads kfp, and the steps the components call stay free of it.
+    kubeflow = SRC / "kubeflow"
+    offenders = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+                 if "kfp" in (_module_level_imports(p) if kubeflow in p.parents else _imports(p))]
     assert offenders == []
+    assert any("kfp" in _imports(p) for p in kubeflow.rglob("*.py"))  # the rule above still bites
 
 
 def test_mlflow_is_imported_only_by_the_mlflow_tracker():

@@ -1,0 +1,29 @@
+"""task_distance: rank the source search's tasks against the target tasks; writes distance.parquet."""
+
+from kfp import dsl
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def task_distance(
+    search_dir: str,
+    target_tasks: list,
+    source_search: str,
+    distance: str,
+    select: str,
+    repeats: int,
+    seed: int,
+    data_dir: str,
+    table: str,
+    metric_columns: list,
+    probe_trials: int,
+) -> dict:
+    """{target: chosen source tasks, closest first}; d[source, target] in search_dir/distance.parquet."""
+    from transfer_automl.steps.transfer_steps import task_distance as step
+
+    return step(
+        search_dir, tuple(target_tasks), source_search, distance=distance, select=select, repeats=repeats,
+        seed=seed, data_dir=data_dir or None, table=table or None, metric_columns=tuple(metric_columns),
+        probe_trials=probe_trials,
+    )

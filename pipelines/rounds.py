@@ -1,0 +1,76 @@
+"""What every search pipeline shares: the unrolled rounds, where a child runs, and the report.
+
+KFP v2 has no loops, so `search_rounds` unrolls `rounds` rounds when the pipeline is built:
+
+    [controller_step -> ParallelFor(train_child) -> aggregate_rewards] x rounds
+
+Each aggregate_rewards outputs the next round's index, which the next controller_step takes, so
+the rounds run in order and a search continued from its checkpoint starts where it stopped.
+
+Caching and retries, deliberately:
+* Steps that read or write the search's state in search_dir (init, controller, aggregate,
+  transfer, resume, distance, report, champion) never come from the cache: a cached output would
+  skip the state change or report a state that has moved on. They are idempotent, so they are
+  retried once (a storage or API hiccup), after 10 s.
+* train_child is cached and retried twice with exponential backoff from 30 s: a child's inputs
+  (search_dir, trial id, config) fix its result, and a retried child returns the result already
+  written for its trial id, so neither a cache hit nor a retry counts a trial twice.
+"""
+
+from __future__ import annotations
+
+from kfp import dsl, kubernetes
+
+from components.aggregate_rewards.component import aggregate_rewards
+from components.controller_step.component import controller_step
+from components.report.component import report
+from components.train_child.component import train_child
+
+# Where a child trains: one GPU on a GPU node. Kept here so a cluster admin can see them.
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
+CHILD_CPU_LIMIT = "4"
+CHILD_MEMORY_LIMIT = "16G"
+CHILD_RETRIES = 2
+STEP_RETRIES = 1
+
+
+def state_step(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
+    """A step that reads or writes search state: named, never cached, retried once."""
+    return task.set_display_name(name).set_caching_options(False).set_retry(
+        num_retries=STEP_RETRIES, backoff_duration="10s")
+
+
+def search_rounds(search_dir, start_round, rounds: int, children_per_round: int, gpu: bool = True,
+                  parallelism: int | None = None) -> dsl.PipelineTask:
+    """Add `rounds` rounds from `start_round` (a task output); returns the last aggregate task."""
+    if rounds < 1 or children_per_round < 1:
+        raise ValueError(f"rounds and children_per_round must be >= 1, got {rounds} and {children_per_round}")
+    if parallelism is not None and parallelism < 1:
+        raise ValueError(f"parallelism must be >= 1, got {parallelism}")
+    round_index = start_round
+    for r in range(rounds):
+        ask = controller_step(search_dir=search_dir, round_index=round_index, children=children_per_round)
+        state_step(ask, f"round-{r}-controller")
+        with dsl.ParallelFor(ask.output, parallelism=min(parallelism or children_per_round, children_per_round)) as trial:
+            child = train_child(search_dir=search_dir, trial=trial)
+            child_resources(child.set_display_name(f"round-{r}-child"), gpu)
+        agg = aggregate_rewards(search_dir=search_dir, round_index=round_index, results=dsl.Collected(child.output))
+        state_step(agg, f"round-{r}-aggregate")
+        round_index = agg.outputs["Output"]
+    return agg
+
+
+def child_resources(task: dsl.PipelineTask, gpu: bool) -> None:
+    """CPU/memory limits and retries; with gpu, one GPU on a GPU node (selector + toleration)."""
+    task.set_cpu_limit(CHILD_CPU_LIMIT).set_memory_limit(CHILD_MEMORY_LIMIT)
+    task.set_retry(num_retries=CHILD_RETRIES, backoff_duration="30s", backoff_factor=2)
+    if gpu:
+        task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
+        kubernetes.add_node_selector(task, label_key=GPU_NODE_LABEL[0], label_value=GPU_NODE_LABEL[1])
+        kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+
+
+def search_report(search_dir, after: dsl.PipelineTask) -> dsl.PipelineTask:
+    """The HTML report of the search, once `after` is done."""
+    return state_step(report(search_dir=search_dir).after(after), "report")

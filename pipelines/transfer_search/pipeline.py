@@ -1,0 +1,89 @@
+"""transfer_search: a search for new tasks that starts from a previous search.
+
+    task_distance -> transfer_init -> [controller_step -> ParallelFor(train_child) -> aggregate_rewards] x rounds -> report
+
+task_distance ranks the source search's tasks against each target (distance.parquet in
+search_dir) and chooses the closest; transfer_init starts the target tasks' search from the
+source's controller (mode warm_start: each target's task embedding from its closest source's) or
+as a fresh search over the closest sources' top configurations (mode reduce_space); the rounds
+are the multitask search's. See transfer_automl.steps.transfer_steps.
+
+    python pipelines/transfer_search/pipeline.py OUT_DIR   # writes OUT_DIR/transfer_search.yaml
+"""
+
+import sys
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[2]
+if str(_REPO) not in sys.path:  # loaded by path (taml pipeline compile): make components importable
+    sys.path.insert(0, str(_REPO))
+
+from kfp import compiler, dsl  # noqa: E402
+
+from components.task_distance.component import task_distance  # noqa: E402
+from components.transfer_init.component import transfer_init  # noqa: E402
+from pipelines.rounds import search_report, search_rounds, state_step  # noqa: E402
+
+NAME = "transfer_search"
+DEFAULT_ROUNDS = 3
+DEFAULT_CHILDREN_PER_ROUND = 4
+
+
+def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAULT_CHILDREN_PER_ROUND,
+                   gpu: bool = True, parallelism: int | None = None):
+    """As multitask_search.build_pipeline, for a transfer from `source_search` to `target_tasks`."""
+
+    @dsl.pipeline(name="transfer-search",
+                  description=f"Transfer a search to new tasks, then {rounds} rounds x {children_per_round} children.")
+    def transfer_search(
+        search_dir: str,
+        target_tasks: list,
+        source_search: str,
+        distance: str = "fisher_ld",
+        select: str = "closest",
+        repeats: int = 3,
+        probe_trials: int = 20,
+        mode: str = "warm_start",
+        embedding: str = "closest",
+        method: str = "",
+        top_k: int = 10,
+        mixing_gamma: float = 0.1,
+        mixing_samples: int = 100,
+        seed: int = 0,
+        search_id: str = "",
+        data_dir: str = "",
+        table: str = "",
+        metric_columns: list = [],  # noqa: B006  (KFP takes a pipeline parameter's default from the signature)
+    ):
+        dist = state_step(task_distance(
+            search_dir=search_dir, target_tasks=target_tasks, source_search=source_search, distance=distance,
+            select=select, repeats=repeats, seed=seed, data_dir=data_dir, table=table,
+            metric_columns=metric_columns, probe_trials=probe_trials,
+        ), "task-distance")
+        init = state_step(transfer_init(
+            search_dir=search_dir, target_tasks=target_tasks, source_search=source_search, sources=dist.output,
+            mode=mode, embedding=embedding, children_per_round=children_per_round, seed=seed, search_id=search_id,
+            method=method, top_k=top_k, mixing_gamma=mixing_gamma, mixing_samples=mixing_samples,
+            data_dir=data_dir, table=table, metric_columns=metric_columns,
+        ), "transfer-init")
+        last = search_rounds(search_dir, init.output, rounds, children_per_round, gpu, parallelism)
+        search_report(search_dir, last)
+
+    return transfer_search
+
+
+transfer_search = build_pipeline()
+
+
+def compile_all(out_dir: str | Path) -> list[Path]:
+    """Write <out_dir>/transfer_search.yaml (the default rounds and children); returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{NAME}.yaml"
+    compiler.Compiler().compile(transfer_search, str(path))
+    return [path]
+
+
+if __name__ == "__main__":
+    for written in compile_all(sys.argv[1] if len(sys.argv) > 1 else _REPO / "pipelines" / "compiled"):
+        print(written)

@@ -1,0 +1,217 @@
+"""`taml cluster doctor`: is this cluster ready to run the pipelines? Read-only checks with the
+`kubernetes` client against what manifests/ deploys:
+
+    namespace taml; ServiceAccount taml-pipeline-runner; Secrets taml-s3-credentials (not needed
+    with IRSA, the aws overlay) and taml-postgres; ConfigMap taml-endpoints; Service mlflow:5000
+    with ready endpoints; the object store (Service minio:9000 when taml-endpoints points at it,
+    else an external S3 endpoint); allocatable nvidia.com/gpu on nodes with the label the
+    train_child node selector asks for.
+
+From the GPUs it suggests the ParallelFor parallelism (children trained at once: one GPU each).
+Each check is ok, warn (works, with a caveat) or fail (a pipeline run would fail).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transfer_automl.errors import TamlError
+
+NAMESPACE = "taml"
+SERVICE_ACCOUNT = "taml-pipeline-runner"
+S3_SECRET = "taml-s3-credentials"
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+POSTGRES_SECRET = "taml-postgres"
+POSTGRES_SECRET_KEYS = ("username", "password")
+ENDPOINTS_CONFIGMAP = "taml-endpoints"
+ENDPOINTS_KEYS = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL")
+MLFLOW_SERVICE, MLFLOW_PORT = "mlflow", 5000
+MINIO_SERVICE, MINIO_PORT = "minio", 9000
+GPU_RESOURCE = "nvidia.com/gpu"  # as pipelines/rounds.py
+GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+class ClusterError(TamlError, RuntimeError):
+    """The Kubernetes API could not be reached or configured."""
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | warn | fail
+    detail: str
+
+
+@dataclass
+class Report:
+    namespace: str
+    checks: list[Check] = field(default_factory=list)
+    gpus: int = 0  # allocatable nvidia.com/gpu on nodes the children can be scheduled on
+    suggested_parallelism: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != FAIL for c in self.checks)
+
+    def add(self, name: str, status: str, detail: str) -> None:
+        self.checks.append(Check(name, status, detail))
+
+
+def api_client(kubeconfig: str | None = None, context: str | None = None):
+    """A kubernetes ApiClient from a kubeconfig (default: $KUBECONFIG or ~/.kube/config), or the
+    in-cluster service account when there is no kubeconfig."""
+    import os
+
+    from kubernetes import client, config
+
+    try:
+        if kubeconfig or context or os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
+            return config.new_client_from_config(config_file=kubeconfig, context=context)
+        config.load_incluster_config()
+        return client.ApiClient()
+    except Exception as exc:  # ConfigException, FileNotFoundError, yaml errors
+        raise ClusterError(f"no Kubernetes configuration: {type(exc).__name__}: {exc}") from None
+
+
+def diagnose(api, namespace: str = NAMESPACE) -> Report:
+    """Run every check with the kubernetes ApiClient `api`."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    report = Report(namespace)
+    ns = _get(report, "namespace", lambda: core.read_namespace(namespace))
+    if ns is None:
+        report.add("namespace", FAIL, f"namespace {namespace} not found: kubectl apply -k manifests/overlays/<env>")
+        return report  # everything else lives in it
+    phase = getattr(ns.status, "phase", None)
+    report.add("namespace", OK if phase == "Active" else FAIL, f"{namespace} ({phase})")
+
+    sa = _get(report, "service account", lambda: core.read_namespaced_service_account(SERVICE_ACCOUNT, namespace))
+    irsa = bool(sa is not None and (sa.metadata.annotations or {}).get(IRSA_ANNOTATION))
+    if sa is not None:
+        report.add("service account", OK, SERVICE_ACCOUNT + (" (IRSA role)" if irsa else ""))
+    elif not _failed(report, "service account"):
+        report.add("service account", FAIL, f"{SERVICE_ACCOUNT} not found in {namespace}")
+
+    _secret(report, core, namespace, S3_SECRET, S3_SECRET_KEYS, optional=irsa)
+    _secret(report, core, namespace, POSTGRES_SECRET, POSTGRES_SECRET_KEYS, optional=False)
+    endpoints = _config(report, core, namespace)
+    _service(report, core, namespace, "mlflow", MLFLOW_SERVICE, MLFLOW_PORT)
+    _object_store(report, core, namespace, endpoints)
+    _gpus(report, core)
+    return report
+
+
+def _secret(report: Report, core, namespace: str, name: str, keys: tuple[str, ...], optional: bool) -> None:
+    check = f"secret {name}"
+    secret = _get(report, check, lambda: core.read_namespaced_secret(name, namespace))
+    if secret is None:
+        if not _failed(report, check):
+            if optional:
+                report.add(check, OK, "not present; not needed: the service account has an IRSA role")
+            else:
+                report.add(check, FAIL, f"not found in {namespace}; create it from manifests/secret-template.yaml")
+        return
+    missing = [k for k in keys if k not in (secret.data or {})]  # values are never read out
+    report.add(check, FAIL if missing else OK, f"missing keys {missing}" if missing else f"keys {list(keys)} present")
+
+
+def _config(report: Report, core, namespace: str) -> dict[str, str]:
+    check = f"configmap {ENDPOINTS_CONFIGMAP}"
+    cm = _get(report, check, lambda: core.read_namespaced_config_map(ENDPOINTS_CONFIGMAP, namespace))
+    if cm is None:
+        if not _failed(report, check):
+            report.add(check, FAIL, f"not found in {namespace}: the steps would not know MLflow and the object store")
+        return {}
+    data = dict(cm.data or {})
+    missing = [k for k in ENDPOINTS_KEYS if not data.get(k)]
+    report.add(check, FAIL if missing else OK,
+               f"missing {missing}" if missing else ", ".join(f"{k}={data[k]}" for k in ENDPOINTS_KEYS))
+    return data
+
+
+def _service(report: Report, core, namespace: str, check: str, name: str, port: int) -> None:
+    service = _get(report, check, lambda: core.read_namespaced_service(name, namespace))
+    if service is None:
+        if not _failed(report, check):
+            report.add(check, FAIL, f"Service {name} not found in {namespace}")
+        return
+    ports = [p.port for p in (service.spec.ports or [])]
+    if port not in ports:
+        report.add(check, FAIL, f"Service {name} exposes ports {ports}, not {port}")
+        return
+    endpoints = _get(report, check, lambda: core.read_namespaced_endpoints(name, namespace))
+    ready = sum(len(s.addresses or []) for s in (getattr(endpoints, "subsets", None) or []))
+    if ready:
+        report.add(check, OK, f"Service {name}:{port}, {ready} ready pod(s)")
+    elif not _failed(report, check):
+        report.add(check, FAIL, f"Service {name}:{port} has no ready pods (kubectl -n {namespace} get pods)")
+
+
+def _object_store(report: Report, core, namespace: str, endpoints: dict[str, str]) -> None:
+    url = endpoints.get("AWS_ENDPOINT_URL", "")
+    if not url or f"{MINIO_SERVICE}." in url or url.startswith(f"http://{MINIO_SERVICE}:"):
+        _service(report, core, namespace, "object store", MINIO_SERVICE, MINIO_PORT)
+    else:
+        report.add("object store", OK, f"external S3 endpoint {url} (not reachable from here: not checked)")
+
+
+def _gpus(report: Report, core) -> None:
+    nodes = _get(report, "gpus", lambda: core.list_node())
+    if nodes is None:
+        if not _failed(report, "gpus"):
+            report.add("gpus", WARN, "no nodes listed")
+        return
+    total = labelled = 0
+    for node in nodes.items:
+        count = _quantity((node.status.allocatable or {}).get(GPU_RESOURCE, "0"))
+        total += count
+        if (node.metadata.labels or {}).get(GPU_NODE_LABEL[0]) == GPU_NODE_LABEL[1]:
+            labelled += count
+    report.gpus = labelled
+    label = f"{GPU_NODE_LABEL[0]}={GPU_NODE_LABEL[1]}"
+    if labelled:
+        report.suggested_parallelism = labelled
+        report.add("gpus", OK, f"{labelled} allocatable {GPU_RESOURCE} on nodes labelled {label}")
+    elif total:
+        report.add("gpus", FAIL, f"{total} allocatable {GPU_RESOURCE}, but on no node labelled {label}: "
+                                 "train_child's node selector would never match (label the GPU nodes, or "
+                                 "install the NVIDIA GPU operator, which does)")
+    else:
+        report.suggested_parallelism = None
+        report.add("gpus", WARN, f"no allocatable {GPU_RESOURCE}: compile the pipelines with --cpu "
+                                 "(children then train on CPU)")
+
+
+def _quantity(value: Any) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
+
+
+def _get(report: Report, check: str, request):
+    """The object, or None when it does not exist (404). Forbidden and other API errors are
+    recorded as a failed check with the reason; an unreachable server raises ClusterError."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return request()
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        if exc.status == 403:
+            report.add(check, WARN if check == "gpus" else FAIL,
+                       f"forbidden ({exc.reason}): the current user may not read it")
+        else:
+            report.add(check, FAIL, f"API error {exc.status} {exc.reason}")
+        return None
+    except Exception as exc:  # urllib3 connection errors
+        raise ClusterError(f"Kubernetes API unreachable: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def _failed(report: Report, check: str) -> bool:
+    return any(c.name == check for c in report.checks)

@@ -1,0 +1,331 @@
+"""Transfer as pipeline steps: rank a previous search's tasks against new ones, then start the
+new search from it. What the `task_distance` and `transfer_init` components call.
+
+    search_dir/distance.parquet   d[source, target] for every source of the previous search and
+                                  every target (source, target, mean, std, distance)  (task_distance)
+    search_dir/transfer.json      where the new search came from: source search, chosen sources,
+                                  mode, embedding                                     (transfer_init)
+    search_dir/settings.json, checkpoint.pt       the new search, ready for controller_step
+    search_dir/reduced-space.yaml                 mode reduce_space: the space it searches
+
+search_dir and source_search are local directories or s3:// prefixes (steps.search_dir), except
+that mode reduce_space needs a local (shared) search_dir: search spaces are read from files.
+
+Distances (`distance`):
+
+* `fisher_ld`: the Fisher log-determinant distance from the tasks' data (text or image tasks;
+  `transfer.distances.FisherLogDet.matrix` over sources + targets, mean and std over `repeats`).
+* `trial_rank`: for searches whose children are looked up in a table (no data to probe), or
+  any search: the target is evaluated on up to `probe_trials` configurations the source task
+  tried in the previous search (its ledger), and d[b, t] = (1 - rho) / 2 with rho the Spearman
+  rank correlation of the two tasks' validation accuracies on those configurations (0: same
+  ranking, 1: reversed). std: over `repeats` bootstrap resamples of the configurations. The
+  probe evaluations cost `probe_trials` children per source (lookups for a table) and are not
+  trials of the new search.
+
+Modes of `transfer_init`:
+
+* `warm_start`: the previous controller for the target tasks (`ControllerSearch.transfer_from`:
+  shared weights, uniform mixing at the start), each target's task embedding set to its closest
+  source's (`embedding="closest"`), to the mean of its chosen sources' (`mean`), or left random.
+* `reduce_space`: a fresh search (any method) over the choices the chosen sources' top-k
+  configurations use (`transfer.warm_start.reduce_space`); text searches only, since a table's
+  space is its columns.
+
+Both steps are idempotent: run again with the same inputs they give the same result, and
+transfer_init leaves an already initialized search as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transfer_automl.errors import CheckpointError, ConfigError
+from transfer_automl.steps.search import SearchSettings, _backend, _resumable
+from transfer_automl.steps.search_dir import SearchDir
+from transfer_automl.trial_status import STATUS_OK
+
+DISTANCE_NAME = "distance.parquet"
+TRANSFER_NAME = "transfer.json"
+DISTANCES = ("fisher_ld", "trial_rank")
+MODES = ("warm_start", "reduce_space")
+EMBEDDINGS = ("closest", "mean", "random")
+_MIN_PROBE_CONFIGS = 3  # fewer points give no usable rank correlation
+
+
+# -- the previous search -------------------------------------------------------------------------
+
+
+def source_settings(source_search: str | Path | SearchDir, data_dir: str | None = None, table: str | None = None,
+                    metric_columns: tuple[str, ...] | list[str] = ()) -> tuple[dict[str, Any], SearchSettings]:
+    """The previous search's checkpoint body and settings. A pipeline search keeps its settings
+    in settings.json; a `taml search` directory only in its checkpoint, which lacks where the
+    data or table lives: `data_dir`, `table` and `metric_columns` fill in (and override)."""
+    from transfer_automl.steps.pipeline_steps import SETTINGS_NAME, load_settings
+
+    source = SearchDir.of(source_search)
+    if not source.has_checkpoint():
+        raise ConfigError(f"source_search: {source} holds no search ({source.checkpoint} not found)")
+    body = source.load_checkpoint()
+    if source.store.exists(SETTINGS_NAME):
+        settings = load_settings(source)
+    else:
+        saved = dict(body.get("search_settings", {}))
+        known = set(SearchSettings.__dataclass_fields__)
+        settings = SearchSettings(tasks=tuple(body["tasks"]), trials=1, out=source.location,
+                                  **{k: v for k, v in saved.items() if k in known})
+    overrides = {"data_dir": data_dir or settings.data_dir, "table": table or settings.table,
+                 "metric_columns": tuple(metric_columns) or tuple(settings.metric_columns),
+                 "tasks": tuple(str(t) for t in body["tasks"]), "method": str(body["name"])}
+    return body, replace(settings, **overrides)
+
+
+# -- task_distance -------------------------------------------------------------------------------
+
+
+def task_distance(search_dir: str | Path, target_tasks: tuple[str, ...] | list[str], source_search: str | Path,
+                  distance: str = "fisher_ld", select: str = "closest", repeats: int = 3, seed: int = 0,
+                  data_dir: str | None = None, table: str | None = None,
+                  metric_columns: tuple[str, ...] | list[str] = (), probe_trials: int = 20) -> dict[str, list[str]]:
+    """d[source, target] into search_dir/distance.parquet; returns {target: chosen sources, closest
+    first}: one for select="closest", every source for "all", or the named source task."""
+    targets = _targets(target_tasks)
+    if distance not in DISTANCES:
+        raise ConfigError(f"distance must be one of {list(DISTANCES)}, got {distance!r}")
+    if repeats < 1 or probe_trials < 1:
+        raise ConfigError(f"repeats and probe_trials must be >= 1, got {repeats} and {probe_trials}")
+    out, source = SearchDir.of(search_dir), SearchDir.of(source_search)
+    body, src = source_settings(source, data_dir, table, metric_columns)
+    sources = list(src.tasks)
+    overlap = sorted(set(targets) & set(sources))
+    if overlap:
+        raise ConfigError(f"target_tasks {overlap} are already tasks of the source search {sources}; "
+                          "continue that search instead (scheduled_retraining)")
+    if select not in ("closest", "all") and select not in sources:
+        raise ConfigError(f"select must be closest, all or a task of the source search {sources}, got {select!r}")
+    if distance == "fisher_ld":
+        if src.tabular:
+            raise ConfigError("distance fisher_ld needs the tasks' data, and the source search looks its children "
+                              "up in a table; use distance trial_rank")
+        mean, std = _fisher_ld(sources, targets, repeats, seed, src.data_dir)
+    else:
+        mean, std = _trial_rank(source, src, sources, targets, repeats, seed, probe_trials, out)
+    rows = [{"source": b, "target": t, "mean": float(mean[i, j]), "std": float(std[i, j]), "distance": distance}
+            for i, b in enumerate(sources) for j, t in enumerate(targets)]
+    _write_distances(out, rows)
+    chosen = {}
+    for j, t in enumerate(targets):
+        ranked = [sources[i] for i in np.argsort(mean[:, j], kind="stable")]
+        chosen[t] = ranked[:1] if select == "closest" else ranked if select == "all" else [select]
+    return chosen
+
+
+def _fisher_ld(sources: list[str], targets: list[str], repeats: int, seed: int,
+               data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    from transfer_automl.transfer.distances import FisherLogDet
+    from transfer_automl.transfer.fisher import load_probe_tasks
+
+    distance = FisherLogDet()
+    probes = load_probe_tasks([*sources, *targets], modality="auto", data_dir=data_dir,
+                              fisher_samples=distance.config.fisher_samples)
+    matrix = distance.matrix(probes, repeats=repeats, seed=seed)
+    k = len(sources)
+    return matrix.mean[:k, k:], matrix.std[:k, k:]  # rows: sources, columns: targets
+
+
+def _trial_rank(source: SearchDir, src: SearchSettings, sources: list[str], targets: list[str],
+                repeats: int, seed: int, probe_trials: int, out: SearchDir) -> tuple[np.ndarray, np.ndarray]:
+    ledger = source.ledger
+    rows = [r for r in ledger.read().to_pylist() if r["status"] == STATUS_OK and _finite(r["val_accuracy"])]
+    backend = _backend(replace(src, tasks=tuple(targets)), out)  # text children cache features under out
+    rng = np.random.default_rng(seed)
+    target_values: dict[tuple[str, str], float] = {}  # (target, config JSON) -> val accuracy; one child each
+    mean = np.zeros((len(sources), len(targets)))
+    std = np.zeros_like(mean)
+    for i, b in enumerate(sources):
+        per_config: dict[str, list[float]] = {}
+        for r in rows:
+            if r["task"] == b:
+                per_config.setdefault(r["config"], []).append(float(r["val_accuracy"]))
+        configs = sorted(per_config)
+        if len(configs) < _MIN_PROBE_CONFIGS:
+            raise ConfigError(f"distance trial_rank: source task {b!r} has {len(configs)} distinct successful "
+                              f"configurations in {ledger.root}; it needs at least {_MIN_PROBE_CONFIGS}")
+        if len(configs) > probe_trials:
+            configs = sorted(rng.choice(configs, size=probe_trials, replace=False).tolist())
+        x = np.array([np.mean(per_config[c]) for c in configs])
+        for j, t in enumerate(targets):
+            for c in configs:
+                if (t, c) not in target_values:
+                    result = backend.trainer.train(json.loads(c), backend.task_objects[t], seed=seed)
+                    target_values[(t, c)] = result.val_accuracy if result.status == STATUS_OK else math.nan
+            y = np.array([target_values[(t, c)] for c in configs])
+            keep = np.isfinite(y)
+            mean[i, j] = (1.0 - _spearman(x[keep], y[keep])) / 2.0
+            boot = [(1.0 - _spearman(x[keep][s], y[keep][s])) / 2.0
+                    for s in (rng.integers(0, keep.sum(), keep.sum()) for _ in range(repeats))]
+            std[i, j] = float(np.std(boot, ddof=1)) if repeats > 1 else 0.0
+    return mean, std
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Rank correlation with average ranks for ties; 0 when either side is constant."""
+    rx, ry = _ranks(x), _ranks(y)
+    if len(x) < 2 or rx.std() == 0 or ry.std() == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values), dtype=float)
+    for value in np.unique(values):  # ties share their mean rank
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+# -- transfer_init -------------------------------------------------------------------------------
+
+
+def transfer_init(search_dir: str | Path, target_tasks: tuple[str, ...] | list[str], source_search: str | Path,
+                  sources: dict[str, list[str]], mode: str = "warm_start", embedding: str = "closest",
+                  children_per_round: int = 1, seed: int = 0, search_id: str | None = None, method: str | None = None,
+                  top_k: int = 10, mixing_gamma: float = 0.1, mixing_samples: int = 100, data_dir: str | None = None,
+                  table: str | None = None, metric_columns: tuple[str, ...] | list[str] = ()) -> int:
+    """Create the new search for `target_tasks` in search_dir from the previous one; returns its
+    step (the round the pipeline starts at). `sources`: task_distance's output."""
+    from transfer_automl.space import space_from_dict
+    from transfer_automl.steps.pipeline_steps import (
+        SETTINGS_NAME,
+        _payload,
+        _write_settings,
+        init_search,
+        load_settings,
+    )
+
+    targets = _targets(target_tasks)
+    if mode not in MODES:
+        raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    if embedding not in EMBEDDINGS:
+        raise ConfigError(f"embedding must be one of {list(EMBEDDINGS)}, got {embedding!r}")
+    missing = [t for t in targets if not sources.get(t)]
+    if missing:
+        raise ConfigError(f"sources: no source task chosen for target(s) {missing}; run task_distance first")
+    out, source = SearchDir.of(search_dir), SearchDir.of(source_search)
+    body, src = source_settings(source, data_dir, table, metric_columns)
+    unknown = sorted({s for t in targets for s in sources[t]} - set(src.tasks))
+    if unknown:
+        raise ConfigError(f"sources: {unknown} are not tasks of the source search {list(src.tasks)}")
+    provenance = {"source_search": source.location, "sources": {t: list(sources[t]) for t in targets},
+                  "mode": mode, "embedding": embedding}
+
+    if mode == "reduce_space":
+        step = init_search(out, targets, method or src.method, _reduced_space_file(out, source, body, src, sources, targets, top_k),
+                           seed, children_per_round=children_per_round, table=src.table,
+                           benchmark=src.benchmark, metric_columns=src.metric_columns, data_dir=src.data_dir,
+                           budget_scale=src.budget_scale, search_id=search_id)
+        out.write_json(TRANSFER_NAME, provenance, indent=1)
+        return step
+
+    if not isinstance(body.get("controller_state"), dict):
+        raise CheckpointError(f"source_search {source_search} holds a {body.get('name')!r} search, which has no "
+                              "controller to warm-start; use mode reduce_space")
+    if method and method != src.method:
+        raise ConfigError(f"method: a warm start continues the source's {src.method!r} controller, not {method!r}")
+    settings = replace(src, tasks=tuple(targets), trials=children_per_round, out=str(out), init_from="transfer",
+                       source=source.location, batch_size=children_per_round, seed=seed, search_id=search_id,
+                       mixing_gamma=mixing_gamma, mixing_samples=mixing_samples, progress=False)
+    settings.validate()
+    if out.has_checkpoint() or out.store.exists(SETTINGS_NAME):  # a retried step: the same search, or refuse
+        saved = load_settings(out)
+        same = saved.tasks == settings.tasks and _resumable(saved) == _resumable(settings) \
+            and search_id in (None, saved.search_id) and out.has_checkpoint()
+        if not same:
+            raise ConfigError(f"search_dir: {out} already holds another search; choose a new search_dir")
+        return int(out.load_checkpoint()["step"])
+    backend = _backend(settings, out)  # resolves the targets and gives the space they are searched in
+    if backend.space.fingerprint() != space_from_dict(body["space"], source="checkpoint").fingerprint():
+        raise CheckpointError(f"source_search {source_search} searched another space than "
+                              f"{settings.space or backend.space.name!r}; a controller transfers only onto its own space")
+    search = _warm_started(body, settings, sources, embedding, search_id or f"{out.name}-transfer")
+    out.save_checkpoint(_payload(search, settings))
+    _write_settings(out, settings, search.search_id)
+    out.write_json(TRANSFER_NAME, provenance, indent=1)
+    return search.step
+
+
+def _warm_started(body: dict[str, Any], settings: SearchSettings, sources: dict[str, list[str]], embedding: str,
+                  search_id: str):
+    """The source controller for all targets; target i's embedding row from its sources."""
+    from transfer_automl.search import ControllerSearch
+    from transfer_automl.transfer.warm_start import set_task_embedding, task_embedding_key
+
+    search = ControllerSearch.transfer_from(body, list(settings.tasks), search_id, seed=settings.seed,
+                                            mixing_gamma=settings.mixing_gamma,
+                                            mixing_samples=settings.mixing_samples,
+                                            update_config=dict(body["update_config"]))
+    if embedding == "random":
+        return search
+    old_tasks = [str(t) for t in body["tasks"]]
+    table = body["controller_state"][task_embedding_key(body["controller_state"])]  # [num_old_tasks, E]
+    for i, target in enumerate(settings.tasks):
+        rows = table[[old_tasks.index(s) for s in sources[target]]]  # [S, E], closest first
+        set_task_embedding(search.controller, i, rows[0] if embedding == "closest" else rows.mean(dim=0))
+    return search
+
+
+def _reduced_space_file(out: SearchDir, source: SearchDir, body: dict[str, Any], src: SearchSettings,
+                        sources: dict[str, list[str]], targets: list[str], top_k: int) -> str:
+    """space.yaml of the choices that each target's chosen sources' top-k configurations use."""
+    from transfer_automl.space import save_space, space_from_dict
+    from transfer_automl.storage import atomic_write
+    from transfer_automl.transfer.warm_start import reduce_space
+
+    if src.tabular:
+        raise ConfigError("mode reduce_space: a table's search space is its columns and cannot be reduced; "
+                          "use mode warm_start")
+    if not out.is_local:  # every step reads the space file by path
+        raise ConfigError(f"mode reduce_space: search_dir {out} must be a directory every step can read "
+                          "(a shared volume), since search spaces are read from files; use mode warm_start on S3")
+    rows = source.ledger.read().to_pylist()
+    chosen = {s for t in targets for s in sources[t]}
+    top = []  # the union of every chosen source's top-k, as one pseudo-task
+    for s in sorted(chosen):
+        ok = [r for r in rows if r["task"] == s and r["status"] == STATUS_OK and _finite(r["val_accuracy"])]
+        top += [{**r, "task": "_sources"} for r in sorted(ok, key=lambda r: -r["val_accuracy"])[:top_k]]
+    space = space_from_dict(body["space"], source="checkpoint")
+    reduced = reduce_space(space, top, "_sources", top_k=max(1, len(top)))
+    reduced = type(reduced)(f"{space.name}-reduced", reduced.decisions)
+    return str(atomic_write(out.where("reduced-space.yaml"), lambda tmp: save_space(reduced, tmp)))
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _targets(target_tasks) -> list[str]:
+    targets = [str(t) for t in target_tasks]
+    if not targets:
+        raise ConfigError("target_tasks: give at least one target task")
+    if len(set(targets)) != len(targets):
+        raise ConfigError(f"target_tasks: {targets} lists a task more than once")
+    return targets
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _write_distances(out: SearchDir, rows: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+
+    schema = pa.schema([("source", pa.string()), ("target", pa.string()), ("mean", pa.float64()),
+                        ("std", pa.float64()), ("distance", pa.string())])
+    out.store.write_parquet(DISTANCE_NAME, pa.Table.from_pylist(rows, schema=schema))

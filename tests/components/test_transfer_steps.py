@@ -1,0 +1,169 @@
+"""The transfer and retraining steps, called directly (the components are thin shells over them)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from transfer_automl.errors import CheckpointError, ConfigError
+from transfer_automl.search import Ledger, load_checkpoint
+from transfer_automl.space import get_space, load_space
+from transfer_automl.steps import pipeline_steps as steps
+from transfer_automl.steps import retraining_steps, transfer_steps
+
+
+@pytest.fixture()
+def three_task_table(tmp_path):
+    """t3 ranks the configurations as t1 does and opposite to t2: t1 is t3's closest source."""
+    rows = [{"depth": d, "act": a, "t1": d + (a == "relu"), "t2": -d - (a == "relu"), "t3": 2 * (d + (a == "relu")) + 0.1}
+            for d in (1, 2, 3, 4) for a in ("relu", "tanh")]
+    path = tmp_path / "three.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return {"table": str(path), "metric_columns": ["t1", "t2", "t3"]}
+
+
+def _search(path, table, tasks, rounds=1, children=16, search_id="source"):
+    steps.init_search(path, tasks, "reinforce", children_per_round=children, search_id=search_id, **table)
+    for k in range(rounds):
+        trials = steps.controller_step(path, k, children)
+        steps.aggregate_rewards(path, k, [steps.train_child(path, t) for t in trials])
+    return path
+
+
+@pytest.fixture()
+def source(tmp_path, three_task_table):
+    return _search(tmp_path / "source", three_task_table, ["t1", "t2"])
+
+
+def test_trial_rank_distance_ranks_the_correlated_task_first(tmp_path, source, three_task_table):
+    chosen = transfer_steps.task_distance(tmp_path / "t", ["t3"], source, distance="trial_rank", select="all",
+                                          repeats=4, **three_task_table)
+    assert chosen == {"t3": ["t1", "t2"]}
+    rows = {(r["source"], r["target"]): r for r in pq.read_table(tmp_path / "t" / "distance.parquet").to_pylist()}
+    assert set(rows) == {("t1", "t3"), ("t2", "t3")}
+    assert rows[("t1", "t3")]["mean"] == pytest.approx(0.0)  # same ranking on every probed configuration
+    assert rows[("t2", "t3")]["mean"] == pytest.approx(1.0)  # reversed ranking
+    assert all(r["distance"] == "trial_rank" and r["std"] >= 0 for r in rows.values())
+    assert transfer_steps.task_distance(tmp_path / "u", ["t3"], source, distance="trial_rank", select="t2",
+                                        **three_task_table) == {"t3": ["t2"]}
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"target_tasks": ["t1"]}, "already tasks of the source search"),
+    ({"distance": "cosine"}, "distance must be one of"),
+    ({"distance": "fisher_ld"}, "fisher_ld needs the tasks' data"),
+    ({"select": "t9"}, "select must be closest, all or a task"),
+    ({"target_tasks": []}, "at least one target task"),
+])
+def test_task_distance_refuses_bad_input_and_writes_nothing(tmp_path, source, three_task_table, kwargs, message):
+    args = {"target_tasks": ["t3"], "distance": "trial_rank", **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        transfer_steps.task_distance(tmp_path / "t", source_search=source, **args, **three_task_table)
+    assert not (tmp_path / "t").exists()
+
+
+def test_trial_rank_needs_enough_probe_configurations(tmp_path, three_task_table):
+    small = _search(tmp_path / "small", three_task_table, ["t1", "t2"], children=2)
+    with pytest.raises(ConfigError, match="distinct successful configurations"):
+        transfer_steps.task_distance(tmp_path / "t", ["t3"], small, distance="trial_rank", **three_task_table)
+
+
+def test_warm_start_takes_the_closest_sources_embedding_and_is_idempotent(tmp_path, source, three_task_table):
+    target = tmp_path / "target"
+    step = transfer_steps.transfer_init(target, ["t3"], source, {"t3": ["t1", "t2"]}, children_per_round=2,
+                                        search_id="target", **three_task_table)
+    assert step == 0
+    body = load_checkpoint(target / "checkpoint.pt")
+    old = load_checkpoint(source / "checkpoint.pt")["controller_state"]["task_embeddings.weight"]
+    assert body["tasks"] == ["t3"] and body["search_id"] == "target"
+    assert torch.equal(body["controller_state"]["task_embeddings.weight"][0], old[0])  # t1's row
+    assert json.loads((target / "transfer.json").read_text())["sources"] == {"t3": ["t1", "t2"]}
+    again = transfer_steps.transfer_init(target, ["t3"], source, {"t3": ["t1", "t2"]}, children_per_round=2,
+                                         search_id="target", **three_task_table)  # a retried task
+    assert again == 0 and torch.equal(load_checkpoint(target / "checkpoint.pt")["controller_state"][
+        "task_embeddings.weight"], body["controller_state"]["task_embeddings.weight"])
+    with pytest.raises(ConfigError, match="already holds another search"):
+        transfer_steps.transfer_init(target, ["t3"], source, {"t3": ["t1"]}, children_per_round=4, **three_task_table)
+    mean = transfer_steps.transfer_init(tmp_path / "mean", ["t3"], source, {"t3": ["t1", "t2"]}, embedding="mean",
+                                        **three_task_table)
+    assert mean == 0 and torch.allclose(load_checkpoint(tmp_path / "mean" / "checkpoint.pt")["controller_state"][
+        "task_embeddings.weight"][0], old[:2].mean(dim=0))
+
+
+def test_transfer_init_refuses_what_cannot_work(tmp_path, source, three_task_table):
+    for sources, kwargs, error, message in [
+        ({"t3": ["t9"]}, {}, ConfigError, "not tasks of the source search"),
+        ({}, {}, ConfigError, "no source task chosen"),
+        ({"t3": ["t1"]}, {"mode": "reduce_space"}, ConfigError, "cannot be reduced"),
+        ({"t3": ["t1"]}, {"method": "ppo"}, ConfigError, "continues the source's 'reinforce'"),
+        ({"t3": ["t1"]}, {"mode": "copy"}, ConfigError, "mode must be one of"),
+    ]:
+        with pytest.raises(error, match=message):
+            transfer_steps.transfer_init(tmp_path / "t", ["t3"], source, sources, **kwargs, **three_task_table)
+        assert not (tmp_path / "t").exists()
+    rs = tmp_path / "rs"
+    steps.init_search(rs, ["t1", "t2"], "rs", children_per_round=2, **three_task_table)
+    with pytest.raises(CheckpointError, match="no controller to warm-start"):
+        transfer_steps.transfer_init(tmp_path / "t", ["t3"], rs, {"t3": ["t1"]}, **three_task_table)
+
+
+def test_reduce_space_searches_only_the_sources_top_choices(tmp_path):
+    space = get_space("mnms-text")
+    source = tmp_path / "source"
+    steps.init_search(source, ["sms_spam", "mpqa"], "reinforce", "mnms-text", children_per_round=2, search_id="text")
+    configs = [{d.name: d.choices[i % len(d.choices)] for d in space.decisions} for i in (0, 1)]
+    now = datetime.now(UTC)
+    Ledger(source / "ledger").append_round(0, [
+        {"trial_id": f"t{i}", "search_id": "text", "task": task, "controller_step": 0, "config": json.dumps(c),
+         "reward": acc, "val_accuracy": acc, "test_accuracy": acc, "status": "ok", "error": "",
+         "started_at": now, "ended_at": now + timedelta(seconds=1), "duration_s": 1.0}
+        for i, (task, c, acc) in enumerate([("sms_spam", configs[0], 0.9), ("mpqa", configs[1], 0.8)])])
+    target = tmp_path / "target"
+    step = transfer_steps.transfer_init(target, ["customer_reviews"], source, {"customer_reviews": ["sms_spam"]},
+                                        mode="reduce_space", method="rs", children_per_round=2)
+    assert step == 0
+    reduced = load_space(target / "reduced-space.yaml")
+    assert {d.name: list(d.choices) for d in reduced.decisions} == {k: [v] for k, v in configs[0].items()}
+    settings = steps.load_settings(target)
+    assert settings.method == "rs" and settings.space == str(target / "reduced-space.yaml")
+    trials = steps.controller_step(target, 0, 2)
+    assert all(json.loads(t["config"]) == configs[0] for t in trials)  # one configuration left
+
+
+def test_newest_search_and_resume(tmp_path, three_task_table):
+    root = tmp_path / "searches"
+    old = _search(root / "a-old", three_task_table, ["t1", "t2"], children=2, search_id="old")
+    new = _search(root / "b-new", three_task_table, ["t1", "t2"], children=2, search_id="new")
+    _search(root / "c-other", three_task_table, ["t3"], children=2, search_id="other")
+    assert retraining_steps.newest_search(root, ["t2", "t1"]).location == str(new)
+    steps.aggregate_rewards(old, 1, [steps.train_child(old, t) for t in steps.controller_step(old, 1, 2)])
+    assert retraining_steps.newest_search(root, ["t1", "t2"]).location == str(old)  # it ran last
+    assert retraining_steps.newest_search(root, ["t3"]).location == str(root / "c-other")
+    assert retraining_steps.resume_search(root, ["t1", "t2"], 2) == (str(old), 2)
+    assert retraining_steps.resume_search(new, [], 2) == (str(new), 1)  # a search directory itself
+    with pytest.raises(ConfigError, match="runs 2 children per round, not 4"):
+        retraining_steps.resume_search(root, ["t1", "t2"], 4)
+    with pytest.raises(ConfigError, match="no pipeline search for tasks"):
+        retraining_steps.newest_search(root, ["t1"])
+
+
+def test_register_champion_reports_why_a_table_search_has_no_model(tmp_path, source):
+    out = retraining_steps.register_champion(source)
+    assert out["tasks"] == {}
+    assert "none registered" in out["markdown"] and "source" in out["markdown"]
+
+
+def test_fisher_distance_from_the_tasks_data(tmp_path):
+    source = tmp_path / "source"
+    steps.init_search(source, ["sms_spam", "mpqa"], "reinforce", "mnms-text", children_per_round=2, search_id="text")
+    chosen = transfer_steps.task_distance(tmp_path / "t", ["customer_reviews"], source, distance="fisher_ld",
+                                          select="all", repeats=2)
+    rows = {r["source"]: r for r in pq.read_table(tmp_path / "t" / "distance.parquet").to_pylist()}
+    assert set(rows) == {"sms_spam", "mpqa"} and all(r["target"] == "customer_reviews" for r in rows.values())
+    assert all(r["mean"] > 0 and r["std"] >= 0 and r["distance"] == "fisher_ld" for r in rows.values())
+    assert chosen == {"customer_reviews": sorted(rows, key=lambda s: rows[s]["mean"])}
