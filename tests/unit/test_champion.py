@@ -187,6 +187,12 @@ def test_registering_again_adds_no_version(searches, samples_dir, capsys):
     assert main(["runs", "register", str(out), "--tracking-uri", searches["uri"], "--data-dir", str(samples_dir)]) == 0
     printed = capsys.readouterr().out
     assert "search champ-a" in printed and all(f"taml-{t} version" in printed for t in TASKS)
+    assert main(["runs", "register", str(out), "--tracking-uri", searches["uri"], "--data-dir", str(samples_dir),
+                 "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["search_id"] == "champ-a" and document["skipped"] == ""
+    assert sorted(r["task"] for r in document["registered"]) == sorted(TASKS)
+    assert not any(r["new_version"] for r in document["registered"])
     assert {t: len(client.search_model_versions(f"name = 'taml-{t}'")) for t in TASKS} == before
 
 
@@ -267,3 +273,10 @@ def test_a_search_whose_tracker_is_down_leaves_registering_for_later(tmp_path):
     report = register_after_search(settings, str(tmp_path), Down())
     assert report.registered == [] and f"taml runs register {tmp_path}" in report.skipped
     assert report.lines() == [f"models: none registered: {report.skipped}"]
+
+
+def test_registering_a_directory_without_a_search_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["runs", "register", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("taml: error: ") and "checkpoint.pt" in err[0]
+    assert not (tmp_path / "nothing").exists()  # nothing written, not even an MLflow store

@@ -68,9 +68,9 @@ class ChampionCandidate:
         return (f"Best child for task {self.task} in search {self.search_id} (trial {self.trial_id}, "
                 f"ledger {self.ledger_file}): validation accuracy {self.val_accuracy:.4f}, test accuracy "
                 f"{self.test_accuracy:.4f}. Configuration: {json.dumps(self.config, sort_keys=True)}. "
-                "A transfer_automl WideDeepClassifier (pickled): forward(batch) takes a dict of tensors, "
-                "`features` [N, d] from its input module (or `ids`/`offsets` token bags when fine-tuned) "
-                "and `wide_ids`/`wide_offsets` (task-local hashed tokens), and returns logits [N, classes].")
+                "A pickled transfer_automl child (mlflow.pytorch.load_model): forward(batch) takes the dict of "
+                "tensors its trainer builds (text: `features` from the input module, or `ids`/`offsets` when "
+                "fine-tuned, and task-local `wide_ids`/`wide_offsets`) and returns logits [N, classes].")
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,14 @@ class ChampionReport:
     tracking_location: str
     registered: list[RegisteredChampion] = field(default_factory=list)
     skipped: str = ""  # why nothing was registered (a tabular search, no successful trial), else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"skipped": self.skipped, "registered": [
+            {"task": r.candidate.task, "name": r.name, "version": r.version, "model_uri": r.model_uri,
+             "trial_id": r.candidate.trial_id, "val_accuracy": r.candidate.val_accuracy,
+             "test_accuracy": r.candidate.test_accuracy, "champion": r.champion, "alias_moved": r.alias_moved,
+             "new_version": r.new_version}
+            for r in self.registered]}
 
     def lines(self) -> list[str]:
         """One line per task, or the reason nothing was registered."""
@@ -132,15 +140,11 @@ def register_champions(search_dir: str | Path, tracking_uri: str | None = None, 
         data_dir, tasks = data_dir or pipeline.get("data_dir"), tasks or pipeline.get("tasks")
         cache_dir = cache_dir or pipeline.get("cache_dir")
 
-    from transfer_automl.children.trainer import ChildTrainerConfig, TextChildTrainer
-    from transfer_automl.tasks import load_task
-    from transfer_automl.tasks.features import FeatureCache
     from transfer_automl.tracking.mlflow import MlflowModelRegistry
 
     registry = MlflowModelRegistry(out.default_tracking_uri(), tracking_uri)
-    trainer = TextChildTrainer(ChildTrainerConfig(budget_scale=float(saved.get("budget_scale", 0.05))),
-                               FeatureCache(cache_dir or out.store.sub("cache/features")))
-    loaded = {t.name: t for t in (load_task(source, data_dir) for source in (tasks or body["tasks"]))}
+    backend = _backend(body, saved, tuple(tasks or body["tasks"]), data_dir, cache_dir or out.store.sub("cache/features"))
+    trainer, loaded = backend.trainer, backend.task_objects
     report = ChampionReport(search_id, registry.uri)
     for task_name, row in sorted(best.items()):
         if task_name not in loaded:
@@ -177,6 +181,25 @@ def pip_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name).split('+')[0]}" for name in MODEL_DISTRIBUTIONS]
+
+
+def _backend(body: dict[str, Any], saved: dict[str, Any], tasks: tuple[str, ...], data_dir: str | None,
+             cache_dir: Any) -> Any:
+    """The trainer and tasks the search had (text or image children, steps/backends.py), over the
+    checkpoint's own space (a built-in one by name, since the backend chooses by it)."""
+    import tempfile
+
+    from transfer_automl.space import BUILTIN_SPACES, save_space, space_from_dict
+    from transfer_automl.steps.backends import text_backend
+
+    budget_scale = float(saved.get("budget_scale", 0.05))
+    named = saved.get("space")
+    if named is None or named in BUILTIN_SPACES:
+        return text_backend(tasks, named or "taml-text", data_dir, cache_dir, budget_scale)
+    with tempfile.TemporaryDirectory() as tmp:
+        space_file = Path(tmp) / "space.yaml"
+        save_space(space_from_dict(body["space"], source="checkpoint"), space_file)
+        return text_backend(tasks, str(space_file), data_dir, cache_dir, budget_scale)
 
 
 def _no_model_reason(body: dict[str, Any], saved: dict[str, Any]) -> str:
