@@ -30,6 +30,11 @@ FAULTS = ("slowdown", "internal", "drop_before", "drop_after", "stall")
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """Clients drop connections here on purpose (our faults, their timeouts): not worth a traceback."""
+
+
 class FaultProxy:
     def __init__(self, upstream: str, fault_rate: float = 0.2, faults: tuple[str, ...] = FAULTS,
                  seed: int = 0, stall_s: float = 3.0):
@@ -45,7 +50,7 @@ class FaultProxy:
         self.script: list[str | None] = []
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -106,3 +106,35 @@ def test_a_conditional_put_lost_in_flight_is_not_a_conflict_but_other_content_is
     with pytest.raises(StorageError, match="already exists"):  # other bytes: a real conflict
         store.put_bytes("a", b"someone else's", if_absent=True)
     assert store.get_bytes("a") == b"first"
+
+
+def test_a_whole_search_on_s3_completes_with_an_exact_ledger_under_transient_faults(
+        proxy: FaultProxy, s3_bucket: str, toy_table, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ledger commits and reads, checkpoints and the space file all cross the faulty proxy."""
+    from transfer_automl.search import Ledger
+    from transfer_automl.steps.search import SearchSettings, run_search
+    from transfer_automl.tracking import MemoryTracker
+
+    monkeypatch.setenv("TAML_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    def settings(out: str, table: str) -> SearchSettings:
+        return SearchSettings(tasks=(), trials=24, out=out, table=table, metric_columns=("t1", "t2"),
+                              method="reinforce", batch_size=2, seed=3, search_id="faulty", progress=False)
+
+    faulty = run_search(settings(f"s3://{s3_bucket}/runs/faulty", str(toy_table)), tracker=MemoryTracker())
+    counts = dict(proxy.counts)
+    proxy.fault_rate = 0.0
+    clean = run_search(settings(str(tmp_path / "clean"), str(toy_table)), tracker=MemoryTracker())
+
+    def rows(root: str) -> list[tuple]:
+        return [(r["trial_id"], r["task"], r["config"], r["reward"], r["status"])
+                for r in Ledger(root).read().to_pylist()]
+
+    faulty_rows, clean_rows = rows(f"s3://{s3_bucket}/runs/faulty/ledger"), rows(str(tmp_path / "clean" / "ledger"))
+    print(f"\nsearch on S3 at {FAULT_RATE:.0%} injected faults: {counts['requests']} requests, "
+          f"{sum(counts.get(f, 0) for f in FAULTS)} failed and retried, {faulty.trials_run} trials completed, "
+          f"ledger {'exact' if faulty_rows == clean_rows else 'DIFFERENT'} ({len(faulty_rows)} rows, "
+          f"{len(faulty_rows) - len({r[0] for r in faulty_rows})} duplicated)")
+    assert faulty.trials_run == clean.trials_run == 24
+    assert faulty_rows == clean_rows and len({r[0] for r in faulty_rows}) == 24
+    assert sum(counts.get(f, 0) for f in FAULTS) >= 5
