@@ -44,6 +44,10 @@ class ChildTrainerConfig:
     wide_buckets: int = 1 << 18  # hash buckets of the wide tower's one-hot token features
     eval_batch_size: int = 4096
     encoder_eval_batch_size: int = 128  # texts per forward pass of a fine-tuned sentence encoder
+    # Children that fine-tune a pretrained network (all-MiniLM-L6-v2, EfficientNet-Lite0) train
+    # ceil(steps * network_fine_tune_scale) steps: one step costs seconds on CPU, not milliseconds.
+    # 1.0 gives them the same steps as every other child (sensible on a GPU).
+    network_fine_tune_scale: float = 0.02
     device: str = "auto"  # auto = cuda when available
     # Seconds a trial may take (None: no limit). Checked between training steps, so a slow child
     # is stopped within one step; a child stuck inside one native call (or in feature
@@ -55,6 +59,8 @@ class ChildTrainerConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.budget_scale > 0:
             raise ConfigError(f"budget_scale must be > 0, got {self.budget_scale}")
+        if not 0 < self.network_fine_tune_scale <= 1:
+            raise ConfigError(f"network_fine_tune_scale must be in (0, 1], got {self.network_fine_tune_scale}")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise ConfigError(f"timeout_s must be > 0 (or None for no limit), got {self.timeout_s}")
 
@@ -190,8 +196,11 @@ class TextChildTrainer:
         def make_batch(rows: np.ndarray) -> dict[str, torch.Tensor]:
             return self._batch(rows, spec, inputs)
 
+        steps = spec.train_steps
+        if encoder is not None:
+            steps = math.ceil(steps * self.config.network_fine_tune_scale)
         clock = time.perf_counter()
-        status, steps, reason = fit(model, optimizer, make_batch, labels, task.splits["train"], spec.train_steps,
+        status, steps, reason = fit(model, optimizer, make_batch, labels, task.splits["train"], steps,
                                     self.config.batch_size, rng, deadline, self.config.timeout_s)
         phases["train"] = time.perf_counter() - clock
         if status != STATUS_OK:
@@ -201,5 +210,5 @@ class TextChildTrainer:
         val = accuracy(model, make_batch, task.splits["validation"], labels, eval_batch)
         test = accuracy(model, make_batch, task.splits["test"], labels, eval_batch)
         phases["evaluate"] = time.perf_counter() - clock
-        return ChildResult(STATUS_OK, val, test, spec.train_steps, time.perf_counter() - started,
+        return ChildResult(STATUS_OK, val, test, steps, time.perf_counter() - started,
                            model=model if keep_model else None, phases=phases)

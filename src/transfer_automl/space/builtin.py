@@ -61,7 +61,19 @@ TAML_TEXT_ALL_MODULES = SearchSpace(
      *TAML_TEXT.decisions[1:]),
 )
 
-BUILTIN_SPACES: dict[str, SearchSpace] = {s.name: s for s in (MNMS_TEXT, TAML_TEXT, TAML_TEXT_ALL_MODULES)}
+# Transfer AutoML 4.5: the same 12 decisions for image tasks. The paper's modules were ImageNet
+# networks up to the logits (MobileNet, Inception, ResNet); here the raw pixels, a small CNN
+# (random init, trained when fine-tuned) and EfficientNet-Lite0 pretrained on ImageNet. The wide
+# tower reads the pixels. Fine-tuning raw pixels is invalid (nothing to tune).
+TAML_IMAGE = SearchSpace(
+    "taml-image",
+    (Decision("input_module", ("raw-pixels", "small-cnn", "efficientnet-lite0"), "image input module"),
+     *TAML_TEXT.decisions[1:]),
+)
+
+BUILTIN_SPACES: dict[str, SearchSpace] = {
+    s.name: s for s in (MNMS_TEXT, TAML_TEXT, TAML_TEXT_ALL_MODULES, TAML_IMAGE)
+}
 
 
 def get_space(name_or_path: str) -> SearchSpace:

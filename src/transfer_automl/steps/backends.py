@@ -36,10 +36,13 @@ class Backend:
 def text_backend(tasks: tuple[str, ...], space: str, data_dir: str | None, cache_dir: str | Path,
                  budget_scale: float, timeout_s: float | None = None) -> Backend:
     from transfer_automl.children.trainer import ChildTrainerConfig, TextChildTrainer
+    from transfer_automl.steps.image_backend import image_backend, wants_image_backend
     from transfer_automl.tasks import data_dir as resolve_data_dir
     from transfer_automl.tasks import load_task
     from transfer_automl.tasks.features import FeatureCache
 
+    if wants_image_backend(tasks, space, data_dir):  # image tasks: `taml-image`, or the default space
+        return image_backend(tasks, space, data_dir, cache_dir, budget_scale, timeout_s)
     if not tasks:
         raise ConfigError("tasks: give at least one task")
     search_space = get_space(space)
