@@ -1,0 +1,315 @@
+"""Packed training: K same-shape children train at once on one device, as stacked weights.
+
+Small children (a 1-3 layer tower over cached features, batches of 100) spend most of a step in
+Python and kernel launches, not arithmetic. Children that share a shape (input dimension, classes,
+hidden layers and width, activation, normalization, towers, batch size) are stacked: every weight
+gets a leading K axis, a hidden layer is one `baddbmm` for all K, the K wide towers are one
+`embedding_bag` over a concatenated table (child k's rows offset by the vocabularies before it), and
+the Proximal Adagrad update runs elementwise on the stacked tensors with per-child learning rates
+and L1/L2 weights. Each child keeps everything that makes it itself: its own initial weights
+(built exactly as `TextChildTrainer` builds them, from its seed), its own batch order (its own
+generator), learning rates, regularization, dropout rate, number of steps, and task (features and
+labels are gathered per child). So a packed child ends where it would have ended alone, up to
+float rounding (tests/unit/test_packing.py); only dropout masks come from a different random
+stream. A child whose loss turns non-finite is frozen and recorded diverged; the others go on.
+
+On CUDA this shares one GPU between many children; on CPU it uses all cores (torch's intra-op
+threads) with one process, so nothing is oversubscribed.
+
+    results = PackedTextTrainer(trainer).train_many([(config, task, seed), ...])
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from transfer_automl.children.embeddings import get_module
+from transfer_automl.children.loop import accuracy
+from transfer_automl.children.model import WideDeepClassifier
+from transfer_automl.children.spec import ChildSpec, child_spec
+from transfer_automl.children.trainer import ChildResult, TextChildTrainer, _Inputs
+from transfer_automl.tasks.text import TextTask
+from transfer_automl.trial_status import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK
+
+BN_MOMENTUM, EPS, ACCUMULATOR_INIT = 0.1, 1e-5, 0.1  # torch's BatchNorm1d/LayerNorm, TF's Adagrad
+
+
+@dataclass
+class PackedChild:
+    """One child of a pack: its spec, its task's inputs and labels, its seed."""
+
+    spec: ChildSpec
+    task: TextTask
+    seed: int
+    inputs: _Inputs
+    wide_vocab: int
+    input_dim: int
+
+
+def pack_key(child: PackedChild, batch_size: int) -> tuple:
+    """Children with equal keys can share one stacked model."""
+    s = child.spec
+    deep = (child.input_dim, s.hidden_layers, s.hidden_size, s.activation, s.normalization) if s.use_deep else None
+    return (deep, s.use_wide, child.task.num_classes, min(batch_size, len(child.task.splits["train"])))
+
+
+class PackedTextTrainer:
+    """`train_many([(config, task, seed), ...])`: frozen-feature children packed, the rest one by one."""
+
+    def __init__(self, trainer: TextChildTrainer, max_pack: int = 64, keep_models: bool = False):
+        self.trainer = trainer
+        self.max_pack = max_pack
+        self.keep_models = keep_models
+        self.last_pack_sizes: list[int] = []  # sizes of the packs the last train_many trained
+
+    def train_many(self, items: list[tuple[dict[str, Any], TextTask, int]]) -> list[ChildResult]:
+        results: list[ChildResult | None] = [None] * len(items)
+        groups: dict[tuple, list[tuple[int, PackedChild]]] = defaultdict(list)
+        cfg = self.trainer.config
+        self.last_pack_sizes = []
+        for i, (config, task, seed) in enumerate(items):
+            spec = child_spec(config, cfg.budget_scale, cfg.batch_size)
+            if self.trainer._invalid_reason(spec) or spec.fine_tune:  # invalid or fine-tuned: the plain path
+                results[i] = self.trainer.train(config, task, seed, keep_model=self.keep_models)
+                continue
+            child = self._prepare(spec, task, seed)
+            groups[pack_key(child, cfg.batch_size)].append((i, child))
+        for members in groups.values():
+            for start in range(0, len(members), self.max_pack):
+                chunk = members[start : start + self.max_pack]
+                self.last_pack_sizes.append(len(chunk))
+                started = time.perf_counter()
+                try:
+                    packed = train_pack([c for _, c in chunk], self.trainer, self.keep_models)
+                except (RuntimeError, ValueError, MemoryError) as exc:
+                    reason = f"{type(exc).__name__}: {exc}"
+                    packed = [ChildResult(STATUS_FAILED, 0.0, 0.0, 0, time.perf_counter() - started, reason)] * len(chunk)
+                for (i, _), result in zip(chunk, packed, strict=True):
+                    results[i] = result
+        return results  # type: ignore[return-value]
+
+    def _prepare(self, spec: ChildSpec, task: TextTask, seed: int) -> PackedChild:
+        inputs, vocab, dim = _Inputs(), 0, 0
+        if spec.use_deep:
+            module = get_module(spec.input_module)
+            inputs.features = self.trainer.cache.get(task, module.name, module.features)
+            dim = module.dimension
+        if spec.use_wide:
+            inputs.wide, vocab = self.trainer._wide_bags(task)
+        return PackedChild(spec, task, seed, inputs, vocab, dim)
+
+
+def train_pack(children: list[PackedChild], trainer: TextChildTrainer, keep_models: bool = False) -> list[ChildResult]:
+    """Train same-key children together; evaluate each alone with the ordinary code."""
+    started = time.perf_counter()
+    dev, cfg = trainer.device, trainer.config
+    k_count = len(children)
+    batch = min(cfg.batch_size, len(children[0].task.splits["train"]))
+
+    # Each child's own initial weights and batch order, as TextChildTrainer makes them.
+    models, rngs = [], []
+    for c in children:
+        torch.manual_seed(c.seed)
+        rngs.append(np.random.default_rng(c.seed))
+        models.append(WideDeepClassifier(c.spec, c.input_dim, c.task.num_classes, None, c.wide_vocab).to(dev))
+    stack = _Stack(models, children, dev)
+    steps = torch.tensor([c.spec.train_steps for c in children], device=dev)
+    orders = [rng.permutation(c.task.splits["train"]) for rng, c in zip(rngs, children, strict=True)]
+    cursors = [0] * k_count
+    labels = [torch.from_numpy(c.task.labels).to(dev) for c in children]
+    diverged_at: dict[int, int] = {}
+    active = torch.ones(k_count, dtype=torch.bool, device=dev)
+
+    for step in range(int(steps.max())):
+        active = (steps > step) & active
+        if not bool(active.any()):
+            break
+        rows = []
+        for k, c in enumerate(children):
+            if cursors[k] + batch > len(orders[k]):
+                orders[k], cursors[k] = rngs[k].permutation(c.task.splits["train"]), 0
+            rows.append(orders[k][cursors[k] : cursors[k] + batch])
+            cursors[k] += batch
+        logits = stack.forward(rows, children, active)  # [K, B, C]
+        targets = torch.stack([labels[k][torch.from_numpy(r).to(dev)] for k, r in enumerate(rows)])
+        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                 reduction="none").view(k_count, -1).mean(dim=1)
+        finite = torch.isfinite(losses.detach())
+        newly = (active & ~finite).nonzero().flatten().tolist()
+        for k in newly:
+            diverged_at[k] = step
+        active = active & finite
+        stack.zero_grad()
+        torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
+        stack.step(active)
+
+    train_s = time.perf_counter() - started
+    stack.unstack_into(models, [diverged_at.get(k, c.spec.train_steps) for k, c in enumerate(children)])
+    results = []
+    for k, (c, model) in enumerate(zip(children, models, strict=True)):
+        per_child = train_s / k_count
+        if k in diverged_at:
+            results.append(ChildResult(STATUS_DIVERGED, 0.0, 0.0, diverged_at[k], per_child,
+                                       f"training loss became non-finite at step {diverged_at[k]}",
+                                       phases={"train": per_child}))
+            continue
+        bad = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+        if bad is not None:
+            results.append(ChildResult(STATUS_DIVERGED, 0.0, 0.0, c.spec.train_steps, per_child,
+                                       f"weights became non-finite ({bad}) after step {c.spec.train_steps}"))
+            continue
+        clock = time.perf_counter()
+
+        def make_batch(rows: np.ndarray, c: PackedChild = c) -> dict[str, Tensor]:
+            return trainer._batch(rows, c.spec, c.inputs)
+
+        val = accuracy(model, make_batch, c.task.splits["validation"], labels[k], cfg.eval_batch_size)
+        test = accuracy(model, make_batch, c.task.splits["test"], labels[k], cfg.eval_batch_size)
+        evaluate = time.perf_counter() - clock
+        results.append(ChildResult(STATUS_OK, val, test, c.spec.train_steps, per_child + evaluate,
+                                   model=model if keep_models else None,
+                                   phases={"train": per_child, "evaluate": evaluate}))
+    return results
+
+
+class _Stack:
+    """The K children's weights stacked on a leading axis, with their Proximal Adagrad state."""
+
+    def __init__(self, models: list[WideDeepClassifier], children: list[PackedChild], dev: torch.device):
+        spec = children[0].spec
+        self.spec, self.dev = spec, dev
+        self.params: dict[str, Tensor] = {}
+        self.buffers: dict[str, Tensor] = {}
+        self.lr: dict[str, Tensor] = {}
+        self.l1: dict[str, Tensor] = {}
+        self.l2: dict[str, Tensor] = {}
+        k_count = len(models)
+
+        def per_child(values: list[float], like: Tensor) -> Tensor:  # [K, 1, ...] to broadcast
+            return torch.tensor(values, device=dev, dtype=like.dtype).view(k_count, *([1] * (like.dim() - 1)))
+
+        if spec.use_deep:
+            for name, _ in models[0].deep.named_parameters():
+                stacked = torch.stack([dict(m.deep.named_parameters())[name].detach() for m in models])
+                self._add(f"deep.{name}", stacked,
+                          per_child([c.spec.deep_lr for c in children], stacked), per_child([0.0] * k_count, stacked),
+                          per_child([c.spec.deep_l2 for c in children], stacked))
+            for name, _ in models[0].deep.named_buffers():
+                if not name.endswith("num_batches_tracked"):
+                    self.buffers[name] = torch.stack([dict(m.deep.named_buffers())[name] for m in models]).clone()
+            self.dropout = torch.tensor([c.spec.dropout for c in children], device=dev).view(k_count, 1, 1)
+        if spec.use_wide:
+            vocab = torch.tensor([max(c.wide_vocab, 1) for c in children], device=dev)
+            self.wide_offsets = [0, *torch.cumsum(vocab, 0).tolist()[:-1]]
+            table = torch.cat([m.wide.weight.detach() for m in models])  # [sum V, C]
+            row_lr = torch.repeat_interleave(torch.tensor([c.spec.wide_lr for c in children], device=dev), vocab)
+            row_l1 = torch.repeat_interleave(torch.tensor([c.spec.wide_l1 for c in children], device=dev), vocab)
+            self.wide_rows = torch.repeat_interleave(torch.arange(k_count, device=dev), vocab)  # row -> child
+            self._add("wide.weight", table, row_lr[:, None], row_l1[:, None], torch.zeros_like(row_lr)[:, None])
+            bias = torch.stack([m.wide_bias.detach() for m in models])
+            self._add("wide_bias", bias, per_child([c.spec.wide_lr for c in children], bias),
+                      per_child([c.spec.wide_l1 for c in children], bias), per_child([0.0] * k_count, bias))
+
+    def _add(self, name: str, value: Tensor, lr: Tensor, l1: Tensor, l2: Tensor) -> None:
+        self.params[name] = value.clone().requires_grad_(True)
+        self.lr[name], self.l1[name], self.l2[name] = lr, l1, l2
+        self.accum = getattr(self, "accum", {})
+        self.accum[name] = torch.full_like(value, ACCUMULATOR_INIT)
+
+    # -- forward ------------------------------------------------------------------------------
+
+    def forward(self, rows: list[np.ndarray], children: list[PackedChild], active: Tensor) -> Tensor:
+        """Training-mode forward: batch norm on batch statistics, dropout on."""
+        spec, p, dev = self.spec, self.params, self.dev
+        logits = None
+        if spec.use_deep:
+            x = torch.stack([torch.from_numpy(c.inputs.features[r]) for c, r in zip(children, rows, strict=True)]).to(dev)
+            for i in range(spec.hidden_layers):
+                x = torch.baddbmm(p[f"deep.{4 * i}.bias"].unsqueeze(1), x, p[f"deep.{4 * i}.weight"].transpose(1, 2))
+                x = self._norm(x, 4 * i + 1, active)
+                x = F.relu(x) if spec.activation == "relu" else F.silu(x)
+                if bool((self.dropout > 0).any()):
+                    keep = 1.0 - self.dropout
+                    x = x * (torch.rand_like(x) < keep) / keep
+            last = 4 * spec.hidden_layers
+            logits = torch.baddbmm(p[f"deep.{last}.bias"].unsqueeze(1), x, p[f"deep.{last}.weight"].transpose(1, 2))
+        if spec.use_wide:
+            ids, offsets, total = [], [], 0
+            for k, (c, r) in enumerate(zip(children, rows, strict=True)):
+                bag_ids, bag_offsets = c.inputs.wide.select(r)
+                ids.append(bag_ids + self.wide_offsets[k])
+                offsets.append(bag_offsets + total)
+                total += len(bag_ids)
+            flat = F.embedding_bag(torch.from_numpy(np.concatenate(ids)).to(dev), p["wide.weight"],
+                                   torch.from_numpy(np.concatenate(offsets)).to(dev), mode="sum")
+            wide = flat.view(len(children), -1, flat.shape[-1]) + p["wide_bias"].unsqueeze(1)
+            logits = wide if logits is None else logits + wide
+        return logits
+
+    def _norm(self, x: Tensor, index: int, active: Tensor) -> Tensor:
+        kind, p = self.spec.normalization, self.params
+        if kind == "none":
+            return x
+        weight, bias = p[f"deep.{index}.weight"].unsqueeze(1), p[f"deep.{index}.bias"].unsqueeze(1)
+        if kind == "layer":
+            mean = x.mean(dim=-1, keepdim=True)
+            var = x.var(dim=-1, unbiased=False, keepdim=True)
+            return (x - mean) / torch.sqrt(var + EPS) * weight + bias
+        # Batch statistics per child; running statistics updated as BatchNorm1d does, for the
+        # children still training (the evaluation reads them after unstacking).
+        mean = x.mean(dim=1)
+        var = x.var(dim=1, unbiased=False)
+        n = x.shape[1]
+        with torch.no_grad():
+            on = active.view(-1, 1)
+            rm, rv = self.buffers[f"{index}.running_mean"], self.buffers[f"{index}.running_var"]
+            rm.copy_(torch.where(on, (1 - BN_MOMENTUM) * rm + BN_MOMENTUM * mean, rm))
+            rv.copy_(torch.where(on, (1 - BN_MOMENTUM) * rv + BN_MOMENTUM * var * n / max(n - 1, 1), rv))
+        return (x - mean.unsqueeze(1)) / torch.sqrt(var.unsqueeze(1) + EPS) * weight + bias
+
+    # -- Proximal Adagrad on the stacked weights ------------------------------------------------
+
+    def zero_grad(self) -> None:
+        for value in self.params.values():
+            value.grad = None
+
+    @torch.no_grad()
+    def step(self, active: Tensor) -> None:
+        """`ProximalAdagrad.step` elementwise; children that are not active keep weights and state."""
+        for name, w in self.params.items():
+            if w.grad is None:
+                continue
+            g = w.grad
+            mask = active[self.wide_rows] if name == "wide.weight" else active
+            mask = mask.view(-1, *([1] * (w.dim() - 1)))
+            accum = torch.where(mask, self.accum[name] + g * g, self.accum[name])
+            eta = self.lr[name] / accum.sqrt()
+            v = w - eta * g
+            v = v.sign() * (v.abs() - eta * self.l1[name]).clamp_min(0.0)
+            self.accum[name] = accum
+            w.copy_(torch.where(mask, v / (1.0 + eta * self.l2[name]), w))
+
+    @torch.no_grad()
+    def unstack_into(self, models: list[WideDeepClassifier], steps_done: list[int]) -> None:
+        for k, model in enumerate(models):
+            if self.spec.use_deep:
+                for name, param in model.deep.named_parameters():
+                    param.copy_(self.params[f"deep.{name}"][k])
+                for name, buffer in model.deep.named_buffers():
+                    if name in self.buffers:
+                        buffer.copy_(self.buffers[name][k])
+                    elif name.endswith("num_batches_tracked"):
+                        buffer.fill_(steps_done[k])
+            if self.spec.use_wide:
+                start = self.wide_offsets[k]
+                model.wide.weight.copy_(self.params["wide.weight"][start : start + model.wide.weight.shape[0]])
+                model.wide_bias.copy_(self.params["wide_bias"][k])
+
