@@ -541,21 +541,28 @@ def _cluster(args: argparse.Namespace) -> int:
 def _runs_list(args: argparse.Namespace) -> int:
     from transfer_automl.report import find_searches, load_search
 
-    searches = []
+    searches, unreadable = [], []
     for directory in find_searches(args.root):
-        data = load_search(directory, with_references=False)
+        try:
+            data = load_search(directory, with_references=False)
+        except TamlError as exc:  # one damaged search does not hide the others
+            unreadable.append({"dir": str(directory), "error": str(exc)})
+            continue
         best = {s.task: s.best_val_accuracy for s in data.summaries()}
         searches.append({"search_id": data.search_id, "dir": str(directory), "method": data.method,
                          "tasks": data.tasks, "trials": len(data.rows), "best_val_accuracy": best})
     if args.json:
-        print_json({"root": str(args.root), "searches": searches})
+        print_json({"root": str(args.root), "searches": searches, "unreadable": unreadable})
         return 0
+    for bad in unreadable:
+        print(f"taml: warning: skipped {bad['dir']}: {bad['error']}", file=sys.stderr)
     if not searches:
         print(f"no searches under {args.root}")
         return 0
     print_table(["search", "dir", "method", "tasks", "trials", "best val per task"],
                 [[s["search_id"], s["dir"], s["method"], ", ".join(s["tasks"]), s["trials"],
-                  ", ".join(f"{t} {v:.4f}" for t, v in s["best_val_accuracy"].items())] for s in searches],
+                  ", ".join(f"{t} {v:.4f}" if v == v else f"{t} n/a" for t, v in s["best_val_accuracy"].items())]
+                 for s in searches],
                 title=f"{len(searches)} searches under {args.root}",
                 numeric=[False, False, False, False, True, False])
     return 0

@@ -102,27 +102,35 @@ def _json(capsys) -> dict:
 def test_json_of_search_runs_and_report(tmp_path, capsys):
     if not (BENCHMARKS / "nasbench201").is_dir():
         pytest.skip("NAS-Bench-201 table not found")
-    common = ["--benchmark", "nasbench201", "--data-dir", str(BENCHMARKS), "--trials", "12", "--no-progress", "--json"]
+    common = ["--benchmark", "nasbench201", "--data-dir", str(BENCHMARKS), "--trials", "8", "--no-progress", "--json"]
     assert main(["search", *common, "--out", str(tmp_path / "runs" / "a"), "--search-id", "a"]) == 0
     search = _json(capsys)
-    assert search["search_id"] == "a" and search["method"] == "reinforce" and search["trials_run"] == 12
+    assert search["search_id"] == "a" and search["method"] == "reinforce" and search["trials_run"] == 8
     by_task = {t["task"]: t for t in search["tasks"]}
-    assert sum(t["trials"] for t in by_task.values()) == 12
-    assert main(["search", *common, "--method", "rs", "--out", str(tmp_path / "runs" / "nested" / "b"),
-                 "--search-id", "b"]) == 0
-    capsys.readouterr()
+    assert sum(t["trials"] for t in by_task.values()) == 8
+    # a sibling random search, without MLflow (the command line's tracking was checked above)
+    from transfer_automl.steps.search import SearchSettings, run_search
+    from transfer_automl.tracking import MemoryTracker
 
+    run_search(SearchSettings(tasks=(), trials=8, out=str(tmp_path / "runs" / "nested" / "b"), method="rs",
+                              benchmark="nasbench201", data_dir=str(BENCHMARKS), progress=False, search_id="b"),
+               tracker=MemoryTracker())
+
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert main(["runs", "list", str(tmp_path / "runs"), "--json"]) == 0
-    listed = {s["search_id"]: s for s in _json(capsys)["searches"]}
-    assert set(listed) == {"a", "b"} and listed["b"]["method"] == "rs" and listed["a"]["trials"] == 12
-    assert listed["a"]["best_val_accuracy"] == {t: s["best_val_accuracy"] for t, s in by_task.items() if s["trials"]}
+    printed = _json(capsys)
+    assert [u["dir"] for u in printed["unreadable"]] == [str(tmp_path / "runs" / "broken")]  # listed, not fatal
+    listed = {s["search_id"]: s for s in printed["searches"]}
+    assert set(listed) == {"a", "b"} and listed["b"]["method"] == "rs" and listed["a"]["trials"] == 8
+    assert listed["a"]["best_val_accuracy"] == {t: s["best_val_accuracy"] for t, s in by_task.items()}
 
     assert main(["runs", "show", str(tmp_path / "runs" / "a"), "--top", "2", "--json", "--data-dir", str(BENCHMARKS)]) == 0
     shown = _json(capsys)
     assert {s["task"]: s["accuracy_top_n"] for s in shown["summary"]} == {t: s["accuracy_top_n"] for t, s in by_task.items()}
     for task, ranked in shown["best_configs"].items():
         assert len(ranked) == min(2, by_task[task]["trained"])
-        assert ranked[0]["config"] == by_task[task]["best_config"]
+        assert not ranked or ranked[0]["config"] == by_task[task]["best_config"]
 
     assert main(["runs", "show", str(tmp_path / "runs" / "a")]) == 0  # the tables, for people
     out = capsys.readouterr().out
