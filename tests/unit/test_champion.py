@@ -280,3 +280,17 @@ def test_registering_a_directory_without_a_search_is_one_line_and_exit_2(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("taml: error: ") and "checkpoint.pt" in err[0]
     assert not (tmp_path / "nothing").exists()  # nothing written, not even an MLflow store
+
+
+def test_registering_into_a_store_without_the_runs_replays_the_ledger_first(searches, samples_dir, tmp_path):
+    """After an outage (or into another server) the trial runs are missing: they are synced from
+    the ledger, then the models logged into them."""
+    uri = f"sqlite:///{tmp_path / 'other.db'}"
+    report = register_champions(searches["root"] / "a", uri, data_dir=str(samples_dir), tasks=TASKS)
+    client = _client(uri)
+    experiment = client.get_experiment_by_name("taml/champ-a")
+    children = client.search_runs([experiment.experiment_id], filter_string="tags.`taml.role` = 'child'")
+    assert len(children) == 4  # every ledger row, not only the champions'
+    for registered in report.registered:
+        assert registered.new_version and registered.champion and registered.version == "1"
+        assert client.get_model_version(registered.name, "1").run_id in {r.info.run_id for r in children}
