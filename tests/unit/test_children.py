@@ -7,7 +7,7 @@ import torch
 from transfer_automl.children.embeddings import MODULES, get_module
 from transfer_automl.children.spec import child_spec
 from transfer_automl.children.trainer import ChildTrainerConfig, TextChildTrainer
-from transfer_automl.errors import ConfigError, SearchSpaceError
+from transfer_automl.errors import ConfigError, SearchSpaceError, StorageError
 from transfer_automl.tasks import load_task
 from transfer_automl.tasks.features import FeatureCache
 
@@ -73,6 +73,26 @@ def test_diverging_child_is_recorded_not_raised(trainer, mpqa):
     result = trainer.train(config, mpqa, seed=0)
     assert result.status == "diverged"
     assert "non-finite" in result.error and result.val_accuracy == 0.0 and result.test_accuracy == 0.0
+
+
+def test_an_error_inside_a_child_fails_it_with_the_reason(feature_cache_dir, mpqa, monkeypatch):
+    def broken(texts):
+        raise KeyError("token table row 12 missing (simulated)")
+
+    monkeypatch.setattr(get_module("random-hashed-64"), "table_input", broken)
+    trainer = TextChildTrainer(ChildTrainerConfig(), FeatureCache(feature_cache_dir))  # nothing memoised
+    result = trainer.train({**BASE, "input_module": "random-hashed-64", "fine_tune": True}, mpqa)
+    assert result.status == "failed" and "KeyError" in result.error and "simulated" in result.error
+    assert result.val_accuracy == 0.0 and result.test_accuracy == 0.0
+
+
+def test_the_searchs_own_errors_are_not_swallowed_as_a_failed_child(trainer, mpqa, monkeypatch):
+    def outage(*args, **kwargs):
+        raise StorageError("feature cache unreachable (simulated)")
+
+    monkeypatch.setattr(trainer.cache, "get", outage)
+    with pytest.raises(StorageError, match="unreachable"):
+        trainer.train({**BASE, "input_module": "random-hashed-64"}, mpqa)
 
 
 def test_pretrained_sentence_encoder_child_and_feature_cache(samples_dir, tmp_path):

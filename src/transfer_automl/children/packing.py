@@ -36,6 +36,7 @@ from transfer_automl.children.loop import accuracy
 from transfer_automl.children.model import WideDeepClassifier
 from transfer_automl.children.spec import ChildSpec, child_spec
 from transfer_automl.children.trainer import ChildResult, TextChildTrainer, _Inputs
+from transfer_automl.errors import TamlError
 from transfer_automl.tasks.text import TextTask
 from transfer_automl.trial_status import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK
 
@@ -89,7 +90,9 @@ class PackedTextTrainer:
                 started = time.perf_counter()
                 try:
                     packed = train_pack([c for _, c in chunk], self.trainer, self.keep_models)
-                except (RuntimeError, ValueError, MemoryError) as exc:
+                except TamlError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one pack's error fails its children, not the search
                     reason = f"{type(exc).__name__}: {exc}"
                     packed = [ChildResult(STATUS_FAILED, 0.0, 0.0, 0, time.perf_counter() - started, reason)] * len(chunk)
                 for (i, _), result in zip(chunk, packed, strict=True):

@@ -31,7 +31,7 @@ from transfer_automl.children.loop import accuracy, fit, proximal_adagrad_for
 from transfer_automl.children.model import WideDeepClassifier
 from transfer_automl.children.spec import ChildSpec, child_spec
 from transfer_automl.children.tokens import TokenBags, compact, hashed_unigram_bags
-from transfer_automl.errors import ConfigError
+from transfer_automl.errors import ConfigError, TamlError
 from transfer_automl.tasks.features import FeatureCache
 from transfer_automl.tasks.text import TextTask
 from transfer_automl.trial_status import STATUS_FAILED, STATUS_INVALID, STATUS_OK
@@ -109,7 +109,9 @@ class TextChildTrainer:
             return ChildResult(STATUS_INVALID, 0.0, 0.0, 0, time.perf_counter() - started, problem)
         try:
             return self._train(spec, task, seed, started, keep_model)
-        except (RuntimeError, ValueError, MemoryError) as exc:
+        except TamlError:
+            raise  # the search's own errors (storage, configuration) stop it: they are not the child's
+        except Exception as exc:  # noqa: BLE001 - any other error fails this child, not the search
             return ChildResult(STATUS_FAILED, 0.0, 0.0, 0, time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
 
     def _invalid_reason(self, spec: ChildSpec) -> str:
