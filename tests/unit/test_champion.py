@@ -294,3 +294,26 @@ def test_registering_into_a_store_without_the_runs_replays_the_ledger_first(sear
     for registered in report.registered:
         assert registered.new_version and registered.champion and registered.version == "1"
         assert client.get_model_version(registered.name, "1").run_id in {r.info.run_id for r in children}
+
+
+def test_a_model_that_fails_to_log_leaves_its_trial_run_finished_and_registers_nothing(searches):
+    import threading
+
+    from transfer_automl.tracking.mlflow import MlflowModelRegistry, MlflowTracker
+
+    uri = searches["uri"]
+    tracker = MlflowTracker(uri)
+    tracker.start("unloggable", {}, {})
+    tracker.log_trial({"trial_id": "unloggable/000000/000", "search_id": "unloggable", "task": "unloggable",
+                       "controller_step": 0, "status": "ok", "val_accuracy": 0.9, "test_accuracy": 0.9, "reward": 0.9,
+                       "duration_s": 1.0, "ledger_file": "round-000000.parquet"}, {})
+    registry = MlflowModelRegistry(uri)
+    run_id = registry.trial_run_id("unloggable", "unloggable/000000/000")
+    model = torch.nn.Linear(2, 2)
+    model.lock = threading.Lock()  # cannot be pickled
+    candidate = ChampionCandidate("unloggable", "unloggable", "unloggable/000000/000", "round-000000.parquet", 0.9, 0.9)
+    with pytest.raises(TypeError):
+        registry.register(candidate, model, run_id, ["torch==2.13.0"])
+    client = _client(uri)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert client.search_model_versions("name = 'taml-unloggable'") == []

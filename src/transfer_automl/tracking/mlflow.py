@@ -244,22 +244,25 @@ class MlflowModelRegistry:
         return self.client.get_model_version(name, alias_version) if alias_version is not None else None
 
     def _log_model(self, run_id: str, model: Any, pip_requirements: list[str]) -> tuple[str, str]:
-        """mlflow.pytorch.log_model into the (reopened, then closed again) trial run. Pickle, not
-        torch.export (the default), which needs an input example and fails on the model's
-        data-dependent branches (which tower, which input)."""
+        """mlflow.pytorch.log_model into the trial run, reopened and closed again with the status it
+        had (a failed upload must not mark a good trial FAILED). Pickle, not torch.export (the
+        default), which needs an input example and fails on the model's data-dependent branches
+        (which tower, which input)."""
         import logging
 
         import mlflow
         import mlflow.pytorch
 
+        status = self.client.get_run(run_id).info.status
         pytorch_log = logging.getLogger("mlflow.pytorch")
         level = pytorch_log.level
         pytorch_log.setLevel(logging.ERROR)  # its warning that pickle is unsafe to load: we chose pickle knowingly
+        mlflow.start_run(run_id=run_id)
         try:
-            with mlflow.start_run(run_id=run_id):
-                info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
-                                                pip_requirements=list(pip_requirements))
+            info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+                                            pip_requirements=list(pip_requirements))
         finally:
+            mlflow.end_run(status=status if status in ("FINISHED", "FAILED", "KILLED") else "FINISHED")
             pytorch_log.setLevel(level)
         return info.model_uri, info.model_id
 
