@@ -279,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog="example: taml runs sync runs/demo --tracking-uri http://mlflow:5000")
     rs.add_argument("out", help="the search directory or s3:// uri (ledger/, checkpoint.pt)")
     rs.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the search's own mlflow.db")
+    rr = rsub.add_parser("register", help="retrain each task's best child, log it to MLflow, register it "
+                                          "(alias champion only if better)",
+                         epilog="example: taml runs register runs/demo --tracking-uri http://mlflow:5000")
+    rr.add_argument("out", help="the search directory (ledger/, checkpoint.pt)")
+    rr.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the search's own mlflow.db")
+    rr.add_argument("--data-dir", help="where the search's task names resolve (default: as for taml search)")
+    _json_flag(rr)
     return parser
 
 
@@ -320,7 +327,8 @@ def _search(args: argparse.Namespace) -> int:
         print_json({"search_id": result.search_id, "method": result.method, "trials_run": result.trials_run,
                     "wall_s": result.wall_s, "out": str(result.out), "data": result.data_location,
                     "ledger": str(result.ledger_dir), "checkpoint": str(result.checkpoint),
-                    "mlflow": result.tracking_location, "tasks": [_task_summary(s) for s in result.per_task]})
+                    "mlflow": result.tracking_location, "tasks": [_task_summary(s) for s in result.per_task],
+                    "models": result.champions.to_dict() if result.champions is not None else None})
         return 0
     reference = result.per_task[0].reference if result.per_task else ""
     print_table(["task", "trials", "trained", "best val", "its test", "acc-top10", f"{reference} (test)"],
@@ -334,6 +342,8 @@ def _search(args: argparse.Namespace) -> int:
     print(f"mlflow:     {result.tracking_location}")
     if result.tracking_location.startswith("sqlite:"):
         print(f"browse:     mlflow ui --backend-store-uri {result.tracking_location}")
+    for line in result.champions.lines() if result.champions is not None else []:
+        print(line)
     return 0
 
 
@@ -501,16 +511,6 @@ def _pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runs(args: argparse.Namespace) -> int:
-    if args.runs_command == "list":
-        return _runs_list(args)
-    if args.runs_command == "show":
-        return _runs_show(args)
-    from transfer_automl.steps.search import sync_runs
-
-    result = sync_runs(args.out, args.tracking_uri)
-    print(f"search {result.search_id} -> {result.tracking_location}: "
-          f"synced {result.new} new runs, {result.present} already present")
 def _cluster(args: argparse.Namespace) -> int:
     """Exit 0 when no check fails, 1 when one does (2 stays for bad input)."""
     import json
@@ -535,6 +535,25 @@ def _cluster(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _runs(args: argparse.Namespace) -> int:
+    if args.runs_command == "list":
+        return _runs_list(args)
+    if args.runs_command == "show":
+        return _runs_show(args)
+    if args.runs_command == "register":
+        from transfer_automl.tracking.champion import register_champions
+
+        report = register_champions(args.out, args.tracking_uri, data_dir=args.data_dir)
+        if args.json:
+            print_json({"search_id": report.search_id, "mlflow": report.tracking_location, **report.to_dict()})
+        else:
+            print("\n".join([f"search {report.search_id} -> {report.tracking_location or 'nothing'}", *report.lines()]))
+        return 0
+    from transfer_automl.steps.search import sync_runs
+
+    result = sync_runs(args.out, args.tracking_uri)
+    print(f"search {result.search_id} -> {result.tracking_location}: "
+          f"synced {result.new} new runs, {result.present} already present")
     return 0
 
 
