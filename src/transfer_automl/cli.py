@@ -58,6 +58,22 @@ def _examples(*lines: str) -> dict:
             "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
+class _IntermixedParser(_Parser):
+    """`taml pipeline ...`: NAME=VALUE parameters may come before, between or after the options
+    (argparse alone takes a positional list only in one piece)."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inside:  # parse_known_intermixed_args calls back here
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def _pipeline_shape_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=_positive_int, help="rounds unrolled into the pipeline (default: its own)")
     parser.add_argument("--children", type=_positive_int, help="children per round (default: the pipeline's)")
@@ -202,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(tr)
 
     pl = sub.add_parser("pipeline", help="Kubeflow pipelines (from a checkout: pipelines/ is not in the wheel)")
-    plsub = pl.add_subparsers(dest="pipeline_command", required=True)
+    plsub = pl.add_subparsers(dest="pipeline_command", required=True, parser_class=_IntermixedParser)
     plc = plsub.add_parser("compile", help="compile every pipelines/<name>/pipeline.py to DIR/<name>.yaml",
                            **_examples("taml pipeline compile --out build/pipelines"))
     plc.add_argument("--out", required=True)

@@ -21,18 +21,32 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+def test_a_bad_parameter_is_refused_before_anything_runs(tmp_path, capsys):
+    from transfer_automl.cli import main
+
+    argv = ["pipeline", "run", "--local", "multitask_search", "--pipelines-dir", str(REPO / "pipelines"),
+            "--pipeline-root", str(tmp_path / "root")]
+    assert main([*argv, "seed=one", f"search_dir={tmp_path}"]) == 2
+    assert "pipeline parameter seed: 'one' is not a valid Integer" in capsys.readouterr().err
+    assert main(argv) == 2
+    assert "needs parameter(s) ['search_dir']" in capsys.readouterr().err
+    assert main([*argv[:3], "no_such_pipeline", *argv[4:]]) == 2
+    assert "pipeline 'no_such_pipeline' not found" in capsys.readouterr().err
+    assert not (tmp_path / "root").exists()
+
+
 def _outputs(root: Path, task_prefix: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in root.rglob("executor_output.json") if p.parent.name.startswith(task_prefix)]
 
 
-def test_two_rounds_of_two_children_run_locally(tmp_path, toy_table):
-    from pipelines.multitask_search.pipeline import build_pipeline
-    from transfer_automl.kubeflow.local import run_local
+def test_two_rounds_of_two_children_run_locally(tmp_path, toy_table, capsys):
+    from transfer_automl.cli import main
 
     search_dir, root = tmp_path / "search", tmp_path / "pipeline_root"
-    pipeline = build_pipeline(rounds=2, children_per_round=2, gpu=False)
-    run_local(pipeline, {"search_dir": str(search_dir), "table": str(toy_table), "metric_columns": ["t1", "t2"],
-                         "search_id": "local"}, root)
+    assert main(["pipeline", "run", "--local", "multitask_search", "--pipelines-dir", str(REPO / "pipelines"),
+                 "--rounds", "2", "--children", "2", "--cpu", "--pipeline-root", str(root),
+                 f"search_dir={search_dir}", f"table={toy_table}", "metric_columns=t1,t2", "search_id=local"]) == 0
+    assert "pipeline multitask_search finished" in capsys.readouterr().out
     rows = Ledger(search_dir / "ledger").read().to_pylist()
     assert len(rows) == 4
     assert len({r["trial_id"] for r in rows}) == 4

@@ -115,7 +115,7 @@ def _prepare(package: Path, host: str, experiment: str, namespace: str | None, v
 
     from transfer_automl.kubeflow.pipelines import spec_digest
 
-    spec = yaml.safe_load(Path(package).read_text())
+    spec = next(yaml.safe_load_all(Path(package).read_text()))  # the pipeline spec; then the platform spec
     info = spec.get("pipelineInfo", {})
     pipeline_name, description = info.get("name", Path(package).stem), info.get("description", "")
     version = version_name or f"{pipeline_name}-{spec_digest(package)}"

@@ -34,24 +34,30 @@ class BuildOptions:
 
 def pipeline_modules(pipelines_dir: str | Path = "pipelines") -> dict[str, ModuleType]:
     """{name: module} of every pipelines_dir/<name>/pipeline.py, loaded by path."""
+    return {path.parent.name: _load(path) for path in _definitions(pipelines_dir)}
+
+
+def load_pipeline(name: str, pipelines_dir: str | Path = "pipelines") -> ModuleType:
+    """The module of pipelines_dir/<name>/pipeline.py (only that one is loaded)."""
+    definitions = {path.parent.name: path for path in _definitions(pipelines_dir)}
+    if name not in definitions:
+        raise ConfigError(f"pipeline {name!r} not found; available: {sorted(definitions)}")
+    return _load(definitions[name])
+
+
+def _definitions(pipelines_dir: str | Path) -> list[Path]:
     root = Path(pipelines_dir)
     definitions = sorted(root.glob("*/pipeline.py"))
     if not definitions:
         raise ConfigError(f"--pipelines-dir: no */pipeline.py under {root} (run from a checkout)")
-    modules = {}
-    for path in definitions:
-        spec = importlib.util.spec_from_file_location(f"taml_pipeline_{path.parent.name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        modules[path.parent.name] = module
-    return modules
+    return definitions
 
 
-def load_pipeline(name: str, pipelines_dir: str | Path = "pipelines") -> ModuleType:
-    modules = pipeline_modules(pipelines_dir)
-    if name not in modules:
-        raise ConfigError(f"pipeline {name!r} not found; available: {sorted(modules)}")
-    return modules[name]
+def _load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"taml_pipeline_{path.parent.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def build(module: ModuleType, options: BuildOptions = BuildOptions()):

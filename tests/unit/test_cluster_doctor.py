@@ -1,0 +1,186 @@
+"""`taml cluster doctor` against a local HTTP server that answers the Kubernetes API paths with
+recorded-style JSON objects, reached through a kubeconfig that points at it (the real
+kubernetes client, over HTTP)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+
+NS = "/api/v1/namespaces/taml"
+
+
+def _meta(kind: str, name: str, **extra) -> dict:
+    return {"kind": kind, "apiVersion": "v1", "metadata": {"name": name, "namespace": "taml", **extra}}
+
+
+def _service(name: str, ports: list[int]) -> dict:
+    return {**_meta("Service", name), "spec": {"ports": [{"port": p, "protocol": "TCP"} for p in ports]}}
+
+
+def _endpoints(name: str, ready: int) -> dict:
+    subsets = [{"addresses": [{"ip": f"10.0.0.{i + 1}"} for i in range(ready)], "ports": [{"port": 1}]}] if ready else []
+    return {**_meta("Endpoints", name), "subsets": subsets}
+
+
+def _node(name: str, gpus: int, labelled: bool) -> dict:
+    labels = {"kubernetes.io/hostname": name, **({"nvidia.com/gpu.present": "true"} if labelled else {})}
+    allocatable = {"cpu": "16", "memory": "64Gi", **({"nvidia.com/gpu": str(gpus)} if gpus else {})}
+    return {"metadata": {"name": name, "labels": labels}, "status": {"allocatable": allocatable}}
+
+
+# What a healthy cluster with the local overlay (in-cluster MinIO) answers.
+HEALTHY = {
+    NS: {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "taml"}, "status": {"phase": "Active"}},
+    f"{NS}/serviceaccounts/taml-pipeline-runner": _meta("ServiceAccount", "taml-pipeline-runner"),
+    f"{NS}/secrets/taml-s3-credentials": {**_meta("Secret", "taml-s3-credentials"), "type": "Opaque",
+                                          "data": {"AWS_ACCESS_KEY_ID": "QUtJQQ==", "AWS_SECRET_ACCESS_KEY": "c2VjcmV0"}},
+    f"{NS}/secrets/taml-postgres": {**_meta("Secret", "taml-postgres"), "type": "Opaque",
+                                    "data": {"username": "bWxmbG93", "password": "cHc="}},
+    f"{NS}/configmaps/taml-endpoints": {**_meta("ConfigMap", "taml-endpoints"), "data": {
+        "MLFLOW_TRACKING_URI": "http://mlflow.taml.svc.cluster.local:5000",
+        "AWS_ENDPOINT_URL": "http://minio.taml.svc.cluster.local:9000", "AWS_DEFAULT_REGION": "us-east-1"}},
+    f"{NS}/services/mlflow": _service("mlflow", [5000]),
+    f"{NS}/endpoints/mlflow": _endpoints("mlflow", 1),
+    f"{NS}/services/minio": _service("minio", [9000, 9001]),
+    f"{NS}/endpoints/minio": _endpoints("minio", 1),
+    "/api/v1/nodes": {"kind": "NodeList", "apiVersion": "v1", "metadata": {},
+                      "items": [_node("cpu-1", 0, False), _node("gpu-1", 2, True)]},
+}
+
+
+@pytest.fixture()
+def cluster(tmp_path):
+    """(responses, kubeconfig path, requested paths): edit `responses` (a path -> object, or an
+    int status) before running the doctor."""
+    responses = copy.deepcopy(HEALTHY)
+    requested: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            requested.append(path)
+            answer = responses.get(path, 404)
+            status = answer if isinstance(answer, int) else 200
+            if isinstance(answer, int):
+                reason = {403: "Forbidden", 404: "NotFound"}.get(status, "InternalError")
+                answer = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+                          "message": f"{path}: {reason}", "code": status}
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
+        "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+    }))
+    yield responses, kubeconfig, requested
+    server.shutdown()
+    server.server_close()
+
+
+def _doctor(kubeconfig, *args) -> int:
+    from transfer_automl.cli import main
+
+    return main(["cluster", "doctor", "--kubeconfig", str(kubeconfig), *args])
+
+
+def _checks(capsys) -> dict:
+    body = json.loads(capsys.readouterr().out)
+    return body, {c["name"]: (c["status"], c["detail"]) for c in body["checks"]}
+
+
+def test_a_ready_cluster_passes_and_gets_a_parallelism(cluster, capsys):
+    responses, kubeconfig, requested = cluster
+    assert _doctor(kubeconfig, "--children", "4") == 0
+    out = capsys.readouterr().out
+    assert "ready" in out and "--children 4 --parallelism 2" in out
+    assert _doctor(kubeconfig, "--json", "--children", "4") == 0
+    body, checks = _checks(capsys)
+    assert body["ok"] is True and body["gpus"] == 2 and body["suggested_parallelism"] == 2
+    assert {name: status for name, (status, _) in checks.items()} == {
+        "namespace": "ok", "service account": "ok", "secret taml-s3-credentials": "ok", "secret taml-postgres": "ok",
+        "configmap taml-endpoints": "ok", "mlflow": "ok", "object store": "ok", "gpus": "ok"}
+    assert "AWS_SECRET_ACCESS_KEY" in checks["secret taml-s3-credentials"][1]
+    assert "c2VjcmV0" not in json.dumps(body)  # secret values are never printed
+    assert f"{NS}/endpoints/minio" in requested and "/api/v1/nodes" in requested
+    assert _doctor(kubeconfig, "--json", "--children", "1") == 0
+    assert _checks(capsys)[0]["suggested_parallelism"] == 1  # never more than the children of a round
+
+
+def test_a_broken_cluster_names_every_problem(cluster, capsys):
+    responses, kubeconfig, _ = cluster
+    del responses[f"{NS}/secrets/taml-postgres"]
+    responses[f"{NS}/secrets/taml-s3-credentials"]["data"].pop("AWS_SECRET_ACCESS_KEY")
+    responses[f"{NS}/endpoints/mlflow"] = _endpoints("mlflow", 0)
+    responses[f"{NS}/services/minio"] = _service("minio", [9001])
+    responses["/api/v1/nodes"]["items"] = [_node("gpu-1", 4, labelled=False)]
+    assert _doctor(kubeconfig, "--json") == 1
+    body, checks = _checks(capsys)
+    assert body["ok"] is False and body["suggested_parallelism"] is None
+    assert checks["secret taml-postgres"][0] == "fail" and "secret-template.yaml" in checks["secret taml-postgres"][1]
+    assert checks["secret taml-s3-credentials"] == ("fail", "missing keys ['AWS_SECRET_ACCESS_KEY']")
+    assert checks["mlflow"][0] == "fail" and "no ready pods" in checks["mlflow"][1]
+    assert checks["object store"][0] == "fail" and "not 9000" in checks["object store"][1]
+    assert checks["gpus"][0] == "fail" and "nvidia.com/gpu.present=true" in checks["gpus"][1]
+    assert checks["namespace"][0] == checks["configmap taml-endpoints"][0] == "ok"
+    assert _doctor(kubeconfig) == 1
+    assert "not ready" in capsys.readouterr().out
+
+
+def test_irsa_and_external_s3_need_no_secret_or_minio(cluster, capsys):
+    responses, kubeconfig, requested = cluster
+    responses[f"{NS}/serviceaccounts/taml-pipeline-runner"]["metadata"]["annotations"] = {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/taml-pipeline-runner"}
+    del responses[f"{NS}/secrets/taml-s3-credentials"], responses[f"{NS}/services/minio"]
+    responses[f"{NS}/configmaps/taml-endpoints"]["data"]["AWS_ENDPOINT_URL"] = "https://s3.us-east-1.amazonaws.com"
+    responses["/api/v1/nodes"]["items"] = [_node("cpu-1", 0, False)]
+    assert _doctor(kubeconfig, "--json") == 0
+    body, checks = _checks(capsys)
+    assert checks["service account"] == ("ok", "taml-pipeline-runner (IRSA role)")
+    assert checks["secret taml-s3-credentials"][0] == "ok" and "IRSA" in checks["secret taml-s3-credentials"][1]
+    assert checks["object store"][0] == "ok" and "external" in checks["object store"][1]
+    assert checks["gpus"][0] == "warn" and "--cpu" in checks["gpus"][1] and body["suggested_parallelism"] is None
+    assert f"{NS}/services/minio" not in requested
+
+
+def test_a_missing_namespace_stops_early_and_forbidden_nodes_warn(cluster, capsys):
+    responses, kubeconfig, requested = cluster
+    responses["/api/v1/nodes"] = 403
+    assert _doctor(kubeconfig, "--json") == 0
+    assert _checks(capsys)[1]["gpus"][0] == "warn"
+    del responses[NS]
+    requested.clear()
+    assert _doctor(kubeconfig, "--json") == 1
+    body, checks = _checks(capsys)
+    assert list(checks) == ["namespace"] and "kubectl apply -k" in checks["namespace"][1]
+    assert requested == [NS]
+    assert _doctor(kubeconfig, "--json", "--namespace", "other") == 1
+    assert "other not found" in _checks(capsys)[1]["namespace"][1]
+
+
+def test_no_configuration_or_no_server_is_one_line(tmp_path, cluster, capsys):
+    _, kubeconfig, _ = cluster
+    assert _doctor(tmp_path / "missing") == 2
+    assert "no Kubernetes configuration" in capsys.readouterr().err
+    kubeconfig.write_text(re.sub(r"http://127\.0\.0\.1:\d+", "http://127.0.0.1:9", kubeconfig.read_text()))  # refused
+    assert _doctor(kubeconfig) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Kubernetes API unreachable" in err
