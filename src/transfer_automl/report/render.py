@@ -84,6 +84,10 @@ def _header(page: Page, data: SearchData, others: list[SearchData]) -> None:
         f"generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by <code>taml report</code>. "
         f"accuracy-top{data.top_n}: mean test accuracy of the {data.top_n} trained children with the best "
         "validation accuracy (Transfer AutoML, Table 3).")
+    shown = {k: v for k, v in data.settings.items() if v is not None}
+    if shown:
+        page.paragraph("settings: " + " · ".join(f"{escape(str(k))}=<code>{escape(str(v))}</code>"
+                                                 for k, v in shown.items()))
 
 
 def _summary(page: Page, data: SearchData, others: list[SearchData]) -> None:
