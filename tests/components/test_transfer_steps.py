@@ -40,16 +40,16 @@ def source(tmp_path, three_task_table):
     return _search(tmp_path / "source", three_task_table, ["t1", "t2"])
 
 
-def test_trial_rank_distance_ranks_the_correlated_task_first(tmp_path, source, three_task_table):
-    chosen = transfer_steps.task_distance(tmp_path / "t", ["t3"], source, distance="trial_rank", select="all",
-                                          repeats=4, **three_task_table)
+def test_rank_correlation_ranks_the_correlated_task_first(tmp_path, source, three_task_table):
+    chosen = transfer_steps.task_distance(tmp_path / "t", ["t3"], source, distance="rank_correlation", select="all",
+                                          **three_task_table)
     assert chosen == {"t3": ["t1", "t2"]}
     rows = {(r["source"], r["target"]): r for r in pq.read_table(tmp_path / "t" / "distance.parquet").to_pylist()}
     assert set(rows) == {("t1", "t3"), ("t2", "t3")}
     assert rows[("t1", "t3")]["mean"] == pytest.approx(0.0)  # same ranking on every probed configuration
-    assert rows[("t2", "t3")]["mean"] == pytest.approx(1.0)  # reversed ranking
-    assert all(r["distance"] == "trial_rank" and r["std"] >= 0 for r in rows.values())
-    assert transfer_steps.task_distance(tmp_path / "u", ["t3"], source, distance="trial_rank", select="t2",
+    assert rows[("t2", "t3")]["mean"] == pytest.approx(2.0)  # reversed ranking
+    assert all(r["distance"] == "rank_correlation" and r["std"] == 0 for r in rows.values())
+    assert transfer_steps.task_distance(tmp_path / "u", ["t3"], source, distance="rank_correlation", select="t2",
                                         **three_task_table) == {"t3": ["t2"]}
 
 
@@ -61,16 +61,16 @@ def test_trial_rank_distance_ranks_the_correlated_task_first(tmp_path, source, t
     ({"target_tasks": []}, "at least one target task"),
 ])
 def test_task_distance_refuses_bad_input_and_writes_nothing(tmp_path, source, three_task_table, kwargs, message):
-    args = {"target_tasks": ["t3"], "distance": "trial_rank", **kwargs}
+    args = {"target_tasks": ["t3"], "distance": "rank_correlation", **kwargs}
     with pytest.raises(ConfigError, match=message):
         transfer_steps.task_distance(tmp_path / "t", source_search=source, **args, **three_task_table)
     assert not (tmp_path / "t").exists()
 
 
-def test_trial_rank_needs_enough_probe_configurations(tmp_path, three_task_table):
+def test_rank_correlation_needs_enough_probe_configurations(tmp_path, three_task_table):
     small = _search(tmp_path / "small", three_task_table, ["t1", "t2"], children=2)
     with pytest.raises(ConfigError, match="distinct successful configurations"):
-        transfer_steps.task_distance(tmp_path / "t", ["t3"], small, distance="trial_rank", **three_task_table)
+        transfer_steps.task_distance(tmp_path / "t", ["t3"], small, distance="rank_correlation", **three_task_table)
 
 
 def test_warm_start_takes_the_closest_sources_embedding_and_is_idempotent(tmp_path, source, three_task_table):

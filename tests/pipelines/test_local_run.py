@@ -88,7 +88,7 @@ def test_transfer_search_runs_locally_from_a_previous_search(tmp_path, three_tas
     search_dir, root = tmp_path / "target", tmp_path / "pipeline_root"
     run_local(build_pipeline(rounds=1, children_per_round=2, gpu=False),
               {"search_dir": str(search_dir), "target_tasks": ["t3"], "source_search": str(source),
-               "distance": "trial_rank", "select": "all", "search_id": "target", **table}, root)
+               "distance": "rank_correlation", "select": "all", "search_id": "target", **table}, root)
     distance = {(r["source"], r["target"]): r["mean"] for r in pq.read_table(search_dir / "distance.parquet").to_pylist()}
     assert distance[("t1", "t3")] < distance[("t2", "t3")]
     [chosen] = _outputs(root, "task-distance")

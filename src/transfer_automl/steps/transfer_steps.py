@@ -15,13 +15,12 @@ Distances (`distance`):
 
 * `fisher_ld`: the Fisher log-determinant distance from the tasks' data (text or image tasks;
   `transfer.distances.FisherLogDet.matrix` over sources + targets, mean and std over `repeats`).
-* `trial_rank`: for searches whose children are looked up in a table (no data to probe), or
-  any search: the target is evaluated on up to `probe_trials` configurations the source task
-  tried in the previous search (its ledger), and d[b, t] = (1 - rho) / 2 with rho the Spearman
-  rank correlation of the two tasks' validation accuracies on those configurations (0: same
-  ranking, 1: reversed). std: over `repeats` bootstrap resamples of the configurations. The
-  probe evaluations cost `probe_trials` children per source (lookups for a table) and are not
-  trials of the new search.
+* `rank_correlation`: for searches whose children are looked up in a table (no data to probe),
+  or any search: the target is evaluated on up to `probe_trials` configurations each source task
+  tried in the previous search (its ledger), and d[b, t] = 1 - Spearman rho of the two tasks'
+  validation accuracies on the configurations both have (`transfer.distances.RankCorrelation`:
+  0 same ranking, 1 unrelated, 2 reversed; std 0). The probe evaluations cost up to
+  `probe_trials` children per source (lookups for a table) and are not trials of the new search.
 
 Modes of `transfer_init`:
 
@@ -53,7 +52,7 @@ from transfer_automl.trial_status import STATUS_OK
 
 DISTANCE_NAME = "distance.parquet"
 TRANSFER_NAME = "transfer.json"
-DISTANCES = ("fisher_ld", "trial_rank")
+DISTANCES = ("fisher_ld", "rank_correlation")
 MODES = ("warm_start", "reduce_space")
 EMBEDDINGS = ("closest", "mean", "random")
 _MIN_PROBE_CONFIGS = 3  # fewer points give no usable rank correlation
@@ -112,16 +111,16 @@ def task_distance(search_dir: str | Path, target_tasks: tuple[str, ...] | list[s
     if distance == "fisher_ld":
         if src.tabular:
             raise ConfigError("distance fisher_ld needs the tasks' data, and the source search looks its children "
-                              "up in a table; use distance trial_rank")
+                              "up in a table; use distance rank_correlation")
         mean, std = _fisher_ld(sources, targets, repeats, seed, src.data_dir)
     else:
-        mean, std = _trial_rank(source, src, sources, targets, repeats, seed, probe_trials, out)
+        mean, std = _rank_correlation(source, src, sources, targets, seed, probe_trials, out)
     rows = [{"source": b, "target": t, "mean": float(mean[i, j]), "std": float(std[i, j]), "distance": distance}
             for i, b in enumerate(sources) for j, t in enumerate(targets)]
     _write_distances(out, rows)
     chosen = {}
     for j, t in enumerate(targets):
-        ranked = [sources[i] for i in np.argsort(mean[:, j], kind="stable")]
+        ranked = [sources[i] for i in np.argsort(mean[:, j], kind="stable")]  # an undefined (NaN) one last
         chosen[t] = ranked[:1] if select == "closest" else ranked if select == "all" else [select]
     return chosen
 
@@ -139,57 +138,34 @@ def _fisher_ld(sources: list[str], targets: list[str], repeats: int, seed: int,
     return matrix.mean[:k, k:], matrix.std[:k, k:]  # rows: sources, columns: targets
 
 
-def _trial_rank(source: SearchDir, src: SearchSettings, sources: list[str], targets: list[str],
-                repeats: int, seed: int, probe_trials: int, out: SearchDir) -> tuple[np.ndarray, np.ndarray]:
-    ledger = source.ledger
-    rows = [r for r in ledger.read().to_pylist() if r["status"] == STATUS_OK and _finite(r["val_accuracy"])]
+def _rank_correlation(source: SearchDir, src: SearchSettings, sources: list[str], targets: list[str], seed: int,
+                      probe_trials: int, out: SearchDir) -> tuple[np.ndarray, np.ndarray]:
+    """`transfer.distances.RankCorrelation` between each source's ledger values and the targets'
+    values on (up to `probe_trials` of) the same configurations, which are evaluated here."""
+    from transfer_automl.transfer.distances import RankCorrelation
+
+    evaluations = RankCorrelation.from_ledger(source.ledger.read().to_pylist()).evaluations
     backend = _backend(replace(src, tasks=tuple(targets)), out)  # text children cache features under out
     rng = np.random.default_rng(seed)
-    target_values: dict[tuple[str, str], float] = {}  # (target, config JSON) -> val accuracy; one child each
-    mean = np.zeros((len(sources), len(targets)))
-    std = np.zeros_like(mean)
-    for i, b in enumerate(sources):
-        per_config: dict[str, list[float]] = {}
-        for r in rows:
-            if r["task"] == b:
-                per_config.setdefault(r["config"], []).append(float(r["val_accuracy"]))
-        configs = sorted(per_config)
+    probes: set[str] = set()
+    for b in sources:
+        configs = sorted(evaluations.get(b, {}))
         if len(configs) < _MIN_PROBE_CONFIGS:
-            raise ConfigError(f"distance trial_rank: source task {b!r} has {len(configs)} distinct successful "
-                              f"configurations in {ledger.root}; it needs at least {_MIN_PROBE_CONFIGS}")
-        if len(configs) > probe_trials:
-            configs = sorted(rng.choice(configs, size=probe_trials, replace=False).tolist())
-        x = np.array([np.mean(per_config[c]) for c in configs])
-        for j, t in enumerate(targets):
-            for c in configs:
-                if (t, c) not in target_values:
-                    result = backend.trainer.train(json.loads(c), backend.task_objects[t], seed=seed)
-                    target_values[(t, c)] = result.val_accuracy if result.status == STATUS_OK else math.nan
-            y = np.array([target_values[(t, c)] for c in configs])
-            keep = np.isfinite(y)
-            mean[i, j] = (1.0 - _spearman(x[keep], y[keep])) / 2.0
-            boot = [(1.0 - _spearman(x[keep][s], y[keep][s])) / 2.0
-                    for s in (rng.integers(0, keep.sum(), keep.sum()) for _ in range(repeats))]
-            std[i, j] = float(np.std(boot, ddof=1)) if repeats > 1 else 0.0
-    return mean, std
-
-
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Rank correlation with average ranks for ties; 0 when either side is constant."""
-    rx, ry = _ranks(x), _ranks(y)
-    if len(x) < 2 or rx.std() == 0 or ry.std() == 0:
-        return 0.0
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values), dtype=float)
-    for value in np.unique(values):  # ties share their mean rank
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
+            raise ConfigError(f"distance rank_correlation: source task {b!r} has {len(configs)} distinct successful "
+                              f"configurations in {source.ledger.root}; it needs at least {_MIN_PROBE_CONFIGS}")
+        probes |= set(rng.choice(configs, size=probe_trials, replace=False).tolist()
+                      if len(configs) > probe_trials else configs)
+    for t in targets:  # one child per (target, configuration); a failed child is left out
+        results = {c: backend.trainer.train(json.loads(c), backend.task_objects[t], seed=seed) for c in sorted(probes)}
+        evaluations[t] = {c: r.val_accuracy for c, r in results.items() if r.status == STATUS_OK}
+    matrix = RankCorrelation(evaluations, min_common=_MIN_PROBE_CONFIGS).matrix([*sources, *targets])
+    k = len(sources)
+    mean = matrix.mean[:k, k:]  # rows: sources, columns: targets
+    undefined = [t for j, t in enumerate(targets) if np.isnan(mean[:, j]).all()]
+    if undefined:
+        raise ConfigError(f"distance rank_correlation: undefined for target(s) {undefined} (fewer than "
+                          f"{_MIN_PROBE_CONFIGS} shared configurations, or all values equal)")
+    return mean, matrix.std[:k, k:]
 
 
 # -- transfer_init -------------------------------------------------------------------------------
