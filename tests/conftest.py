@@ -60,5 +60,5 @@ def _one_torch_thread():
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(monkeypatch):
     """No test may log into a user's MLflow server."""
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID", "TAML_DATA_DIR"):
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID", "TAML_DATA_DIR"):
         monkeypatch.delenv(var, raising=False)

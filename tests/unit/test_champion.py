@@ -43,7 +43,7 @@ def searches(tmp_path_factory, samples_dir, feature_cache_dir):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     results = {}
     with pytest.MonkeyPatch.context() as mp:
-        for var in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):
+        for var in ("MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):
             mp.delenv(var, raising=False)
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         for name, seed in (("a", 0), ("b", 1)):

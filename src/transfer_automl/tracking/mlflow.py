@@ -176,7 +176,7 @@ class MlflowModelRegistry:
         from mlflow.tracking import MlflowClient
 
         self.uri = _resolve_uri(uri, default_uri)
-        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri)  # registry: MLFLOW_REGISTRY_URI if set, else this store
 
     def trial_run_id(self, search_id: str, trial_id: str) -> str | None:
         """The child run of a trial (MlflowTracker.log_trial), or None when MLflow lacks it."""
