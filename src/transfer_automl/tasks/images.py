@@ -72,8 +72,19 @@ def available_image_sources(directory: str | Path | None = None) -> list[str]:
 
 
 def is_image_task(name: str, directory: str | Path | None = None) -> bool:
-    """Whether `name`'s source part names a file in the image directory (no file is read)."""
-    return (image_dir(directory) / f"{name.split(':', 1)[0]}.parquet").is_file()
+    """Whether `name`'s source part names an image file in the image directory.
+
+    Only the Parquet schema is read: a text task file in the same directory (`--data-dir` may
+    hold both) has no `pixels` column and is not an image task."""
+    path = image_dir(directory) / f"{name.split(':', 1)[0]}.parquet"
+    if not path.is_file():
+        return False
+    import pyarrow.parquet as pq
+
+    try:
+        return "pixels" in pq.read_schema(path).names
+    except (OSError, ValueError):
+        return False  # not readable Parquet: the loader that reads it names the problem
 
 
 def load_image_task(name: str, data_dir: str | Path | None = None) -> ImageTask:
