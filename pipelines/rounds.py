@@ -1,4 +1,5 @@
-"""What every search pipeline shares: the unrolled rounds, where a child runs, and the report.
+"""What every search pipeline shares: the unrolled rounds, where a child runs, what every pod
+gets from the cluster, and the report.
 
 KFP v2 has no loops, so `search_rounds` unrolls `rounds` rounds when the pipeline is built:
 
@@ -35,10 +36,27 @@ CHILD_RETRIES = 2
 STEP_RETRIES = 1
 
 
+# What every step's pod gets (manifests/README.md): the endpoints from the ConfigMap, the object
+# store's keys from the Secret (optional: with IRSA there is none), and the images' non-root user.
+ENDPOINTS_CONFIGMAP = "taml-endpoints"
+ENDPOINTS_ENV = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "TAML_BUCKET", "TAML_ARTIFACT_ROOT")
+S3_SECRET = "taml-s3-credentials"
+S3_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+IMAGE_USER = 10001  # images/*/Dockerfile
+
+
+def cluster_env(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Endpoints and credentials from the cluster, never from pipeline parameters; non-root."""
+    kubernetes.use_config_map_as_env(task, ENDPOINTS_CONFIGMAP, {k: k for k in ENDPOINTS_ENV})
+    kubernetes.use_secret_as_env(task, S3_SECRET, {k: k for k in S3_SECRET_ENV}, optional=True)
+    kubernetes.set_security_context(task, run_as_user=IMAGE_USER, run_as_group=IMAGE_USER, run_as_non_root=True)
+    return task
+
+
 def state_step(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
     """A step that reads or writes search state: named, never cached, retried once."""
-    return task.set_display_name(name).set_caching_options(False).set_retry(
-        num_retries=STEP_RETRIES, backoff_duration="10s")
+    task.set_display_name(name).set_caching_options(False).set_retry(num_retries=STEP_RETRIES, backoff_duration="10s")
+    return cluster_env(task)
 
 
 def search_rounds(search_dir, start_round, rounds: int, children_per_round: int, gpu: bool = True,
@@ -63,6 +81,7 @@ def search_rounds(search_dir, start_round, rounds: int, children_per_round: int,
 
 def child_resources(task: dsl.PipelineTask, gpu: bool) -> None:
     """CPU/memory limits and retries; with gpu, one GPU on a GPU node (selector + toleration)."""
+    cluster_env(task)
     task.set_cpu_limit(CHILD_CPU_LIMIT).set_memory_limit(CHILD_MEMORY_LIMIT)
     task.set_retry(num_retries=CHILD_RETRIES, backoff_duration="30s", backoff_factor=2)
     if gpu:

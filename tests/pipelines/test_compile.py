@@ -4,6 +4,7 @@ that YAML loads back with kfp."""
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -107,6 +108,22 @@ def test_state_steps_are_never_cached_and_retried_once_children_are_cached(name)
             assert not cached, f"{task_name} reads or writes search state and must not be cached"
             assert task["retryPolicy"]["maxRetryCount"] == 1, task_name
     assert "report" in tasks  # every pipeline ends with the HTML report
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_every_step_gets_endpoints_and_keys_from_the_cluster_and_runs_as_the_image_user(name):
+    spec, platform = _documents(COMPILED / f"{name}.yaml")
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(spec["deploymentSpec"]["executors"])  # every step, children included
+    for executor, config in executors.items():
+        [cm] = config["configMapAsEnv"]
+        assert cm["configMapName"] == "taml-endpoints" and cm["optional"] is False
+        assert {e["envVar"] for e in cm["keyToEnv"]} >= {"MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL"}
+        [secret] = config["secretAsEnv"]
+        assert secret["secretName"] == "taml-s3-credentials" and secret["optional"] is True, executor  # IRSA: none
+        assert config["securityContext"] == {"runAsUser": "10001", "runAsGroup": "10001", "runAsNonRoot": True}
+    root_inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert not [p for p in root_inputs if re.search("key|secret|password|token|endpoint", p, re.I)]
 
 
 def test_pipeline_shapes():
