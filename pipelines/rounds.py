@@ -18,8 +18,6 @@ Caching and retries, deliberately:
   written for its trial id, so neither a cache hit nor a retry counts a trial twice.
 """
 
-from __future__ import annotations
-
 from kfp import dsl, kubernetes
 
 from components.aggregate_rewards.component import aggregate_rewards
@@ -77,6 +75,19 @@ def search_rounds(search_dir, start_round, rounds: int, children_per_round: int,
         state_step(agg, f"round-{r}-aggregate")
         round_index = agg.outputs["Output"]
     return agg
+
+
+def rounds_pipeline(rounds: int, children_per_round: int, gpu: bool = True, parallelism: int | None = None):
+    """`search_rounds` as a nested pipeline taking search_dir and start_round as its inputs: for
+    a pipeline whose search_dir is a task's output. (Inside the rounds, search_dir must be an input
+    of the enclosing DAG: kfp.local's ParallelFor replaces every task output that enters the loop
+    body with the loop item, so a task output may not go into the loop directly.)"""
+
+    @dsl.pipeline(name="search-rounds", description=f"{rounds} rounds x {children_per_round} children.")
+    def search_rounds_pipeline(search_dir: str, start_round: int):
+        search_rounds(search_dir, start_round, rounds, children_per_round, gpu, parallelism)
+
+    return search_rounds_pipeline
 
 
 def child_resources(task: dsl.PipelineTask, gpu: bool) -> None:

@@ -1,7 +1,9 @@
 """scheduled_retraining: continue the newest search for a set of tasks, register the champions.
 
-    resume_search -> [controller_step -> ParallelFor(train_child) -> aggregate_rewards] x rounds
+    resume_search -> rounds: [controller_step -> ParallelFor(train_child) -> aggregate_rewards] x rounds
                   -> register_champion -> report
+
+(the rounds are a nested pipeline, since search_dir is resume_search's output: pipelines/rounds.py)
 
 Meant for a recurring run (`taml pipeline schedule scheduled_retraining --cron "0 3 * * *" ...`):
 each run finds the newest search for `tasks` under `search_root` (or takes `search_root` itself
@@ -22,7 +24,7 @@ from kfp import compiler, dsl  # noqa: E402
 
 from components.register_champion.component import register_champion  # noqa: E402
 from components.resume_search.component import resume_search  # noqa: E402
-from pipelines.rounds import search_report, search_rounds, state_step  # noqa: E402
+from pipelines.rounds import rounds_pipeline, search_report, state_step  # noqa: E402
 
 NAME = "scheduled_retraining"
 DEFAULT_ROUNDS = 2
@@ -32,6 +34,8 @@ DEFAULT_CHILDREN_PER_ROUND = 4
 def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAULT_CHILDREN_PER_ROUND,
                    gpu: bool = True, parallelism: int | None = None):
     """As multitask_search.build_pipeline; children_per_round must be the continued search's."""
+
+    more_rounds = rounds_pipeline(rounds, children_per_round, gpu, parallelism)  # built outside: no nesting of definitions
 
     @dsl.pipeline(name="scheduled-retraining",
                   description=f"Continue the newest search for a set of tasks by {rounds} rounds x "
@@ -43,8 +47,9 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
         resumed = state_step(resume_search(search_root=search_root, tasks=tasks,
                                            children_per_round=children_per_round), "resume-search")
         search_dir = resumed.outputs["search_dir"]
-        last = search_rounds(search_dir, resumed.outputs["round_index"], rounds, children_per_round, gpu, parallelism)
-        champion = state_step(register_champion(search_dir=search_dir).after(last), "register-champion")
+        more = more_rounds(search_dir=search_dir, start_round=resumed.outputs["round_index"])
+        more.set_display_name("rounds").set_caching_options(False)  # its steps set their own policies
+        champion = state_step(register_champion(search_dir=search_dir).after(more), "register-champion")
         search_report(search_dir, champion)
 
     return scheduled_retraining

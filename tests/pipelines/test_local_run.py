@@ -74,7 +74,7 @@ def three_task_table(tmp_path) -> Path:
     return path
 
 
-def test_transfer_search_runs_locally_from_a_previous_search(tmp_path, three_task_table):
+def test_transfer_search_then_scheduled_retraining_run_locally(tmp_path, three_task_table):
     from pipelines.transfer_search.pipeline import build_pipeline
     from transfer_automl.kubeflow.local import run_local
     from transfer_automl.steps import pipeline_steps as steps
@@ -103,4 +103,19 @@ def test_transfer_search_runs_locally_from_a_previous_search(tmp_path, three_tas
     before = load_checkpoint(source / "checkpoint.pt")["controller_state"]["task_embeddings.weight"][0]
     after = target["controller_state"]["task_embeddings.weight"][0]
     assert torch.norm(after - before) < 0.1 * torch.norm(before)  # moved only by one update
+    assert list(root.rglob("html"))
+
+    # The nightly run: the newest search for t3 under tmp_path is the one just transferred.
+    from pipelines.scheduled_retraining.pipeline import build_pipeline as retraining
+
+    root = tmp_path / "retraining_root"
+    run_local(retraining(rounds=1, children_per_round=2, gpu=False),
+              {"search_root": str(tmp_path), "tasks": ["t3"]}, root)
+    rows = Ledger(search_dir / "ledger").read().to_pylist()
+    assert sorted(r["controller_step"] for r in rows) == [0, 0, 1, 1] and {r["task"] for r in rows} == {"t3"}
+    assert load_checkpoint(search_dir / "checkpoint.pt")["step"] == 2
+    [resumed] = _outputs(root, "resume-search")
+    assert resumed["parameterValues"] == {"search_dir": str(search_dir), "round_index": 1}
+    [champion] = [p for p in root.rglob("summary") if "register-champion" in str(p)]
+    assert "none registered" in champion.read_text()  # a table search has no model to register
     assert list(root.rglob("html"))
