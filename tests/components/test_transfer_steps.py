@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from s3_fixtures import moto_server, s3_bucket, s3_env  # noqa: F401  (fixtures)
 from transfer_automl.errors import CheckpointError, ConfigError
 from transfer_automl.search import Ledger, load_checkpoint
 from transfer_automl.space import get_space, load_space
@@ -167,3 +168,22 @@ def test_fisher_distance_from_the_tasks_data(tmp_path):
     assert set(rows) == {"sms_spam", "mpqa"} and all(r["target"] == "customer_reviews" for r in rows.values())
     assert all(r["mean"] > 0 and r["std"] >= 0 and r["distance"] == "fisher_ld" for r in rows.values())
     assert chosen == {"customer_reviews": sorted(rows, key=lambda s: rows[s]["mean"])}
+
+
+def test_transfer_and_retraining_steps_on_s3(s3_bucket, three_task_table):
+    """The same steps with every search on a real S3 endpoint (moto over HTTP)."""
+    import boto3
+
+    root = f"s3://{s3_bucket}/searches"
+    _search(f"{root}/source", three_task_table, ["t1", "t2"])
+    chosen = transfer_steps.task_distance(f"{root}/target", ["t3"], f"{root}/source", distance="rank_correlation",
+                                          **three_task_table)
+    assert chosen == {"t3": ["t1"]}
+    assert transfer_steps.transfer_init(f"{root}/target", ["t3"], f"{root}/source", chosen, children_per_round=2,
+                                        search_id="target", **three_task_table) == 0
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert {"searches/target/distance.parquet", "searches/target/transfer.json", "searches/target/settings.json",
+            "searches/target/checkpoint.pt"} <= keys
+    trials = steps.controller_step(f"{root}/target", 0, 2)
+    steps.aggregate_rewards(f"{root}/target", 0, [steps.train_child(f"{root}/target", t) for t in trials])
+    assert retraining_steps.resume_search(root, ["t3"], 2) == (f"{root}/target", 1)
