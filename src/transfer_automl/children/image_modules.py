@@ -61,12 +61,15 @@ class ImageInputModule(ABC):
 
     @torch.no_grad()
     def features(self, pixels: np.ndarray, height: int, width: int, batch: int = 256) -> np.ndarray:
-        """Frozen features [N, dimension] float32, computed on CPU in batches."""
-        model = self.encoder(height, width).eval()
+        """Frozen features [N, dimension] float32, computed in batches (on CUDA when present)."""
+        from transfer_automl.children.device import pick_device
+
+        device = pick_device()
+        model = self.encoder(height, width).to(device).eval()
         out = np.zeros((len(pixels), self.dimension(height, width)), dtype=np.float32)
         for start in range(0, len(pixels), batch):
             chunk = torch.from_numpy(np.array(pixels[start : start + batch], dtype=np.float32))  # a writable copy
-            out[start : start + batch] = model(chunk).numpy()
+            out[start : start + batch] = model(chunk.to(device)).cpu().numpy()
         return out
 
 
