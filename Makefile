@@ -51,5 +51,10 @@ bench-transfer:
 bench-xor:
 	$(PY) -m transfer_automl.bench.double_xor --lr-grid 0.001,0.003,0.01,0.03,0.1 --samples 2000
 
+# Child throughput on cached features (small/medium/large: children per CPU-minute, time split)
+# and the packing speed-up: docs/benchmarks/children.md (minutes; never part of `make test`).
+bench-children:
+	nice -n 10 $(PY) -m transfer_automl.bench.children --children 10 --pack 16 --workers 2 --out runs/bench/children
+
 clean:
 	rm -rf runs .pytest_cache
