@@ -535,10 +535,10 @@ def summarize(rows, fixed, benches, settings: SelectionSettings) -> dict[str, An
     return summary
 
 
-def _cell(values, cap: int) -> str:
+def _cell(values, cap: int, fraction: bool = True) -> str:
     mean, se = _mean_se(values)
     reached = np.mean(np.asarray(values) <= cap)
-    return f"{mean:.0f} ± {se:.0f}" + ("" if reached == 1 else f" ({reached:.0%})")
+    return f"{mean:.0f} ± {se:.0f}" + ("" if reached == 1 or not fraction else f" ({reached:.0%})")
 
 
 def render(summary, fuse_rows, benches, settings: SelectionSettings, wall_s: float, timings: dict[str, float]) -> str:
@@ -556,13 +556,14 @@ def render(summary, fuse_rows, benches, settings: SelectionSettings, wall_s: flo
             title = ("controller pretrained on the source(s), transferred (warm)" if mode == "warm"
                      else "random search in the source(s)' top-k reduced space (reduce)")
             lines += [f"### Trials to target, {title}", "",
-                      f"mean ± stderr over {s.seeds} seeds; (x%) = runs that reached the target; a miss counts {cap + 1}", "",
+                      f"mean ± stderr over {s.seeds} seeds; (x%) = runs that reached the target (random source: "
+                      f"the mean over sources, no fraction); a miss counts {cap + 1}", "",
                       "| strategy | all tasks | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
             for strategy, per_task in rows_of.items():
                 overall = [np.mean([per_task[h][k] for h in tasks]) for k in range(s.seeds)]
                 mean, se = _mean_se(overall)
                 lines.append(f"| {strategy} | {mean:.1f} ± {se:.1f} | "
-                             + " | ".join(_cell(per_task[h], cap) for h in tasks) + " |")
+                             + " | ".join(_cell(per_task[h], cap, strategy != "random source") for h in tasks) + " |")
             lines.append("")
         lines += ["### Does the distance predict useful transfer?", "",
                   "rho: Spearman between d[s, h] and mean trials-to-target from source s, mean over targets "
@@ -580,8 +581,10 @@ def render(summary, fuse_rows, benches, settings: SelectionSettings, wall_s: flo
                   f"C = {s.fuse_candidates} candidates, {s.fuse_budget} candidate trainings "
                   f"({s.fuse_budget // s.fuse_candidates} rounds), {s.image_steps} steps per round; c* scored alone "
                   f"after its last round; mean ± stderr over {s.fuse_seeds} seeds. Table best = the best cell of the "
-                  "image table (validation) and its test accuracy.", "",
-                  "| target | space | c* val acc | c* test acc | wall s | table best val (test) |", "|---|---|---|---|---|---|"]
+                  "image table (validation) and its test accuracy; c* alone = c*'s own cell of the table (the same configuration "
+                  "trained alone).", "",
+                  "| target | space | c* val acc | c* test acc | c* alone val (test) | wall s | table best val (test) |",
+                  "|---|---|---|---|---|---|---|"]
         bench = benches.get(IMAGE_BENCHMARK)
         for target in dict.fromkeys(r["task"] for r in fuse_rows):
             best = bench.best_actions(target)
@@ -589,10 +592,41 @@ def render(summary, fuse_rows, benches, settings: SelectionSettings, wall_s: flo
             for label in dict.fromkeys(r["space"] for r in fuse_rows if r["task"] == target):
                 mine = [r for r in fuse_rows if r["task"] == target and r["space"] == label]
                 v, t, w = (_mean_se([r[k] for r in mine]) for k in ("val_accuracy", "test_accuracy", "wall_s"))
+                alone = [bench.space.encode(json.loads(r["config"])) for r in mine]
+                av = _mean_se([bench.value(target, a) for a in alone])
+                at = _mean_se([bench.test_value(target, a) for a in alone])
                 lines.append(f"| {target} | {label} | {v[0]:.4f} ± {v[1]:.4f} | {t[0]:.4f} ± {t[1]:.4f} | "
-                             f"{w[0]:.0f} | {ref} |")
+                             f"{av[0]:.4f} ({at[0]:.4f}) | {w[0]:.0f} | {ref} |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def rerender(out: str | Path) -> str:
+    """Rewrite `<out>/summary.md` from the Parquet results (the settings and wall-time lines of
+    the summary it replaces are kept): a change of the report needs no rerun."""
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    old = (out / "summary.md").read_text(encoding="utf-8").splitlines()
+    raw = json.loads(next(line for line in old if line.startswith("Settings: "))[len("Settings: "):])
+    settings = SelectionSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    wall_line = next(line for line in old if line.startswith("Wall time"))
+    rows = pq.read_table(out / "curves.parquet").to_pylist() + pq.read_table(out / "distances.parquet").to_pylist()
+    fuse_rows = pq.read_table(out / "fuse.parquet").to_pylist() if (out / "fuse.parquet").is_file() else []
+    benches = {name: _bench(settings, name) for name in settings.benchmarks}
+    fixed: dict[str, dict[str, np.ndarray]] = {}
+    for r in rows:
+        if r["kind"] == "distance" and r["seed"] == -1:
+            tasks = list(benches[r["benchmark"]].tasks)
+            m = fixed.setdefault(r["benchmark"], {}).setdefault(r["distance"], np.zeros((len(tasks), len(tasks))))
+            m[tasks.index(r["source"]), tasks.index(r["task"])] = r["value"]
+    rows = [r for r in rows if not (r["kind"] == "distance" and r["seed"] == -1)]
+    text = render(summarize(rows, fixed, benches, settings), fuse_rows, benches, settings, 0.0, {})
+    lines = text.splitlines()
+    lines[2] = wall_line
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text, encoding="utf-8")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -609,7 +643,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fuse-seeds", type=int, default=SelectionSettings.fuse_seeds)
     parser.add_argument("--workers", type=int, default=SelectionSettings.workers)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--rerender", action="store_true", help="rewrite <out>/summary.md from <out>'s Parquet results")
     args = parser.parse_args(argv)
+    if args.rerender:
+        print(rerender(args.out))
+        return 0
+    import torch
+
+    torch.set_num_threads(1)  # the probes in this process are tiny; the workers set their own
     settings = SelectionSettings(out=args.out, benchmarks=tuple(b for b in args.benchmarks.split(",") if b),
                                  seeds=args.seeds, trials=args.trials, pretrain_trials=args.pretrain_trials,
                                  batch_size=args.batch_size, fuse_targets=tuple(t for t in args.fuse_targets.split(",") if t),
