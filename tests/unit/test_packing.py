@@ -95,3 +95,11 @@ def test_unpackable_children_take_the_plain_path(trainer, tasks):
     results = packer.train_many(configs)
     assert [r.status for r in results] == ["ok", "invalid", "ok", "ok"]
     assert sorted(packer.last_pack_sizes) == [1, 1]  # two shapes: 32 wide and 16 wide
+
+
+def test_a_pack_past_the_trial_timeout_times_out_its_unfinished_children(tasks, tmp_path):
+    mpqa, _ = tasks
+    slow = TextChildTrainer(ChildTrainerConfig(budget_scale=0.05, timeout_s=1e-9), FeatureCache(tmp_path))
+    results = PackedTextTrainer(slow).train_many([(BASE, mpqa, 0), ({**BASE, "deep_lr": 0.3}, mpqa, 1)])
+    assert [r.status for r in results] == ["timeout", "timeout"]
+    assert all("trial timeout" in r.error and r.val_accuracy == 0.0 for r in results)

@@ -12,6 +12,7 @@ generator), learning rates, regularization, dropout rate, number of steps, and t
 labels are gathered per child). So a packed child ends where it would have ended alone, up to
 float rounding (tests/unit/test_packing.py); only dropout masks come from a different random
 stream. A child whose loss turns non-finite is frozen and recorded diverged; the others go on.
+A trial timeout applies to the pack's shared clock: children unfinished when it passes time out.
 
 On CUDA this shares one GPU between many children; on CPU it uses all cores (torch's intra-op
 threads) with one process, so nothing is oversubscribed.
@@ -38,7 +39,7 @@ from transfer_automl.children.spec import ChildSpec, child_spec
 from transfer_automl.children.trainer import ChildResult, TextChildTrainer, _Inputs
 from transfer_automl.errors import TamlError
 from transfer_automl.tasks.text import TextTask
-from transfer_automl.trial_status import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK
+from transfer_automl.trial_status import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, STATUS_TIMEOUT
 
 BN_MOMENTUM, EPS, ACCUMULATOR_INIT = 0.1, 1e-5, 0.1  # torch's BatchNorm1d/LayerNorm, TF's Adagrad
 
@@ -131,9 +132,14 @@ def train_pack(children: list[PackedChild], trainer: TextChildTrainer, keep_mode
     diverged_at: dict[int, int] = {}
     active = torch.ones(k_count, dtype=torch.bool, device=dev)
 
+    deadline = started + cfg.timeout_s if cfg.timeout_s is not None else float("inf")
+    timed_out: dict[int, int] = {}
     for step in range(int(steps.max())):
         active = (steps > step) & active
         if not bool(active.any()):
+            break
+        if time.perf_counter() > deadline:  # the pack shares one clock: its unfinished children time out
+            timed_out = {k: step for k in active.nonzero().flatten().tolist()}
             break
         rows = []
         for k, c in enumerate(children):
@@ -159,6 +165,11 @@ def train_pack(children: list[PackedChild], trainer: TextChildTrainer, keep_mode
     results = []
     for k, (c, model) in enumerate(zip(children, models, strict=True)):
         per_child = train_s / k_count
+        if k in timed_out:
+            results.append(ChildResult(STATUS_TIMEOUT, 0.0, 0.0, timed_out[k], per_child,
+                                       f"stopped after {cfg.timeout_s:g} s (trial timeout, packed) at step "
+                                       f"{timed_out[k]} of {c.spec.train_steps}", phases={"train": per_child}))
+            continue
         if k in diverged_at:
             results.append(ChildResult(STATUS_DIVERGED, 0.0, 0.0, diverged_at[k], per_child,
                                        f"training loss became non-finite at step {diverged_at[k]}",
