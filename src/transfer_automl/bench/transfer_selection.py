@@ -21,8 +21,9 @@ A source is picked per distance as `closest` (argmin_s d[s, h]) or `farthest`; `
 expected result of a uniformly drawn source (the mean over sources); `best source` is the source
 with the fewest trials on average in hindsight (an oracle, for scale). Distances:
 
-* `fisher_ld` (image tasks only: it needs data): the Fisher log-determinant distance of probe
-  networks (transfer/fisher.py), mean over `ld_repeats` initialisations;
+* `fisher_ld` (image tasks, and the text tasks of `taml-text-real`: it needs data): the Fisher
+  log-determinant distance of probe networks (transfer/fisher.py), mean over `ld_repeats`
+  initialisations;
 * `rank_correlation@k`: 1 - Spearman rho between h's values on its first k random trials
   (`probe_trials`) and the sources' values on the same configurations (sources are finished
   tasks: their table is known). Those k trials are a measuring cost, not counted below;
@@ -63,7 +64,9 @@ import numpy as np
 from transfer_automl.errors import ConfigError
 
 IMAGE_BENCHMARK = "images"
-TABLE_BENCHMARKS = ("transnasbench101-micro", "nasbench201")
+TABLE_BENCHMARKS = ("transnasbench101-micro", "nasbench201", "taml-text-real")
+# Benchmarks whose tasks have data, so the Fisher LD distance applies: probe modality.
+LD_MODALITY = {IMAGE_BENCHMARK: "image", "taml-text-real": "text"}
 IMAGE_TASKS = ("digits_optdigits", "digits_optdigits:is0", "digits_optdigits:is6", "digits_optdigits:odd_even",
                "mnist_test", "mnist_test:is0", "mnist_test:odd_even")
 IMAGE_TABLE_FILE = "image_table.parquet"
@@ -76,7 +79,7 @@ class SelectionSettings:
     """One `bench-transfer` run; every field is printed with the results."""
 
     out: str
-    benchmarks: tuple[str, ...] = (IMAGE_BENCHMARK, *TABLE_BENCHMARKS)
+    benchmarks: tuple[str, ...] = (IMAGE_BENCHMARK, *TABLE_BENCHMARKS[:2])
     seeds: int = 8
     trials: int = 60  # T: trials on the target per search
     pretrain_trials: int = 60  # controller trials per source task before transfer
@@ -97,6 +100,7 @@ class SelectionSettings:
     workers: int = 2
     data_dir: str | None = None  # benchmark tables
     image_dir: str | None = None  # image task files
+    text_dir: str | None = None  # text task files (taml-text-real's LD probes)
 
     def validate(self) -> None:
         unknown = sorted(set(self.benchmarks) - {IMAGE_BENCHMARK, *TABLE_BENCHMARKS})
@@ -351,10 +355,12 @@ def _fixed_distances(settings: SelectionSettings, bench) -> dict[str, np.ndarray
     from transfer_automl.transfer.distances import FisherLogDet, RankCorrelation
 
     out = {"rank_correlation (full table)": RankCorrelation.from_table(bench).matrix(bench.tasks).mean}
-    if bench.name == IMAGE_BENCHMARK:
+    if bench.name in LD_MODALITY:
         from transfer_automl.transfer.fisher import load_probe_tasks
 
-        probes = load_probe_tasks(list(bench.tasks), modality="image", data_dir=settings.image_dir)
+        modality = LD_MODALITY[bench.name]
+        probes = load_probe_tasks(list(bench.tasks), modality=modality,
+                                  data_dir=settings.image_dir if modality == "image" else settings.text_dir)
         out["fisher_ld"] = FisherLogDet().matrix(probes, repeats=settings.ld_repeats, seed=0).mean
     return out
 
