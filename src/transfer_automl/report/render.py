@@ -94,14 +94,15 @@ def _summary(page: Page, data: SearchData, others: list[SearchData]) -> None:
     page.heading("summary", "Summary per task")
     n = data.top_n
     header = ["task", "trials", "trained", "best val", "its test", f"accuracy-top{n}", "reference", "reference (test)"]
-    header += [f"{o.method}: accuracy-top{n}" for o in others]
+    header += [f"{o.method}: accuracy-top{n} (trials)" for o in others]
     other_summaries = [{s.task: s for s in o.summaries()} for o in others]
     rows = []
     for s in data.summaries():
         row = [("task", escape(s.task)), ("num", str(s.trials)), ("num", str(s.trained)),
                ("num", number(s.best_val_accuracy)), ("num", number(s.best_test_accuracy)),
                ("num", number(s.accuracy_top_n)), ("", escape(s.reference)), ("num", number(s.reference_test))]
-        row += [("num", number(o[s.task].accuracy_top_n) if s.task in o else "n/a") for o in other_summaries]
+        row += [("num", f"{number(o[s.task].accuracy_top_n)} ({o[s.task].trials})" if s.task in o else "n/a")
+                for o in other_summaries]
         rows.append(row)
     page.table("summary-table", header, rows)
     sources = sorted({r.source for r in data.references.values() if r.source})
