@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test test-fast lint run pipelines bench-search bench-xor bench-transfer clean
+.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-xor bench-table bench-transfer bench-children clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,27 @@ run:
 	rm -rf runs/demo
 	$(VENV)/bin/taml search --tasks sms_spam,mpqa,customer_reviews --trials 60 --out runs/demo
 
-# Recompile the Kubeflow pipelines into their checked-in YAML (tests compare the two).
-pipelines:
-	$(VENV)/bin/taml pipeline compile --out pipelines/multitask_search
+# Recompile every Kubeflow pipeline into its checked-in YAML, pipelines/compiled/<name>.yaml (tests
+# compare the two). `make pipelines` is the old name.
+compile:
+	TAML_IMAGE_REGISTRY=$(REGISTRY) TAML_IMAGE_TAG=$(TAG) $(VENV)/bin/taml pipeline compile --out pipelines/compiled
+
+pipelines: compile
+
+# Container images (images/*/Dockerfile; needs Docker with BuildKit). The components name the
+# same images (components/image.py reads TAML_IMAGE_REGISTRY/TAML_IMAGE_TAG, as `make compile`
+# passes them), so build, push and compile with the same REGISTRY and TAG.
+REGISTRY ?= ghcr.io/transfer-automl
+TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGES := runtime trainer-gpu mlflow
+
+images:
+	for name in $(IMAGES); do \
+	  DOCKER_BUILDKIT=1 docker build -f images/$$name/Dockerfile -t $(REGISTRY)/taml-$$name:$(TAG) . || exit 1; \
+	done
+
+push-images:
+	for name in $(IMAGES); do docker push $(REGISTRY)/taml-$$name:$(TAG) || exit 1; done
 
 # Search efficiency on the tabular NAS benchmarks (minutes; never part of `make test`).
 bench-search:
@@ -50,6 +68,14 @@ bench-transfer:
 # Double XOR (Transfer NAS): attention agent vs LSTM, moving-average reward over 5 seeds.
 bench-xor:
 	$(PY) -m transfer_automl.bench.double_xor --lr-grid 0.001,0.003,0.01,0.03,0.1 --samples 2000
+
+# The real-task table (taml-text-real): 768 configurations x 14 text tasks trained for real
+# (resumable: rerun to continue; small tasks first, so a stopped build leaves the most tasks), then
+# RS vs AML vs M-AML vs T-AML on it and a TF-IDF baseline: docs/benchmarks/taml_text_real.md.
+TABLE_TASKS := sms_spam,customer_reviews,mpqa,corporate_messaging,global_warming,primary_emotions,progressive_opinion,brown,political_social_media,disaster_tweets,airline_tweets,emotion_text,sst2,20newsgroups
+bench-table:
+	nice -n 10 $(PY) -m transfer_automl.bench.real_table build --tasks $(TABLE_TASKS) --work-dir runs/bench-table --workers 3
+	nice -n 10 $(PY) -m transfer_automl.bench.real_table compare --out runs/bench-table/search
 
 # Child throughput on cached features (small/medium/large: children per CPU-minute, time split)
 # and the packing speed-up: docs/benchmarks/children.md (minutes; never part of `make test`).
