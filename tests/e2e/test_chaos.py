@@ -25,6 +25,9 @@ from transfer_automl.tracking import MemoryTracker
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 TAML = Path(sys.executable).parent / "taml"
+# The controller here is tiny: one intra-op thread. With two, a busy 2-core machine spends most
+# of each update spinning (a 100-trial search: 68 s instead of 25 s at load 9).
+_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 KILLS = 20
 TRIALS = 600
 
@@ -49,7 +52,8 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
             args.append("--resume")
             resumed += 1
         rounds_before = len(list((out / "ledger").glob("round-*.parquet")))
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                                env=_ENV)
         if kills % 4 == 3:  # now and then during start-up (imports, store creation, checkpoint load)
             time.sleep(rng.uniform(0.2, 2.0))
         else:  # otherwise once the search makes progress, at a random moment of a round
@@ -63,7 +67,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         kills += 1
-    final = subprocess.run([str(TAML), "search", *common, "--out", str(out), "--resume"], capture_output=True, text=True,
+    final = subprocess.run([str(TAML), "search", *common, "--out", str(out), "--resume"], capture_output=True, text=True, env=_ENV,
                            timeout=300)
     assert final.returncode == 0, final.stderr
 
