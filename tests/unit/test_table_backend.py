@@ -199,7 +199,7 @@ def test_missing_data_dir_and_unknown_name(monkeypatch, tmp_path):
         load_benchmark("transnasbench101-micro")
     with pytest.raises(TaskError, match="nasbench201"):
         load_benchmark("nasbench301")
-    assert available_benchmarks() == ["nasbench201", "transnasbench101-micro"]
+    assert available_benchmarks() == ["nasbench201", "taml-text-real", "transnasbench101-micro"]
 
 
 def test_tnb_op_indices_stored_as_int_are_zero_padded(tmp_path):
