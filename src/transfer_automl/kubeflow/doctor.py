@@ -63,10 +63,14 @@ class Report:
 def api_client(kubeconfig: str | None = None, context: str | None = None):
     """A kubernetes ApiClient from a kubeconfig (default: $KUBECONFIG or ~/.kube/config), or the
     in-cluster service account when there is no kubeconfig."""
+    import logging
     import os
 
     from kubernetes import client, config
 
+    # urllib3 logs a warning per retry of an unreachable API server (to stderr, through logging's
+    # last-resort handler); the doctor reports that failure itself, in one line.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     try:
         if kubeconfig or context or os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
             return config.new_client_from_config(config_file=kubeconfig, context=context)
