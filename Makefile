@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test test-fast lint run pipelines images push-images bench-search bench-xor bench-table clean
+.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-xor bench-table bench-transfer bench-children clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +32,15 @@ run:
 	rm -rf runs/demo
 	$(VENV)/bin/taml search --tasks sms_spam,mpqa,customer_reviews --trials 60 --out runs/demo
 
-# Recompile the Kubeflow pipelines into their checked-in YAML (tests compare the two).
-pipelines:
-	TAML_IMAGE_REGISTRY=$(REGISTRY) TAML_IMAGE_TAG=$(TAG) $(VENV)/bin/taml pipeline compile --out pipelines/multitask_search
+# Recompile every Kubeflow pipeline into its checked-in YAML, pipelines/compiled/<name>.yaml (tests
+# compare the two). `make pipelines` is the old name.
+compile:
+	TAML_IMAGE_REGISTRY=$(REGISTRY) TAML_IMAGE_TAG=$(TAG) $(VENV)/bin/taml pipeline compile --out pipelines/compiled
+
+pipelines: compile
 
 # Container images (images/*/Dockerfile; needs Docker with BuildKit). The components name the
-# same images (components/image.py reads TAML_IMAGE_REGISTRY/TAML_IMAGE_TAG, as `make pipelines`
+# same images (components/image.py reads TAML_IMAGE_REGISTRY/TAML_IMAGE_TAG, as `make compile`
 # passes them), so build, push and compile with the same REGISTRY and TAG.
 REGISTRY ?= ghcr.io/transfer-automl
 TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
@@ -56,6 +59,12 @@ bench-search:
 	$(VENV)/bin/taml bench search --benchmark transnasbench101-micro --seeds 20 --trials 200 --out runs/bench/transnasbench101-micro
 	$(VENV)/bin/taml bench search --benchmark nasbench201 --seeds 20 --trials 200 --out runs/bench/nasbench201
 
+# Which source to transfer from: LD / rank-correlation / embedding distances vs random, farthest,
+# all sources and scratch; image tasks (a table of real trainings, built first) and the tabular
+# benchmarks; FUSE in the LD-closest task's reduced space (minutes; never part of `make test`).
+bench-transfer:
+	nice -n 10 $(PY) -m transfer_automl.bench.transfer_selection --out runs/bench/transfer
+
 # Double XOR (Transfer NAS): attention agent vs LSTM, moving-average reward over 5 seeds.
 bench-xor:
 	$(PY) -m transfer_automl.bench.double_xor --lr-grid 0.001,0.003,0.01,0.03,0.1 --samples 2000
@@ -67,6 +76,11 @@ TABLE_TASKS := sms_spam,customer_reviews,mpqa,corporate_messaging,global_warming
 bench-table:
 	nice -n 10 $(PY) -m transfer_automl.bench.real_table build --tasks $(TABLE_TASKS) --work-dir runs/bench-table --workers 3
 	nice -n 10 $(PY) -m transfer_automl.bench.real_table compare --out runs/bench-table/search --seeds 6
+
+# Child throughput on cached features (small/medium/large: children per CPU-minute, time split)
+# and the packing speed-up: docs/benchmarks/children.md (minutes; never part of `make test`).
+bench-children:
+	nice -n 10 $(PY) -m transfer_automl.bench.children --children 10 --pack 16 --workers 2 --out runs/bench/children
 
 clean:
 	rm -rf runs .pytest_cache

@@ -7,7 +7,8 @@ from components.image import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def report(search_dir: str, html: dsl.Output[dsl.HTML]):
-    """Rendered by transfer_automl.report; the Kubeflow UI shows it in the run's visualizations."""
-    from transfer_automl.steps.report_steps import render_report
+    """Rendered by transfer_automl.report; the Kubeflow UI shows it in the run's visualizations, and
+    with MLflow configured (MLFLOW_TRACKING_URI) it is logged to the search's controller run too."""
+    from transfer_automl.steps.report_steps import report_step
 
-    render_report(search_dir, html.path)
+    report_step(search_dir, html.path)

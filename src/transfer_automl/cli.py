@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="another search on the same tasks (e.g. --method rs) drawn beside it; repeatable")
     rp.add_argument("--last", type=_positive_int, help="action heatmaps over each task's last N trials (default: all)")
     rp.add_argument("--data-dir", help="the search's --data-dir, for the reference figures (default: as for search)")
+    rp.add_argument("--mlflow", action="store_true",
+                    help="also log it as report.html into the search's controller run in MLflow")
+    rp.add_argument("--tracking-uri", help="with --mlflow: default $MLFLOW_TRACKING_URI, else the search's own mlflow.db")
     _json_flag(rp)
 
     r = sub.add_parser("runs", help="the searches under a directory, one search's results, its MLflow runs")
@@ -379,8 +382,13 @@ def _report(args: argparse.Namespace) -> int:
         report = build_report(args.search_dir, args.compare, args.last, args.data_dir)
     out = atomic_write(Path(args.out), lambda tmp: Path(tmp).write_text(report.html, encoding="utf-8"))
     size = out.stat().st_size
+    mlflow_run = None
+    if args.mlflow:
+        from transfer_automl.steps.report_steps import log_report
+
+        mlflow_run = log_report(args.search_dir, out, args.tracking_uri)
     if args.json:
-        print_json({"out": str(out), "bytes": size, "search_id": report.search.search_id,
+        print_json({"out": str(out), "bytes": size, "mlflow_run_id": mlflow_run, "search_id": report.search.search_id,
                     "method": report.search.method, "trials": len(report.search.rows), "figures": report.figures,
                     "sections": report.sections, "omitted": report.omitted,
                     "compare": [{"search_id": c.search_id, "method": c.method, "location": c.location}
@@ -389,6 +397,8 @@ def _report(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({size:,} bytes, {report.figures} figures, sections: {', '.join(report.sections)})")
     for section, why in report.omitted.items():
         print(f"  not shown: {section}: {why}")
+    if mlflow_run:
+        print(f"logged as report.html to MLflow run {mlflow_run}")
     return 0
 
 

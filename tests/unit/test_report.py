@@ -203,3 +203,28 @@ def test_report_of_a_search_on_s3_reads_through_the_store(nb201, s3_bucket, tmp_
     local = load_search(str(nb201 / "reinforce"), with_references=False)
     assert report.search.rows == local.rows and report.search.distance == local.distance
     assert report.search.checkpoint["step"] == local.checkpoint["step"] == 40
+
+
+def test_report_is_logged_into_the_searchs_controller_run(tmp_path, toy_table, monkeypatch, capsys):
+    """`taml report --mlflow`: report.html lands in the controller run, which stays FINISHED."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from transfer_automl.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "search"
+    assert main(["search", "--table", str(toy_table), "--metric-columns", "t1,t2", "--trials", "4",
+                 "--search-id", "logged", "--no-progress", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(out), "--out", str(tmp_path / "r.html"), "--mlflow", "--json"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["mlflow_run_id"]
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    run = client.get_run(run_id)
+    assert run.data.tags["taml.search_id"] == "logged" and run.data.tags["taml.role"] == "controller"
+    assert run.info.status == "FINISHED"
+    assert "report.html" in [a.path for a in client.list_artifacts(run_id)]
+    logged = client.download_artifacts(run_id, "report.html", str(tmp_path / "back"))
+    assert open(logged, encoding="utf-8").read() == (tmp_path / "r.html").read_text(encoding="utf-8")
