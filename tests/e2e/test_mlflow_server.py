@@ -14,8 +14,8 @@ import urllib.request
 
 import pytest
 import yaml
-from s3_fixtures import moto_server, s3_bucket, s3_env  # noqa: F401
 
+from s3_fixtures import moto_server, s3_bucket, s3_env  # noqa: F401
 from transfer_automl.steps.search import SearchSettings, run_search
 
 pytestmark = pytest.mark.e2e
