@@ -436,12 +436,15 @@ def summarize_comparison(runs: list[dict[str, Any]], bench, settings: CompareSet
                 hit = np.flatnonzero(np.nan_to_num(np.asarray(r["val_top"]), nan=-1.0) >= target - 1e-12)
                 reached.append(int(hit[0]) + 1 if len(hit) else math.inf)
             tests = np.asarray([r["test_top"][settings.budget - 1] for r in rs])
+            defined = tests[~np.isnan(tests)]
             top1 = [_top1_test(r["rows"][: settings.budget], bench, task) for r in rs]
             entry["methods"][method] = {
                 "trials_to_target_median": _median_or_inf(reached),
                 "reached": int(sum(math.isfinite(x) for x in reached)), "runs": len(rs),
-                "test_top_at_budget_mean": float(tests.mean()),
-                "test_top_at_budget_2sem": float(2 * tests.std(ddof=1) / math.sqrt(len(tests))) if len(tests) > 1 else 0.0,
+                # NaN where a run had not yet seen top_n distinct configurations: left out, counted
+                "test_top_at_budget_mean": float(defined.mean()) if len(defined) else math.nan,
+                "test_top_at_budget_2sem": float(2 * defined.std(ddof=1) / math.sqrt(len(defined))) if len(defined) > 1 else 0.0,
+                "test_top_defined": int(len(defined)),
                 "top1_test_at_budget_median": float(np.median(top1)),
                 "wall_s_mean": float(np.mean([r["wall_s"] for r in rs])),
             }
@@ -452,6 +455,15 @@ def summarize_comparison(runs: list[dict[str, Any]], bench, settings: CompareSet
                           "oracle_top_test": float(test[np.argsort(-val, kind="stable")[: settings.top_n]].mean())}
         out["tasks"][task] = entry
     return out
+
+
+def _test_cell(entry: dict[str, Any]) -> str:
+    """Mean +- 2 s.e.m.; "(k/n seeds)" where some runs had fewer than top_n distinct models."""
+    k, n = entry["test_top_defined"], entry["runs"]
+    if k == 0:
+        return "n/a (0 seeds)"
+    cell = f"{100 * entry['test_top_at_budget_mean']:.1f} +- {100 * entry['test_top_at_budget_2sem']:.1f}"
+    return cell + (f" ({k}/{n} seeds)" if k < n else "")
 
 
 def _top1_test(rows: list[int], bench, task: str) -> float:
@@ -552,8 +564,7 @@ def render_report(summary: dict[str, Any], baselines: dict[str, dict[str, Any]])
         m = t["methods"]
         paper = PAPER_TABLE3.get(task) or PAPER_TABLE4.get(task)
         tag = " (T3)" if task in PAPER_TABLE3 else " (T4)" if task in PAPER_TABLE4 else ""
-        cells = [f"{100 * m[k]['test_top_at_budget_mean']:.1f} +- {100 * m[k]['test_top_at_budget_2sem']:.1f}"
-                 for k in COMPARE_METHODS]
+        cells = [_test_cell(m[k]) for k in COMPARE_METHODS]
         lines.append(f"| {task} | " + " | ".join(cells) + " | "
                      + (" | ".join(f"{x:.1f}" for x in paper[:2]) + f" | {paper[2]:.1f}{tag}" if paper else "- | - | -")
                      + " |")
