@@ -17,7 +17,6 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,12 +26,12 @@ from transfer_automl.children.device import pick_device
 from transfer_automl.children.image_modules import ImageInputModule, get_image_module
 from transfer_automl.children.loop import accuracy, fit, proximal_adagrad_for
 from transfer_automl.children.model import deep_tower
-from transfer_automl.children.spec import ChildSpec, child_spec
-from transfer_automl.children.trainer import ChildResult, ChildTrainerConfig
-from transfer_automl.errors import ConfigError, TamlError
+from transfer_automl.children.spec import ChildSpec
+from transfer_automl.children.trainer import ChildResult, ChildTrainer, ChildTrainerConfig
+from transfer_automl.errors import ConfigError
 from transfer_automl.tasks.features import FeatureCache
 from transfer_automl.tasks.images import ImageTask
-from transfer_automl.trial_status import STATUS_FAILED, STATUS_INVALID, STATUS_OK
+from transfer_automl.trial_status import STATUS_OK
 
 
 class ImageWideDeep(nn.Module):
@@ -74,7 +73,7 @@ class _CacheSubject:
     texts: np.ndarray
 
 
-class ImageChildTrainer:
+class ImageChildTrainer(ChildTrainer):
     """`train(config, task, seed) -> ChildResult` for image tasks (`tasks.images.ImageTask`)."""
 
     def __init__(self, config: ChildTrainerConfig, cache: FeatureCache):
@@ -83,21 +82,7 @@ class ImageChildTrainer:
         self.device = pick_device(config.device)
         self._pixel_hashes: dict[str, str] = {}
 
-    def train(self, config: dict[str, Any], task: ImageTask, seed: int = 0, keep_model: bool = False) -> ChildResult:
-        started = time.perf_counter()
-        spec = child_spec(config, self.config.budget_scale, self.config.batch_size)
-        problem = self.invalid_reason(spec)
-        if problem:
-            return ChildResult(STATUS_INVALID, 0.0, 0.0, 0, time.perf_counter() - started, problem)
-        try:
-            return self._train(spec, task, seed, started, keep_model)
-        except TamlError:
-            raise  # the search's own errors (storage, configuration) stop it: they are not the child's
-        except Exception as exc:  # noqa: BLE001 - any other error fails this child, not the search
-            return ChildResult(STATUS_FAILED, 0.0, 0.0, 0, time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
-
-    @staticmethod
-    def invalid_reason(spec: ChildSpec) -> str:
+    def invalid_reason(self, spec: ChildSpec) -> str:
         if not spec.use_deep and not spec.use_wide:
             return "both the deep and the wide tower are disabled"
         if spec.use_deep:

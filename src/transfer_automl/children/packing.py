@@ -79,7 +79,7 @@ class PackedTextTrainer:
         self.last_pack_sizes = []
         for i, (config, task, seed) in enumerate(items):
             spec = child_spec(config, cfg.budget_scale, cfg.batch_size)
-            if self.trainer._invalid_reason(spec) or spec.fine_tune:  # invalid or fine-tuned: the plain path
+            if self.trainer.invalid_reason(spec) or spec.fine_tune:  # invalid or fine-tuned: the plain path
                 results[i] = self.trainer.train(config, task, seed, keep_model=self.keep_models)
                 continue
             child = self._prepare(spec, task, seed)

@@ -10,6 +10,7 @@ learning rate and L2 weight, the wide tower with its learning rate and L1 weight
 
 from __future__ import annotations
 
+import abc
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -90,7 +91,37 @@ class _Inputs:
     wide: TokenBags | None = None
 
 
-class TextChildTrainer:
+class ChildTrainer(abc.ABC):
+    """`train(config, task, seed) -> ChildResult`: what every kind of child shares around its training.
+
+    A configuration the trainer cannot build is `invalid` (reward 0, not trained); any error inside
+    the child fails that child (`failed`, with the reason), while the search's own errors
+    (TamlError: storage, configuration) propagate and stop the search."""
+
+    config: ChildTrainerConfig
+
+    def train(self, config: dict[str, Any], task: Any, seed: int = 0, keep_model: bool = False) -> ChildResult:
+        started = time.perf_counter()
+        spec = child_spec(config, self.config.budget_scale, self.config.batch_size)
+        problem = self.invalid_reason(spec)
+        if problem:
+            return ChildResult(STATUS_INVALID, 0.0, 0.0, 0, time.perf_counter() - started, problem)
+        try:
+            return self._train(spec, task, seed, started, keep_model)
+        except TamlError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any other error fails this child, not the search
+            return ChildResult(STATUS_FAILED, 0.0, 0.0, 0, time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
+
+    @abc.abstractmethod
+    def invalid_reason(self, spec: ChildSpec) -> str:
+        """Why this configuration cannot be built ("" if it can)."""
+
+    @abc.abstractmethod
+    def _train(self, spec: ChildSpec, task: Any, seed: int, started: float, keep_model: bool) -> ChildResult: ...
+
+
+class TextChildTrainer(ChildTrainer):
     """`train(config, task, seed) -> ChildResult` for text tasks."""
 
     def __init__(self, config: ChildTrainerConfig, cache: FeatureCache):
@@ -101,20 +132,7 @@ class TextChildTrainer:
         self._wide: dict[str, tuple[TokenBags, int]] = {}
         self._encoder_tokens: dict[tuple[str, str], EncoderTokens] = {}
 
-    def train(self, config: dict[str, Any], task: TextTask, seed: int = 0, keep_model: bool = False) -> ChildResult:
-        started = time.perf_counter()
-        spec = child_spec(config, self.config.budget_scale, self.config.batch_size)
-        problem = self._invalid_reason(spec)
-        if problem:
-            return ChildResult(STATUS_INVALID, 0.0, 0.0, 0, time.perf_counter() - started, problem)
-        try:
-            return self._train(spec, task, seed, started, keep_model)
-        except TamlError:
-            raise  # the search's own errors (storage, configuration) stop it: they are not the child's
-        except Exception as exc:  # noqa: BLE001 - any other error fails this child, not the search
-            return ChildResult(STATUS_FAILED, 0.0, 0.0, 0, time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
-
-    def _invalid_reason(self, spec: ChildSpec) -> str:
+    def invalid_reason(self, spec: ChildSpec) -> str:
         if not spec.use_deep and not spec.use_wide:
             return "both the deep and the wide tower are disabled"
         if spec.use_deep:
