@@ -24,14 +24,13 @@ from torch import Tensor, nn
 
 from transfer_automl.children.device import pick_device
 from transfer_automl.children.image_modules import ImageInputModule, get_image_module
-from transfer_automl.children.loop import accuracy, fit, proximal_adagrad_for
+from transfer_automl.children.loop import proximal_adagrad_for
 from transfer_automl.children.model import deep_tower
 from transfer_automl.children.spec import ChildSpec
 from transfer_automl.children.trainer import ChildResult, ChildTrainer, ChildTrainerConfig
 from transfer_automl.errors import ConfigError
 from transfer_automl.tasks.features import FeatureCache
 from transfer_automl.tasks.images import ImageTask
-from transfer_automl.trial_status import STATUS_OK
 
 
 class ImageWideDeep(nn.Module):
@@ -141,16 +140,6 @@ class ImageChildTrainer(ChildTrainer):
         steps = spec.train_steps
         if encoder is not None and module.pretrained:
             steps = math.ceil(steps * self.config.network_fine_tune_scale)
-        clock = time.perf_counter()
-        status, steps, reason = fit(model, optimizer, make_batch, labels, task.splits["train"], steps,
-                                    self.config.batch_size, rng, deadline, self.config.timeout_s)
-        phases["train"] = time.perf_counter() - clock
-        if status != STATUS_OK:
-            return ChildResult(status, 0.0, 0.0, steps, time.perf_counter() - started, reason, phases=phases)
-        clock = time.perf_counter()
         eval_batch = self.config.encoder_eval_batch_size * 4 if encoder is not None else self.config.eval_batch_size
-        val = accuracy(model, make_batch, task.splits["validation"], labels, eval_batch)
-        test = accuracy(model, make_batch, task.splits["test"], labels, eval_batch)
-        phases["evaluate"] = time.perf_counter() - clock
-        return ChildResult(STATUS_OK, val, test, steps, time.perf_counter() - started,
-                           model=model if keep_model else None, phases=phases)
+        return self._fit_and_score(model, optimizer, make_batch, labels, task.splits, steps, rng, deadline,
+                                   eval_batch, started, phases, keep_model)

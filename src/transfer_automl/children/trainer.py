@@ -120,6 +120,23 @@ class ChildTrainer(abc.ABC):
     @abc.abstractmethod
     def _train(self, spec: ChildSpec, task: Any, seed: int, started: float, keep_model: bool) -> ChildResult: ...
 
+    def _fit_and_score(self, model: nn.Module, optimizer: Any, make_batch: Any, labels: np.ndarray,
+                       splits: dict[str, np.ndarray], steps: int, rng: Any, deadline: float, eval_batch: int,
+                       started: float, phases: dict[str, float], keep_model: bool) -> ChildResult:
+        """Train for `steps` (or until the deadline, or divergence), then score validation and test."""
+        clock = time.perf_counter()
+        status, steps, reason = fit(model, optimizer, make_batch, labels, splits["train"], steps,
+                                    self.config.batch_size, rng, deadline, self.config.timeout_s)
+        phases["train"] = time.perf_counter() - clock
+        if status != STATUS_OK:
+            return ChildResult(status, 0.0, 0.0, steps, time.perf_counter() - started, reason, phases=phases)
+        clock = time.perf_counter()
+        val = accuracy(model, make_batch, splits["validation"], labels, eval_batch)
+        test = accuracy(model, make_batch, splits["test"], labels, eval_batch)
+        phases["evaluate"] = time.perf_counter() - clock
+        return ChildResult(STATUS_OK, val, test, steps, time.perf_counter() - started,
+                           model=model if keep_model else None, phases=phases)
+
 
 class TextChildTrainer(ChildTrainer):
     """`train(config, task, seed) -> ChildResult` for text tasks."""
@@ -219,16 +236,6 @@ class TextChildTrainer(ChildTrainer):
         steps = spec.train_steps
         if encoder is not None:
             steps = math.ceil(steps * self.config.network_fine_tune_scale)
-        clock = time.perf_counter()
-        status, steps, reason = fit(model, optimizer, make_batch, labels, task.splits["train"], steps,
-                                    self.config.batch_size, rng, deadline, self.config.timeout_s)
-        phases["train"] = time.perf_counter() - clock
-        if status != STATUS_OK:
-            return ChildResult(status, 0.0, 0.0, steps, time.perf_counter() - started, reason, phases=phases)
-        clock = time.perf_counter()
         eval_batch = self.config.encoder_eval_batch_size if encoder is not None else self.config.eval_batch_size
-        val = accuracy(model, make_batch, task.splits["validation"], labels, eval_batch)
-        test = accuracy(model, make_batch, task.splits["test"], labels, eval_batch)
-        phases["evaluate"] = time.perf_counter() - clock
-        return ChildResult(STATUS_OK, val, test, steps, time.perf_counter() - started,
-                           model=model if keep_model else None, phases=phases)
+        return self._fit_and_score(model, optimizer, make_batch, labels, task.splits, steps, rng, deadline,
+                                   eval_batch, started, phases, keep_model)
