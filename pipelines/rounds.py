@@ -22,6 +22,7 @@ from kfp import dsl, kubernetes
 
 from components.aggregate_rewards.component import aggregate_rewards
 from components.controller_step.component import controller_step
+from components.register_champion.component import register_champion
 from components.report.component import report
 from components.train_child.component import train_child
 
@@ -104,3 +105,10 @@ def child_resources(task: dsl.PipelineTask, gpu: bool) -> None:
 def search_report(search_dir, after: dsl.PipelineTask) -> dsl.PipelineTask:
     """The HTML report of the search, once `after` is done."""
     return state_step(report(search_dir=search_dir).after(after), "report")
+
+
+def finish_and_report(search_dir, after: dsl.PipelineTask) -> dsl.PipelineTask:
+    """The search's end once `after` is done: `Study.finish` (summary, files, champions in the
+    model registry), then the report."""
+    finish = state_step(register_champion(search_dir=search_dir).after(after), "register-champion")
+    return search_report(search_dir, finish)

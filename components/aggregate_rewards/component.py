@@ -13,11 +13,10 @@ def aggregate_rewards(
     metrics: dsl.Output[dsl.Metrics],
     summary: dsl.Output[dsl.Markdown],
 ) -> int:
-    """Outputs the next round's index; logs to MLflow when MLFLOW_TRACKING_URI is set."""
+    """Outputs the next round's index; logs to MLflow (MLFLOW_TRACKING_URI, else the search's own store)."""
     from transfer_automl.steps.pipeline_steps import aggregate_rewards as step
-    from transfer_automl.steps.pipeline_steps import tracker_from_env
 
-    out = step(search_dir, round_index, results, tracker=tracker_from_env())
+    out = step(search_dir, round_index, results)
     for name, value in sorted(out["metrics"].items()):
         metrics.log_metric(name, value)
     with open(summary.path, "w") as f:

@@ -13,17 +13,16 @@ def task_distance(
     distance: str,
     select: str,
     repeats: int,
-    seed: int,
-    data_dir: str,
-    table: str,
-    metric_columns: list,
+    settings: dict,
     probe_trials: int,
 ) -> dict:
-    """{target: chosen source tasks, closest first}; d[source, target] in search_dir/distance.parquet."""
+    """{target: chosen source tasks, closest first}; d[source, target] in search_dir/distance.parquet.
+    settings: the new search's (its seed, and data_dir, table, metric_columns when given)."""
     from transfer_automl.steps.transfer_steps import task_distance as step
 
     return step(
         search_dir, tuple(target_tasks), source_search, distance=distance, select=select, repeats=repeats,
-        seed=seed, data_dir=data_dir or None, table=table or None, metric_columns=tuple(metric_columns),
+        seed=int(settings.get("seed", 0)), data_dir=settings.get("data_dir") or None,
+        table=settings.get("table") or None, metric_columns=tuple(settings.get("metric_columns", ())),
         probe_trials=probe_trials,
     )

@@ -11,25 +11,15 @@ def transfer_init(
     target_tasks: list,
     source_search: str,
     sources: dict,
+    settings: dict,
     mode: str,
-    embedding: str,
-    children_per_round: int,
-    seed: int,
-    search_id: str,
-    method: str,
     top_k: int,
-    mixing_gamma: float,
-    mixing_samples: int,
-    data_dir: str,
-    table: str,
-    metric_columns: list,
+    children_per_round: int,
+    rounds: int,
 ) -> int:
-    """The round the pipeline starts at (0 for a new search). Empty strings stand for "not given"."""
+    """The round the pipeline starts at (0 for a new search). settings: the new search's
+    SearchSettings fields (seed, embedding, mixing_gamma, ...); the source's are inherited."""
     from transfer_automl.steps.transfer_steps import transfer_init as step
 
-    return step(
-        search_dir, tuple(target_tasks), source_search, sources, mode=mode, embedding=embedding,
-        children_per_round=children_per_round, seed=seed, search_id=search_id or None, method=method or None,
-        top_k=top_k, mixing_gamma=mixing_gamma, mixing_samples=mixing_samples, data_dir=data_dir or None,
-        table=table or None, metric_columns=tuple(metric_columns),
-    )
+    return step(search_dir, tuple(target_tasks), source_search, sources, settings, mode=mode, top_k=top_k,
+                children_per_round=children_per_round, rounds=rounds)

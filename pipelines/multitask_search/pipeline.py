@@ -1,6 +1,12 @@
 """multitask_search: the multitask search as a Kubeflow pipeline.
 
-    init_search -> [controller_step -> ParallelFor(train_child) -> aggregate_rewards] x rounds -> report
+    init_search -> [controller_step -> ParallelFor(train_child) -> aggregate_rewards] x rounds
+                -> register_champion (Study.finish) -> report
+
+`settings` is one mapping of the search's settings (transfer_automl.study.SearchSettings: tasks,
+method, method_options, seed, controller_lr, ...), checked by the same dataclass as the flags of
+`taml search`; every setting of the command line can be set here. The pipeline's shape (--rounds,
+--children) sets trials and batch size.
 
 The rounds are unrolled when the pipeline is built (pipelines/rounds.py). A run that continues a
 search (init_from=resume, same search_dir) starts at the checkpoint's step, so a long search runs
@@ -20,7 +26,7 @@ if str(_REPO) not in sys.path:  # loaded by path (taml pipeline compile): make c
 from kfp import compiler, dsl  # noqa: E402
 
 from components.init_search.component import init_search  # noqa: E402
-from pipelines.rounds import search_report, search_rounds, state_step  # noqa: E402
+from pipelines.rounds import finish_and_report, search_rounds, state_step  # noqa: E402
 
 NAME = "multitask_search"
 DEFAULT_ROUNDS = 3
@@ -40,27 +46,12 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
                   description=f"Multitask architecture search: {rounds} rounds x {children_per_round} children.")
     def multitask_search(
         search_dir: str,
-        tasks: list = [],  # noqa: B006  (KFP takes a pipeline parameter's default from the signature)
-        method: str = "reinforce",
-        space: str = "",
-        seed: int = 0,
-        benchmark: str = "",
-        table: str = "",
-        metric_columns: list = [],  # noqa: B006
-        data_dir: str = "",
-        budget_scale: float = 0.05,
-        search_id: str = "",
-        init_from: str = "scratch",
-        source: str = "",
+        settings: dict = {"tasks": [], "method": "reinforce"},  # noqa: B006  (KFP reads defaults from the signature)
     ):
-        init = state_step(init_search(
-            search_dir=search_dir, tasks=tasks, method=method, space=space, seed=seed,
-            children_per_round=children_per_round, benchmark=benchmark, table=table,
-            metric_columns=metric_columns, data_dir=data_dir, budget_scale=budget_scale,
-            search_id=search_id, init_from=init_from, source=source,
-        ), "init-search")
+        init = state_step(init_search(search_dir=search_dir, settings=settings, children_per_round=children_per_round,
+                                      rounds=rounds), "init-search")
         last = search_rounds(search_dir, init.output, rounds, children_per_round, gpu, parallelism)
-        search_report(search_dir, last)
+        finish_and_report(search_dir, last)
 
     return multitask_search
 

@@ -22,9 +22,8 @@ if str(_REPO) not in sys.path:  # loaded by path (taml pipeline compile): make c
 
 from kfp import compiler, dsl  # noqa: E402
 
-from components.register_champion.component import register_champion  # noqa: E402
 from components.resume_search.component import resume_search  # noqa: E402
-from pipelines.rounds import rounds_pipeline, search_report, state_step  # noqa: E402
+from pipelines.rounds import finish_and_report, rounds_pipeline, state_step  # noqa: E402
 
 NAME = "scheduled_retraining"
 DEFAULT_ROUNDS = 2
@@ -44,13 +43,12 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
         search_root: str,
         tasks: list = [],  # noqa: B006  (KFP takes a pipeline parameter's default from the signature)
     ):
-        resumed = state_step(resume_search(search_root=search_root, tasks=tasks,
-                                           children_per_round=children_per_round), "resume-search")
+        resumed = state_step(resume_search(search_root=search_root, tasks=tasks, children_per_round=children_per_round,
+                                           rounds=rounds), "resume-search")
         search_dir = resumed.outputs["search_dir"]
         more = more_rounds(search_dir=search_dir, start_round=resumed.outputs["round_index"])
         more.set_display_name("rounds").set_caching_options(False)  # its steps set their own policies
-        champion = state_step(register_champion(search_dir=search_dir).after(more), "register-champion")
-        search_report(search_dir, champion)
+        finish_and_report(search_dir, more)
 
     return scheduled_retraining
 

@@ -22,7 +22,7 @@ from kfp import compiler, dsl  # noqa: E402
 
 from components.task_distance.component import task_distance  # noqa: E402
 from components.transfer_init.component import transfer_init  # noqa: E402
-from pipelines.rounds import search_report, search_rounds, state_step  # noqa: E402
+from pipelines.rounds import finish_and_report, search_rounds, state_step  # noqa: E402
 
 NAME = "transfer_search"
 DEFAULT_ROUNDS = 3
@@ -44,30 +44,19 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
         repeats: int = 3,
         probe_trials: int = 20,
         mode: str = "warm_start",
-        embedding: str = "closest",
-        method: str = "",
         top_k: int = 10,
-        mixing_gamma: float = 0.1,
-        mixing_samples: int = 100,
-        seed: int = 0,
-        search_id: str = "",
-        data_dir: str = "",
-        table: str = "",
-        metric_columns: list = [],  # noqa: B006  (KFP takes a pipeline parameter's default from the signature)
+        settings: dict = {"embedding": "closest", "mixing_gamma": 0.1, "mixing_samples": 100, "seed": 0},  # noqa: B006
     ):
         dist = state_step(task_distance(
             search_dir=search_dir, target_tasks=target_tasks, source_search=source_search, distance=distance,
-            select=select, repeats=repeats, seed=seed, data_dir=data_dir, table=table,
-            metric_columns=metric_columns, probe_trials=probe_trials,
+            select=select, repeats=repeats, settings=settings, probe_trials=probe_trials,
         ), "task-distance")
         init = state_step(transfer_init(
             search_dir=search_dir, target_tasks=target_tasks, source_search=source_search, sources=dist.output,
-            mode=mode, embedding=embedding, children_per_round=children_per_round, seed=seed, search_id=search_id,
-            method=method, top_k=top_k, mixing_gamma=mixing_gamma, mixing_samples=mixing_samples,
-            data_dir=data_dir, table=table, metric_columns=metric_columns,
+            settings=settings, mode=mode, top_k=top_k, children_per_round=children_per_round, rounds=rounds,
         ), "transfer-init")
         last = search_rounds(search_dir, init.output, rounds, children_per_round, gpu, parallelism)
-        search_report(search_dir, last)
+        finish_and_report(search_dir, last)
 
     return transfer_search
 

@@ -114,37 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         "  taml search --table my.parquet --metric-columns task_a,task_b --method tpe --trials 100 --out runs/mine",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    s.add_argument("--tasks", default="", help="comma-separated task names (or .parquet paths); tables: default all")
-    s.add_argument("--trials", type=_positive_int, required=True, help="trials in total, across tasks")
-    s.add_argument("--out", required=True,
-                   help="run directory or s3://bucket/prefix (ledger/, checkpoint.pt; mlflow.db locally, "
-                        "for s3:// in $TAML_WORK_DIR unless MLFLOW_TRACKING_URI is set)")
-    s.add_argument("--method", default="reinforce",
-                   help="search method: reinforce, ppo, pqt, transformer (controllers); rs, re, tpe (baselines)")
-    s.add_argument("--space", help="built-in space (taml-text, mnms-text) or a .yaml/.json file (text default: taml-text)")
-    s.add_argument("--init-from", choices=["scratch", "resume", "transfer"], default="scratch",
-                   help="start fresh, continue --out, or transfer a pretrained controller (--from)")
-    s.add_argument("--from", dest="source", help="init-from transfer: a search directory or checkpoint.pt")
-    s.add_argument("--resume", action="store_true", help="same as --init-from resume")
-    s.add_argument("--batch-size", type=_positive_int, default=1, help="trials per controller update (paper: 1)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--controller-lr", type=_positive_float, help="controller step size (default: the method's paper value)")
-    s.add_argument("--normalization", choices=["std", "baseline"], help="advantage (R-b)/sigma (T-AML) or (R-b)/b (MNMS)")
-    s.add_argument("--baseline-decay", type=float, help="EMA decay of per-task baseline and std (default 0.95)")
-    s.add_argument("--entropy-weight", type=float, help="entropy bonus on the policy (default: the method's)")
-    s.add_argument("--mixing-gamma", type=float, default=0.1, help="transfer: initial uniform-mixing weight")
-    s.add_argument("--mixing-samples", type=int, default=100, help="transfer: samples over which mixing decays to 0")
-    s.add_argument("--reward-power", type=_positive_float, default=1.0, help="reward = val accuracy ** power (MNMS: 3)")
-    s.add_argument("--budget-scale", type=_positive_float, default=0.05,
-                   help="multiplies the space's training budgets for CPU runs (1.0 = the papers')")
-    s.add_argument("--trial-timeout", type=_positive_float, help="text children: seconds per trial, then status timeout")
-    s.add_argument("--benchmark", choices=["transnasbench101-micro", "nasbench201", "taml-text-real"],
-                   help="look children up in a tabular NAS benchmark instead of training them")
-    s.add_argument("--table", help="look children up in your own Parquet/CSV table (decision columns + metrics)")
-    s.add_argument("--metric-columns", default="", help="with --table: one metric column per task (higher is better)")
-    s.add_argument("--data-dir", help="where task names resolve (default $TAML_DATA_DIR, ../shared/data/text, or the shipped samples)")
-    s.add_argument("--cache-dir", help="frozen-feature cache, a directory or s3:// (default <out>/cache/features)")
-    s.add_argument("--search-id", help="default: <out dir name>-<UTC time>")
+    from transfer_automl.study.settings import add_arguments
+
+    add_arguments(s)  # one flag per SearchSettings field, from its metadata
+    s.add_argument("--resume", action="store_true", help="same as --init-from resume: continue --out with its "
+                                                          "stored settings (give only what changes, e.g. --trials)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _json_flag(s)
 
@@ -327,20 +301,22 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from transfer_automl.steps.search import SearchSettings, run_search
+    from transfer_automl.steps.search import run_search
+    from transfer_automl.study.settings import given_settings
 
-    if args.resume and args.init_from not in ("scratch", "resume"):
-        print(f"taml: error: --resume conflicts with --init-from {args.init_from}", file=sys.stderr)
+    given = given_settings(args)
+    if args.resume:
+        if given.get("init_from", "resume") != "resume":
+            print(f"taml: error: --resume conflicts with --init-from {given['init_from']}", file=sys.stderr)
+            return EXIT_USAGE
+        given["init_from"] = "resume"
+    if "out" not in given:
+        print("taml search: error: --out is required (see --help)", file=sys.stderr)
         return EXIT_USAGE
-    settings = SearchSettings(
-        tasks=_csv(args.tasks), trials=args.trials, out=args.out, space=args.space, method=args.method,
-        init_from="resume" if args.resume else args.init_from, source=args.source, batch_size=args.batch_size,
-        seed=args.seed, controller_lr=args.controller_lr, normalization=args.normalization,
-        baseline_decay=args.baseline_decay, entropy_weight=args.entropy_weight, mixing_gamma=args.mixing_gamma,
-        mixing_samples=args.mixing_samples, reward_power=args.reward_power, budget_scale=args.budget_scale, trial_timeout=args.trial_timeout,
-        benchmark=args.benchmark, table=args.table, metric_columns=_csv(args.metric_columns), data_dir=args.data_dir,
-        cache_dir=args.cache_dir, search_id=args.search_id, progress=not args.no_progress,
-    )
+    if given.get("init_from") != "resume" and "trials" not in given:
+        print("taml search: error: --trials is required for a new search (see --help)", file=sys.stderr)
+        return EXIT_USAGE
+    settings = {**given, "progress": not args.no_progress}
     result = run_search(settings)
     if args.json:
         print_json({"search_id": result.search_id, "method": result.method, "trials_run": result.trials_run,
@@ -414,7 +390,15 @@ def _working(message: str, enabled: bool = True):
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from transfer_automl.bench.search_efficiency import BenchSettings, run_benchmark
+    # benchmarks/ sits beside pipelines/ in a checkout: the working directory, or the checkout of
+    # an editable install (src/transfer_automl/cli.py -> the repo root)
+    roots = (Path.cwd(), Path(__file__).resolve().parents[2])
+    root = next((r for r in roots if (r / "benchmarks" / "search_efficiency.py").is_file()), None)
+    if root is None:
+        raise TamlError("taml bench needs a checkout (benchmarks/ is not in the wheel); run it from the repo root")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))  # also the spawned workers' path
+    from benchmarks.search_efficiency import BenchSettings, run_benchmark
 
     settings = BenchSettings(
         benchmark=args.benchmark, out=args.out, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
@@ -465,7 +449,7 @@ def _fuse(args: argparse.Namespace) -> int:
 
 
 def _transfer(args: argparse.Namespace) -> int:
-    from transfer_automl.transfer.warm_start import TransferSettings, run_transfer
+    from transfer_automl.steps.transfer_steps import TransferSettings, run_transfer
 
     settings = TransferSettings(
         target=args.target, source=args.source, out=args.out, select=args.select, embedding=args.embedding,
@@ -567,7 +551,7 @@ def _runs(args: argparse.Namespace) -> int:
     if args.runs_command == "show":
         return _runs_show(args)
     if args.runs_command == "register":
-        from transfer_automl.tracking.champion import register_champions
+        from transfer_automl.study.champions import register_champions
 
         report = register_champions(args.out, args.tracking_uri, data_dir=args.data_dir)
         if args.json:
@@ -575,7 +559,7 @@ def _runs(args: argparse.Namespace) -> int:
         else:
             print("\n".join([f"search {report.search_id} -> {report.tracking_location or 'nothing'}", *report.lines()]))
         return 0
-    from transfer_automl.steps.search import sync_runs
+    from transfer_automl.study.tracking import sync_runs
 
     result = sync_runs(args.out, args.tracking_uri)
     print(f"search {result.search_id} -> {result.tracking_location}: "

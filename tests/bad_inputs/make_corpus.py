@@ -57,7 +57,8 @@ def toy_search_case(name: str, extra: str, expect: str, prepare=None) -> None:
                   f"{method}{extra}", expect)
     pq.write_table(pa.Table.from_pylist(TOY_ROWS), folder / "toy.parquet")
     if prepare is not None:
-        from transfer_automl.steps.search import SearchSettings, run_search
+        from transfer_automl.steps.search import run_search
+        from transfer_automl.study import SearchSettings
         from transfer_automl.tracking import MemoryTracker
 
         out = folder / "out"

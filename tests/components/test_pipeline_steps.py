@@ -10,7 +10,8 @@ import torch
 from transfer_automl.errors import ConfigError
 from transfer_automl.search import Ledger, load_checkpoint
 from transfer_automl.steps import pipeline_steps as steps
-from transfer_automl.steps.search import SearchSettings, run_search
+from transfer_automl.steps.search import run_search
+from transfer_automl.study import SearchSettings
 from transfer_automl.tracking import MemoryTracker
 
 _VOLATILE = ("started_at", "ended_at", "duration_s")

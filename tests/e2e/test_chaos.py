@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from transfer_automl.search import load_checkpoint
-from transfer_automl.steps.search import SearchSettings, run_search
+from transfer_automl.steps.search import run_search
+from transfer_automl.study import SearchSettings
 from transfer_automl.tracking import MemoryTracker
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]

@@ -112,7 +112,8 @@ def test_a_whole_search_on_s3_completes_with_an_exact_ledger_under_transient_fau
         proxy: FaultProxy, s3_bucket: str, toy_table, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ledger commits and reads, checkpoints and the space file all cross the faulty proxy."""
     from transfer_automl.search import Ledger
-    from transfer_automl.steps.search import SearchSettings, run_search
+    from transfer_automl.steps.search import run_search
+    from transfer_automl.study import SearchSettings
     from transfer_automl.tracking import MemoryTracker
 
     monkeypatch.setenv("TAML_WORK_DIR", str(tmp_path / "work"))

@@ -12,7 +12,8 @@ import yaml
 
 from transfer_automl.errors import ConfigError
 from transfer_automl.search import LEDGER_SCHEMA, load_checkpoint
-from transfer_automl.steps.search import SearchSettings, run_search
+from transfer_automl.steps.search import run_search
+from transfer_automl.study import SearchSettings
 from transfer_automl.tracking import MemoryTracker
 
 pytestmark = pytest.mark.e2e
@@ -97,7 +98,7 @@ def test_ledger_and_mlflow_hold_exactly_the_trials_run(tmp_path, space_file, sam
         / len([r for r in rows if r["task"] == t and r["controller_step"] == s])
         for t, s in {(r["task"], r["controller_step"]) for r in rows}))
     artifacts = {a.path for a in client.list_artifacts(controller.info.run_id)}
-    assert artifacts == {"checkpoint.pt", "space.yaml"}
+    assert artifacts == {"checkpoint.pt", "space.yaml", "settings.json"}
     assert controller.data.params["budget_scale"] == "0.05"
 
     # Per-task summary agrees with the ledger.
@@ -146,7 +147,7 @@ def test_memory_tracker_sees_every_trial_and_step(tmp_path, space_file, samples_
     assert len(tracker.trials) == 5
     for trial in tracker.trials:  # MNMS: reward is the cubed validation accuracy
         assert trial["reward"] == pytest.approx(trial["val_accuracy"] ** 3)
-    assert [p.rsplit("/", 1)[-1] for p in tracker.artifacts] == ["checkpoint.pt", "space.yaml"]
+    assert [p.rsplit("/", 1)[-1] for p in tracker.artifacts] == ["checkpoint.pt", "space.yaml", "settings.json"]
     assert [step for step, _ in tracker.controller] == [0, 1, 2]  # 2 + 2 + 1 trials
     assert tracker.status == "FINISHED"
     assert tracker.params["tasks"] == "sms_spam,mpqa,customer_reviews"

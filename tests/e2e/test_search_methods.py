@@ -11,7 +11,8 @@ import pytest
 from transfer_automl.cli import main
 from transfer_automl.errors import ConfigError
 from transfer_automl.search import load_checkpoint
-from transfer_automl.steps.search import SearchSettings, run_search
+from transfer_automl.steps.search import run_search
+from transfer_automl.study import SearchSettings
 from transfer_automl.tracking import MemoryTracker
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,8 @@ import pytest
 from transfer_automl.children.trainer import ChildTrainerConfig, TextChildTrainer
 from transfer_automl.cli import main
 from transfer_automl.errors import ConfigError
-from transfer_automl.steps.search import SearchSettings, run_search
+from transfer_automl.steps.search import run_search
+from transfer_automl.study import SearchSettings
 from transfer_automl.tasks import load_task
 from transfer_automl.tasks.features import FeatureCache
 from transfer_automl.tracking import MemoryTracker

@@ -239,6 +239,8 @@ def test_the_wheel_builds_and_holds_what_the_steps_need(wheel):
     for module in ["transfer_automl/cli.py", "transfer_automl/steps/pipeline_steps.py"]:
         assert module in names, module
     assert any(n.startswith("transfer_automl/tasks/samples/") and n.endswith(".parquet") for n in names)
+    # the benchmark harnesses run from a checkout (benchmarks/, like pipelines/), not from the wheel
+    assert not any(n.startswith(("benchmarks/", "transfer_automl/bench/")) for n in names)
     assert re.search(r"^taml = transfer_automl\.cli:main$", entry_points, re.M), entry_points
     # kfp must be in the image: the components are compiled with install_kfp_package=False
     requires = re.findall(r"^Requires-Dist: ([A-Za-z0-9_.-]+)(.*)$", metadata, re.M)

@@ -1,11 +1,12 @@
 """The single-task baselines: random search ("rs"), regularized evolution ("re") and TPE ("tpe").
 
-One interface test runs against all three; then each method's own behaviour.
+The interface tests shared by every method are in test_search_interface.py; here, what the three
+baselines share beyond it (plain-data state, refusing the state of another method) and each
+method's own behaviour.
 """
 
 from __future__ import annotations
 
-import io
 import statistics
 
 import optuna
@@ -16,7 +17,7 @@ from optuna.trial import TrialState
 import transfer_automl.search.evolution  # noqa: F401  (registers "re")
 import transfer_automl.search.random_search  # noqa: F401  (registers "rs")
 import transfer_automl.search.tpe  # noqa: F401  (registers "tpe")
-from transfer_automl.errors import CheckpointError, ConfigError, SearchSpaceError
+from transfer_automl.errors import CheckpointError, ConfigError
 from transfer_automl.search.base import Search, Trial, make_search
 from transfer_automl.search.evolution import RegularizedEvolution
 from transfer_automl.search.tpe import TPESearch
@@ -78,55 +79,14 @@ def assert_plain(value, where: str = "state") -> None:
         assert value is None or isinstance(value, bool | int | float | str | torch.Tensor), f"{where}: {type(value)}"
 
 
-# -- interface: every method -----------------------------------------------------------------
+# -- state: every method (the rest of the interface: tests/unit/test_search_interface.py) ----
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_proposals_are_in_range_and_decode(name):
-    search = make(name)
-    run_rounds(search, 4)  # past the random start for "re" (6 per task) and "tpe" (4 per task)
-    trials = search.ask(30)
-    assert {t.task for t in trials} == set(TASKS)
-    for t in trials:
-        assert len(t.actions) == len(CARDINALITIES)
-        assert all(0 <= a < c for a, c in zip(t.actions, CARDINALITIES, strict=True))
-        assert t.config == SPACE.decode(t.actions)
-        assert t.task == TASKS[t.task_index]
-
-
-@pytest.mark.parametrize("name", METHODS)
-def test_same_seed_same_proposals_other_seed_other_proposals(name):
-    a, b = run_rounds(make(name, seed=0), 8), run_rounds(make(name, seed=0), 8)
-    c = run_rounds(make(name, seed=1), 8)
-    assert a == b
-    assert a != c
-
-
-@pytest.mark.parametrize("name", METHODS)
-def test_trial_ids_are_deterministic(name):
-    first, second = make(name), make(name)
-    for step in range(3):
-        ta, tb = first.ask(2), second.ask(2)
-        assert [t.trial_id for t in ta] == [t.trial_id for t in tb] == [f"s/{step:06d}/000", f"s/{step:06d}/001"]
-        first.tell(ta, [0.0, 1.0])
-        second.tell(tb, [0.0, 1.0])
-
-
-@pytest.mark.parametrize("name", METHODS)
-def test_state_dict_round_trip_continues_identically(name):
-    original = make(name, seed=0)
-    run_rounds(original, 5)
-    state = original.state_dict()
-    assert_plain(state)
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    loaded_state = torch.load(buffer, weights_only=True)
-
-    reloaded = make(name, seed=99)  # the state, not the seed, decides what comes next
-    reloaded.load_state_dict(loaded_state)
-    assert reloaded.step == original.step
-    assert run_rounds(reloaded, 6) == run_rounds(original, 6)
+def test_state_is_plain_data(name):
+    search = make(name, seed=0)
+    run_rounds(search, 5)
+    assert_plain(search.state_dict())
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -139,23 +99,6 @@ def test_state_of_another_method_or_space_is_refused(name):
     wider = SearchSpace("toy", (*SPACE.decisions[:3], Decision("depth", (1, 2, 3, 4, 5, 6))))
     with pytest.raises(CheckpointError, match="fingerprint"):
         make(name).load_state_dict(make_search(name, wider, TASKS, "s", **SETTINGS[name]).state_dict())
-
-
-@pytest.mark.parametrize("name", METHODS)
-def test_tell_refuses_bad_results(name):
-    search = make(name)
-    trials = search.ask(3)
-    with pytest.raises(ValueError, match="3 trials but 2 rewards"):
-        search.tell(trials, [1.0, 2.0])
-    with pytest.raises(ValueError, match="not a finite number"):
-        search.tell(trials, [1.0, float("nan"), 2.0])
-    bad = make_trial(search, 0, [0, 0, 0, 0])
-    bad.actions = [0, 0, 0, 9]
-    with pytest.raises(SearchSpaceError, match="depth"):
-        search.tell([bad], [1.0])
-    assert search.step == 0  # nothing was learned from a refused round
-    search.tell(trials, [1.0, 2.0, 3.0])
-    assert search.step == 1
 
 
 # -- random search ---------------------------------------------------------------------------

@@ -13,8 +13,10 @@ import yaml
 
 from transfer_automl.cli import main
 from transfer_automl.errors import TamlError
-from transfer_automl.steps.search import SearchSettings, run_search, trial_seed
-from transfer_automl.tracking.champion import CHAMPION_ALIAS, ChampionCandidate, register_champions
+from transfer_automl.steps.search import run_search
+from transfer_automl.study import SearchSettings, trial_seed
+from transfer_automl.study.champions import register_champions
+from transfer_automl.tracking.champion import CHAMPION_ALIAS, ChampionCandidate
 
 TASKS = ("mpqa", "sms_spam")
 # Cheap word-table children (no sentence encoder), both towers and fine-tuning in play.
@@ -264,7 +266,7 @@ class _uri:
 
 
 def test_a_search_whose_tracker_is_down_leaves_registering_for_later(tmp_path):
-    from transfer_automl.tracking.champion import register_after_search
+    from transfer_automl.study.champions import register_after_search
 
     class Down:
         location, down = "http://127.0.0.1:9", True

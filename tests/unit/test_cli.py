@@ -109,7 +109,8 @@ def test_json_of_search_runs_and_report(tmp_path, capsys):
     by_task = {t["task"]: t for t in search["tasks"]}
     assert sum(t["trials"] for t in by_task.values()) == 8
     # a sibling random search, without MLflow (the command line's tracking was checked above)
-    from transfer_automl.steps.search import SearchSettings, run_search
+    from transfer_automl.steps.search import run_search
+    from transfer_automl.study import SearchSettings
     from transfer_automl.tracking import MemoryTracker
 
     run_search(SearchSettings(tasks=(), trials=8, out=str(tmp_path / "runs" / "nested" / "b"), method="rs",

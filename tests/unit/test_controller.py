@@ -5,7 +5,7 @@ import torch
 
 from transfer_automl.algorithms import ReinforceConfig
 from transfer_automl.controllers import LSTMController, LSTMControllerConfig
-from transfer_automl.search import MultitaskSearch
+from transfer_automl.search import ReinforceSearch
 from transfer_automl.space import MNMS_TEXT, TAML_TEXT, Decision, SearchSpace
 
 
@@ -64,7 +64,7 @@ PREFERRED = {"t0": 0, "t1": 3}  # each task rewards a different choice of decisi
 
 
 def _train_two_task(batch_size: int, learning_rate: float, max_updates: int, seed: int):
-    search = MultitaskSearch(TOY, ["t0", "t1"], "toy", seed=seed,
+    search = ReinforceSearch(TOY, ["t0", "t1"], "toy", seed=seed,
                              update_config=ReinforceConfig(learning_rate=learning_rate))
     for update in range(1, max_updates + 1):
         trials = search.ask(batch_size)
@@ -91,7 +91,7 @@ def test_paper_setting_one_child_per_update_also_learns(seed):
 
 
 def test_without_reward_signal_the_policy_stays_near_uniform():
-    search = MultitaskSearch(TOY, ["t0", "t1"], "toy", seed=0, update_config=ReinforceConfig(learning_rate=0.02))
+    search = ReinforceSearch(TOY, ["t0", "t1"], "toy", seed=0, update_config=ReinforceConfig(learning_rate=0.02))
     for _ in range(50):
         trials = search.ask(8)
         search.tell(trials, [0.5] * len(trials))  # constant reward: zero advantage

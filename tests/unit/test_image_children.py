@@ -167,7 +167,8 @@ def test_registry_and_space():
 
 
 def test_image_search_records_every_status_in_the_ledger(image_dir, tmp_path):
-    from transfer_automl.steps.search import SearchSettings, run_search
+    from transfer_automl.steps.search import run_search
+    from transfer_automl.study import SearchSettings
     from transfer_automl.tracking.memory import MemoryTracker
 
     space = tmp_path / "tiny-image.yaml"
@@ -197,7 +198,7 @@ def test_image_search_records_every_status_in_the_ledger(image_dir, tmp_path):
 
 
 def test_image_tasks_choose_the_image_backend(image_dir, tmp_path):
-    from transfer_automl.steps.image_backend import image_backend, wants_image_backend
+    from transfer_automl.study.image_backend import image_backend, wants_image_backend
 
     assert wants_image_backend(("digits_small:is3",), None, str(image_dir))
     assert wants_image_backend(("digits_small:is3",), "taml-text", str(image_dir))

@@ -14,7 +14,7 @@ import torch
 
 from s3_fixtures import moto_server, s3_bucket, s3_env  # noqa: F401
 from transfer_automl.errors import CheckpointError, LedgerError
-from transfer_automl.search import MultitaskSearch
+from transfer_automl.search import ReinforceSearch
 from transfer_automl.search.checkpoint import (
     FORMAT_VERSION,
     REQUIRED_KEYS,
@@ -228,9 +228,9 @@ def _write_framed(path, body) -> None:
     LocalStore(path.parent).put_with_checksum(path.name, buffer.getvalue())
 
 
-def _trained_search() -> MultitaskSearch:
+def _trained_search() -> ReinforceSearch:
     """A search after two told rounds, so weights, Adam state and baselines are non-trivial."""
-    search = MultitaskSearch(space=TAML_TEXT, tasks=["a", "b"], search_id="s")
+    search = ReinforceSearch(space=TAML_TEXT, tasks=["a", "b"], search_id="s")
     for rewards in ([0.1, 0.5, 0.3, 0.9], [0.7, 0.2, 0.6, 0.4]):
         trials = search.ask(4)
         search.tell(trials, rewards)
@@ -241,7 +241,7 @@ def _trained_search() -> MultitaskSearch:
 def saved(tmp_path_factory):
     search = _trained_search()
     path = tmp_path_factory.mktemp("ckpt") / "sub" / "controller.pt"
-    payload = search.checkpoint_payload()
+    payload = search.state_dict()
     save_checkpoint(path, payload)
     return search, payload, path
 
@@ -274,7 +274,7 @@ def test_load_with_space_and_tasks_gives_same_weights(saved):
     assert body["update_state"]["baselines"]["count"] != [0, 0]
     assert torch.equal(body["generator_state"], payload["generator_state"])
     # the weights actually moved away from initialisation during the two rounds
-    fresh = MultitaskSearch(space=TAML_TEXT, tasks=["a", "b"], search_id="s").controller.state_dict()
+    fresh = ReinforceSearch(space=TAML_TEXT, tasks=["a", "b"], search_id="s").controller.state_dict()
     assert any(not torch.equal(fresh[k], v) for k, v in original.items())
 
 
@@ -288,13 +288,13 @@ def test_from_checkpoint_restores_step_and_sampling(saved):
     _, _, path = saved
     # two identical searches: one keeps running, the other is restored from its checkpoint
     original = _trained_search()
-    restored = MultitaskSearch.from_checkpoint(load_checkpoint(path, space=TAML_TEXT, tasks=["a", "b"]))
+    restored = ReinforceSearch.from_checkpoint(load_checkpoint(path, space=TAML_TEXT, tasks=["a", "b"]))
     assert restored.step == original.step == 2
     assert restored.search_id == "s"
     assert restored.tasks == ["a", "b"]
     assert restored.space.fingerprint() == TAML_TEXT.fingerprint()
 
-    fresh = MultitaskSearch(space=TAML_TEXT, tasks=["a", "b"], search_id="s")
+    fresh = ReinforceSearch(space=TAML_TEXT, tasks=["a", "b"], search_id="s")
     fresh_trials = fresh.ask(3)
 
     a = original.ask(3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,7 +11,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from transfer_automl.bench.real_table import (
+from transfer_automl.errors import TaskError
+from transfer_automl.space.decisions import Decision, SearchSpace
+from transfer_automl.tasks.benchmarks import load_benchmark
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # benchmarks/ is imported from the checkout (it is not in the wheel)
+
+from benchmarks.real_table import (  # noqa: E402
     REAL_SPACE,
     BuildSettings,
     all_configs,
@@ -18,9 +27,6 @@ from transfer_automl.bench.real_table import (
     network_key,
     top_n_curves,
 )
-from transfer_automl.errors import TaskError
-from transfer_automl.space.decisions import Decision, SearchSpace
-from transfer_automl.tasks.benchmarks import load_benchmark
 
 SAMPLE = Path(__file__).resolve().parents[2] / "src" / "transfer_automl" / "tasks" / "samples" / "sms_spam.parquet"
 
@@ -101,7 +107,7 @@ def _synthetic_table(directory: Path, tasks: list[str]) -> None:
     """A taml-text-real table with made-up accuracies: the searches only look values up."""
     import pyarrow as pa
 
-    from transfer_automl.bench.real_table import _cell, _encode_meta
+    from benchmarks.real_table import _cell, _encode_meta
 
     rng = np.random.default_rng(0)
     configs = all_configs(REAL_SPACE)
@@ -115,7 +121,7 @@ def _synthetic_table(directory: Path, tasks: list[str]) -> None:
 
 
 def test_compare_searches_reports_tables_two_and_three(tmp_path):
-    from transfer_automl.bench.real_table import CompareSettings, compare_searches, render_report
+    from benchmarks.real_table import CompareSettings, compare_searches, render_report
 
     _synthetic_table(tmp_path, ["sms_spam", "mpqa"])
     settings = CompareSettings(out=str(tmp_path / "out"), seeds=2, trials=30, budget=20, pretrain_trials_per_task=20,

@@ -18,7 +18,8 @@ from s3_fixtures import moto_server, s3_bucket, s3_env  # noqa: F401  (fixtures)
 from transfer_automl.cli import main
 from transfer_automl.errors import TamlError
 from transfer_automl.report import ReportError, build_report, load_search, render_report
-from transfer_automl.steps.search import SearchSettings, run_search
+from transfer_automl.steps.search import run_search
+from transfer_automl.study import SearchSettings
 from transfer_automl.tracking import MemoryTracker
 from transfer_automl.transfer.distances import DistanceMatrix
 

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from transfer_automl.bench.search_efficiency import (
+from transfer_automl.errors import ConfigError
+from transfer_automl.tasks.benchmarks import table_benchmark_from_file
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # benchmarks/ is imported from the checkout (it is not in the wheel)
+
+from benchmarks.search_efficiency import (  # noqa: E402
     BenchSettings,
     RunCurve,
     regret,
@@ -17,8 +26,6 @@ from transfer_automl.bench.search_efficiency import (
     run_benchmark,
     zero_shot,
 )
-from transfer_automl.errors import ConfigError
-from transfer_automl.tasks.benchmarks import table_benchmark_from_file
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +74,10 @@ def test_trials_to_target_uses_the_median_random_search_best(bench):
 
 
 def test_benchmark_run_writes_consistent_outputs(tmp_path, table_path, monkeypatch):
-    import transfer_automl.bench.search_efficiency as harness
+    import benchmarks.studies
 
-    # The harness loads benchmarks by name; point it at the toy table.
-    monkeypatch.setattr(harness, "_BENCH", None)
+    # The harness loads benchmarks by name (once per process); point it at the toy table.
+    monkeypatch.setattr(benchmarks.studies, "_BACKENDS", {})
     monkeypatch.setattr("transfer_automl.tasks.benchmarks.load_benchmark",
                         lambda name, data_dir=None: table_benchmark_from_file(table_path, metric_columns=["t1", "t2", "t3"], name="toy"))
     settings = BenchSettings(benchmark="toy", out=str(tmp_path / "out"), methods=("re", "reinforce", "transfer"),

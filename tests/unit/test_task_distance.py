@@ -14,7 +14,7 @@ from torch import nn
 
 from transfer_automl.cli import main
 from transfer_automl.errors import ConfigError, TaskError
-from transfer_automl.tasks.images import load_image_task
+from transfer_automl.tasks.images import load_image_task, pool_images
 from transfer_automl.transfer import (
     DISTANCES,
     EmbeddingCosine,
@@ -23,7 +23,7 @@ from transfer_automl.transfer import (
     get_distance,
     register_distance,
 )
-from transfer_automl.transfer.fisher import ProbeConfig, ProbeData, diagonal_fisher, pool_images
+from transfer_automl.transfer.fisher import ProbeConfig, ProbeData, diagonal_fisher
 
 SHARED_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "images"
 

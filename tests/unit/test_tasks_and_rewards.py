@@ -87,7 +87,7 @@ def test_rewards_and_accuracy_top_n():
 
 def test_summaries_count_only_children_that_trained():
     from transfer_automl.rewards.summary import TaskHistory, summarize
-    from transfer_automl.steps.backends import Reference
+    from transfer_automl.study.backends import Reference
 
     rows = [
         {"task": "t", "status": "ok", "val_accuracy": 0.7, "test_accuracy": 0.6, "config": '{"a": 1}'},

@@ -285,7 +285,7 @@ def test_training_a_transferred_search_leaves_the_pretrained_search_alone(method
 def test_transfer_from_a_checkpoint_file_equals_transfer_from_memory(tmp_path, method, settings):
     pre = _pretrain(method, rounds=2, **settings)
     path = tmp_path / "pretrained.ckpt"
-    save_checkpoint(path, {**pre.checkpoint_payload()})
+    save_checkpoint(path, pre.state_dict())
     body = load_checkpoint(path, space=TOY, tasks=PRETRAINED_TASKS)
     from_disk = ControllerSearch.transfer_from(body, NEW_TASKS, "tx", seed=5)
     from_memory = ControllerSearch.transfer_from(pre.state_dict(), NEW_TASKS, "tx", seed=5)

@@ -3,19 +3,15 @@ spaces, transfer, shared-by-name parameters, and the double-XOR toy against the 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 import transfer_automl.controllers.transformer  # noqa: F401  registers "transformer"
 from example_spaces import OPT  # noqa: E402  (tests/ is on the path, like s3_fixtures)
 from transfer_automl.algorithms import Reinforce
-from transfer_automl.bench.double_xor import (
-    DoubleXorSettings,
-    double_xor_reward,
-    moving_average,
-    samples_to_threshold,
-    train_agent,
-)
 from transfer_automl.controllers import CONTROLLERS, build_controller
 from transfer_automl.controllers.transformer import (
     TransformerController,
@@ -31,6 +27,18 @@ from transfer_automl.space import (
     SearchSpace,
     merge_spaces,
     subspace_choice_for,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # benchmarks/ is imported from the checkout (it is not in the wheel)
+
+from benchmarks.double_xor import (  # noqa: E402
+    DoubleXorSettings,
+    double_xor_reward,
+    moving_average,
+    samples_to_threshold,
+    train_agent,
 )
 
 CNN = SearchSpace("cnn", (

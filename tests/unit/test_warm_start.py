@@ -170,11 +170,6 @@ def test_warm_start_errors(pretrained):
 # ---------------------------------------------------------------- taml transfer, end to end
 
 
-def test_checkpoint_name_is_the_search_steps():
-    from transfer_automl.steps.search import CHECKPOINT_NAME
-
-    assert ws.CHECKPOINT_NAME == CHECKPOINT_NAME
-
 SMALL_SPACE = {
     "name": "taml-tiny",
     "decisions": [
@@ -211,7 +206,7 @@ def test_cli_transfer_end_to_end(tmp_path, capsys, samples_dir, feature_cache_di
     lines = [line.split() for line in printed.splitlines() if line.startswith("  ")]
     assert {line[0] for line in lines} == {"sms_spam", "mpqa"} and float(lines[0][1]) <= float(lines[1][1])
     closest = lines[0][0]
-    assert "next:  taml search --tasks customer_reviews" in printed and "--resume --method reinforce" in printed
+    assert f"next:  taml search --out {warm} --resume --trials <n>" in printed
     body = load_checkpoint(warm / "checkpoint.pt", tasks=["customer_reviews"])
     assert body["step"] == 0 and body["search_settings"]["method"] == "reinforce"
     source = load_checkpoint(pre / "checkpoint.pt")
@@ -248,7 +243,7 @@ def test_cli_transfer_errors_are_one_line(tmp_path, capsys):
 
     args = ["transfer", "--target", "new", "--out", str(tmp_path / "out")]
     assert main([*args, "--from", str(tmp_path / "missing")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "holds no search" in capsys.readouterr().err
     save_checkpoint(tmp_path / "tpe.pt", make_search("tpe", TOY, SOURCES, "tpe", seed=0).state_dict())
     assert main([*args, "--from", str(tmp_path / "tpe.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

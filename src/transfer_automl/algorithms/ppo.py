@@ -43,8 +43,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from transfer_automl.algorithms.base import register_update_rule
 from transfer_automl.algorithms.baselines import TaskBaselines
-from transfer_automl.controllers.lstm import LSTMController, Rollout
+from transfer_automl.controllers.base import Controller, Rollout
 from transfer_automl.errors import ConfigError
 
 
@@ -121,6 +122,7 @@ def _copy_structure(learner: nn.Module, actor: nn.Module) -> None:
             learner_buffers[name].copy_(buffer)
 
 
+@register_update_rule
 class PPO:
     """`update(actor, rollout, rewards) -> metrics`; owns the learner, its optimizer, the replay
     bank and the baselines. The actor is changed only by the Polyak average."""
@@ -128,7 +130,7 @@ class PPO:
     name = "ppo"
     config_class = PPOConfig
 
-    def __init__(self, controller: LSTMController, config: PPOConfig | dict | None = None):
+    def __init__(self, controller: Controller, config: PPOConfig | dict | None = None):
         self.config = config if isinstance(config, PPOConfig) else PPOConfig(**(config or {}))
         self.learner = copy.deepcopy(controller)
         self.learner.requires_grad_(True)
@@ -166,7 +168,7 @@ class PPO:
         )[-keep:].clone()  # [N]
         self.new_samples += int(tasks.shape[0])
 
-    def update(self, controller: LSTMController, rollout: Rollout, rewards: list[float]) -> dict[str, float]:
+    def update(self, controller: Controller, rollout: Rollout, rewards: list[float]) -> dict[str, float]:
         c = self.config
         if self.updates == 0:
             self.learner.load_state_dict(controller.state_dict())  # start from the actor as it is now

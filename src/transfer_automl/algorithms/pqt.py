@@ -39,8 +39,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from transfer_automl.algorithms.base import register_update_rule
 from transfer_automl.algorithms.baselines import TaskBaselines
-from transfer_automl.controllers.lstm import LSTMController, Rollout
+from transfer_automl.controllers.base import Controller, Rollout
 from transfer_automl.errors import ConfigError
 
 
@@ -133,6 +134,7 @@ def sampled_decisions(controller: torch.nn.Module, actions: torch.Tensor) -> tor
     return active.sum(1).clamp(min=1).float()
 
 
+@register_update_rule
 class PQT:
     """`update(controller, rollout, rewards) -> metrics`; owns the optimizer, the baselines and
     one priority queue per task."""
@@ -140,7 +142,7 @@ class PQT:
     name = "pqt"
     config_class = PQTConfig
 
-    def __init__(self, controller: LSTMController, config: PQTConfig | dict | None = None):
+    def __init__(self, controller: Controller, config: PQTConfig | dict | None = None):
         self.config = config if isinstance(config, PQTConfig) else PQTConfig(**(config or {}))
         self.optimizer = torch.optim.Adam(controller.parameters(), lr=self.config.learning_rate)
         self.baselines = TaskBaselines(
@@ -159,7 +161,7 @@ class PQT:
             drawn.append(list(items[j][1]))
         return torch.tensor(drawn, dtype=torch.long)
 
-    def update(self, controller: LSTMController, rollout: Rollout, rewards: list[float]) -> dict[str, float]:
+    def update(self, controller: Controller, rollout: Rollout, rewards: list[float]) -> dict[str, float]:
         c = self.config
         tasks = rollout.tasks.to(torch.long)  # [n]
         actions = rollout.actions.to(torch.long)  # [n, M]

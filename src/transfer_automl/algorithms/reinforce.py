@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from transfer_automl.algorithms.base import register_update_rule
 from transfer_automl.algorithms.baselines import TaskBaselines
-from transfer_automl.controllers.lstm import LSTMController, Rollout
+from transfer_automl.controllers.base import Controller, Rollout
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,14 @@ class ReinforceConfig:
         return asdict(self)
 
 
+@register_update_rule
 class Reinforce:
     """`update(controller, rollout, rewards) -> metrics`; owns the optimizer and the baselines."""
 
     name = "reinforce"
     config_class = ReinforceConfig
 
-    def __init__(self, controller: LSTMController, config: ReinforceConfig | dict | None = None):
+    def __init__(self, controller: Controller, config: ReinforceConfig | dict | None = None):
         self.config = config if isinstance(config, ReinforceConfig) else ReinforceConfig(**(config or {}))
         self.optimizer = torch.optim.Adam(controller.parameters(), lr=self.config.learning_rate)
         self.baselines = TaskBaselines(
@@ -43,7 +45,7 @@ class Reinforce:
             min_std=self.config.min_std, normalization=self.config.normalization,
         )
 
-    def update(self, controller: LSTMController, rollout: Rollout, rewards: list[float]) -> dict[str, float]:
+    def update(self, controller: Controller, rollout: Rollout, rewards: list[float]) -> dict[str, float]:
         tasks = rollout.tasks.tolist()
         advantages = torch.tensor(self.baselines.advantages(tasks, list(rewards)), dtype=torch.float32)  # [n]
         log_probs, entropies = controller.log_prob(rollout.actions, rollout.tasks)  # [n], [n]

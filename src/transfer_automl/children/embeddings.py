@@ -20,6 +20,7 @@ import numpy as np
 
 from transfer_automl.children.tokens import TokenBags, compact, stable_hash, tokenize
 from transfer_automl.errors import ConfigError
+from transfer_automl.registry import Registry
 
 
 @dataclass
@@ -339,14 +340,12 @@ class UseMultilingualModule(InputModule):
         return np.asarray(self._model.encode(list(texts)), dtype=np.float32)
 
 
-MODULES: dict[str, InputModule] = {}
+MODULES: Registry[InputModule] = Registry("input module")
 
 
 def register(module: InputModule) -> InputModule:
-    if module.name in MODULES:
-        raise ValueError(f"input module {module.name!r} is already registered")
-    MODULES[module.name] = module
-    return module
+    """Make an input module selectable by its `name`; names are unique."""
+    return MODULES.register(module.name, module)
 
 
 for _module in (
@@ -361,7 +360,5 @@ for _module in (
 
 
 def get_module(name: str) -> InputModule:
-    try:
-        return MODULES[name]
-    except KeyError:
-        raise ConfigError(f"unknown input module {name!r}; registered: {sorted(MODULES)}") from None
+    """The registered input module `name`; ConfigError naming the registered ones if there is none."""
+    return MODULES.get(name)

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from transfer_automl.errors import ConfigError
+from transfer_automl.registry import Registry
 
 
 class ImageInputModule(ABC):
@@ -181,14 +182,12 @@ class EfficientNetLite0Module(ImageInputModule):
         return _EfficientNetFeatures(net, height, width, self.resolution)
 
 
-IMAGE_MODULES: dict[str, ImageInputModule] = {}
+IMAGE_MODULES: Registry[ImageInputModule] = Registry("image input module")
 
 
 def register(module: ImageInputModule) -> ImageInputModule:
-    if module.name in IMAGE_MODULES:
-        raise ValueError(f"image input module {module.name!r} is already registered")
-    IMAGE_MODULES[module.name] = module
-    return module
+    """Make an image input module selectable by its `name`; names are unique."""
+    return IMAGE_MODULES.register(module.name, module)
 
 
 for _module in (RawPixelsModule(), SmallCnnModule(), EfficientNetLite0Module()):
@@ -196,7 +195,5 @@ for _module in (RawPixelsModule(), SmallCnnModule(), EfficientNetLite0Module()):
 
 
 def get_image_module(name: str) -> ImageInputModule:
-    try:
-        return IMAGE_MODULES[name]
-    except KeyError:
-        raise ConfigError(f"unknown image input module {name!r}; registered: {sorted(IMAGE_MODULES)}") from None
+    """The registered image input module `name`; ConfigError naming the registered ones if there is none."""
+    return IMAGE_MODULES.get(name)

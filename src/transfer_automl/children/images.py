@@ -27,7 +27,7 @@ from transfer_automl.children.image_modules import ImageInputModule, get_image_m
 from transfer_automl.children.loop import proximal_adagrad_for
 from transfer_automl.children.model import deep_tower
 from transfer_automl.children.spec import ChildSpec
-from transfer_automl.children.trainer import ChildResult, ChildTrainer, ChildTrainerConfig
+from transfer_automl.children.trainer import ChildResult, ChildTrainerConfig, GuardedChildTrainer
 from transfer_automl.errors import ConfigError
 from transfer_automl.tasks.features import FeatureCache
 from transfer_automl.tasks.images import ImageTask
@@ -72,8 +72,8 @@ class _CacheSubject:
     texts: np.ndarray
 
 
-class ImageChildTrainer(ChildTrainer):
-    """`train(config, task, seed) -> ChildResult` for image tasks (`tasks.images.ImageTask`)."""
+class ImageChildTrainer(GuardedChildTrainer):
+    """`train(config, task, seed, keep_model) -> ChildResult` for image tasks (`tasks.images.ImageTask`)."""
 
     def __init__(self, config: ChildTrainerConfig, cache: FeatureCache):
         self.config = config

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from transfer_automl.children.trainer import ChildResult
+from transfer_automl.children.base import ChildResult
 from transfer_automl.errors import TaskError
 from transfer_automl.space.decisions import SearchSpace
 from transfer_automl.tasks.benchmarks import TableBenchmark
@@ -19,14 +19,16 @@ from transfer_automl.trial_status import STATUS_INVALID, STATUS_OK
 
 
 class TableChildTrainer:
-    """`train(config, task, seed) -> ChildResult` by table lookup.
+    """A `ChildTrainer` (children/base.py): `train(config, task, seed, keep_model) -> ChildResult` by
+    table lookup.
 
     val_accuracy is the table's raw validation metric, test_accuracy its test metric (the
     validation metric where the table has none). The metric is whatever the table holds (a
     percentage, SSIM, a negative loss), always higher-is-better. `seed` is ignored: the tables
-    hold seed-averaged results. A configuration that fits the space but is missing from a sparse
-    table ends with status "invalid" and the reason in `error`; one that does not fit the space
-    raises SearchSpaceError, and an unknown task raises TaskError.
+    hold seed-averaged results; so is `keep_model`: there is no model (`ChildResult.model` stays
+    None). A configuration that fits the space but is missing from a sparse table ends with
+    status "invalid" and the reason in `error`; one that does not fit the space raises
+    SearchSpaceError, and an unknown task raises TaskError.
     """
 
     def __init__(self, benchmark: TableBenchmark):
@@ -40,7 +42,7 @@ class TableChildTrainer:
     def tasks(self) -> list[str]:
         return list(self.benchmark.tasks)
 
-    def train(self, config: Mapping[str, Any], task: str, seed: int = 0) -> ChildResult:
+    def train(self, config: Mapping[str, Any], task: str, seed: int = 0, keep_model: bool = False) -> ChildResult:
         started = time.perf_counter()
         if task not in self.benchmark.tasks:
             raise TaskError(

@@ -13,13 +13,14 @@ from __future__ import annotations
 import abc
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from transfer_automl.children.base import ChildResult
 from transfer_automl.children.device import pick_device
 from transfer_automl.children.embeddings import (
     EncoderTokens,
@@ -70,18 +71,6 @@ class ChildTrainerConfig:
 
 
 @dataclass
-class ChildResult:
-    status: str
-    val_accuracy: float
-    test_accuracy: float
-    train_steps: int
-    duration_s: float
-    error: str = ""
-    model: nn.Module | None = None  # the trained child, only when train(..., keep_model=True)
-    phases: dict[str, float] = field(default_factory=dict)  # seconds: features, train, evaluate
-
-
-@dataclass
 class _Inputs:
     """What one child reads: frozen features, a word table to fine-tune, encoder tokens; wide bags."""
 
@@ -91,8 +80,9 @@ class _Inputs:
     wide: TokenBags | None = None
 
 
-class ChildTrainer(abc.ABC):
-    """`train(config, task, seed) -> ChildResult`: what every kind of child shares around its training.
+class GuardedChildTrainer(abc.ABC):
+    """A `ChildTrainer` (children/base.py) for children that train a network: what text and image
+    children share around their training.
 
     A configuration the trainer cannot build is `invalid` (reward 0, not trained); any error inside
     the child fails that child (`failed`, with the reason), while the search's own errors
@@ -138,8 +128,8 @@ class ChildTrainer(abc.ABC):
                            model=model if keep_model else None, phases=phases)
 
 
-class TextChildTrainer(ChildTrainer):
-    """`train(config, task, seed) -> ChildResult` for text tasks."""
+class TextChildTrainer(GuardedChildTrainer):
+    """`train(config, task, seed, keep_model) -> ChildResult` for text tasks."""
 
     def __init__(self, config: ChildTrainerConfig, cache: FeatureCache):
         self.config = config

@@ -11,9 +11,14 @@ makes the initial policy close to uniform.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from transfer_automl.controllers.base import CONTROLLERS, Rollout
+from transfer_automl.errors import SearchSpaceError
+from transfer_automl.space import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -29,16 +34,6 @@ class LSTMControllerConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class Rollout:
-    """A batch of sampled configurations, as choice indices."""
-
-    tasks: Tensor  # [n] long, task index per trial
-    actions: Tensor  # [n, D] long, one choice index per decision
-    log_probs: Tensor  # [n] log pi(actions | task), detached
-    entropies: Tensor  # [n] summed per-step entropy of the policy, detached
 
 
 class LSTMController(nn.Module):
@@ -162,3 +157,12 @@ class LSTMController(nn.Module):
         with torch.no_grad():
             per_step = self.step_log_probs(actions, torch.tensor([task]))
         return per_step[decision][0].exp()
+
+
+def _build_lstm(space: SearchSpace, num_tasks: int, config: dict[str, Any]) -> LSTMController:
+    if any(getattr(d, "condition", None) for d in space.decisions):
+        raise SearchSpaceError(f"the LSTM controller needs an unconditional space; {space.name!r} has conditions")
+    return LSTMController(space.cardinalities, num_tasks, LSTMControllerConfig(**config))
+
+
+CONTROLLERS.register("lstm", _build_lstm)

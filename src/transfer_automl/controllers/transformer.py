@@ -40,8 +40,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import Tensor, nn
 
-from transfer_automl.controllers import register_controller
-from transfer_automl.controllers.lstm import Rollout
+from transfer_automl.controllers.base import CONTROLLERS, Rollout
 from transfer_automl.errors import ConfigError
 from transfer_automl.space import SearchSpace, is_merged, subspace_choice_for
 
@@ -360,9 +359,8 @@ class TransformerController(nn.Module):
                     self.task_embeddings.weight[i] = state[task_key][old_tasks.index(task)]
 
 
-def _build_transformer(space: SearchSpace, num_tasks: int, config: dict) -> nn.Module:
+def _build_transformer(space: SearchSpace, num_tasks: int, config: dict) -> TransformerController:
     return TransformerController(space, num_tasks, TransformerControllerConfig(**config))
 
 
-# controllers/__init__.py must import this module after it defines register_controller.
-register_controller("transformer", _build_transformer)
+CONTROLLERS.register("transformer", _build_transformer)

@@ -1,4 +1,4 @@
-"""The ask/tell `Search` interface every search method implements, and its registry.
+"""The ask/tell `Search` interface every search method implements, and its registry `SEARCHES`.
 
 A search proposes trials for a fixed list of tasks and learns from their rewards:
 
@@ -11,19 +11,23 @@ A search proposes trials for a fixed list of tasks and learns from their rewards
 Methods that are single-task by nature (random search, evolution, TPE) keep one state per task
 and pick the task of each trial uniformly, like the multitask controller, so every method runs in
 the same harness. Trial ids are deterministic ("<search_id>/<step>/<k>"), so a retried round
-reuses them.
+reuses them. `tell` checks a round for every method before any state changes (`check_results`);
+tests/unit/test_search_interface.py runs one interface suite against every registered method.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from transfer_automl.errors import ConfigError
+from transfer_automl.registry import Registry
 from transfer_automl.space import SearchSpace
 
 
@@ -66,11 +70,32 @@ class Search(ABC):
         ]
 
     def tell(self, trials: list[Trial], rewards: list[float]) -> dict[str, float]:
-        if len(trials) != len(rewards):
-            raise ValueError(f"tell got {len(trials)} trials but {len(rewards)} rewards")
-        metrics = self._learn(trials, [float(r) for r in rewards])
+        """Learn from one round: rewards[i] is the reward of trials[i]. A round that `check_results`
+        refuses changes nothing (step, weights, generator state)."""
+        checked = self.check_results(trials, rewards)
+        metrics = self._learn(list(trials), checked)
         self.step += 1
         return metrics
+
+    def check_results(self, trials: list[Trial], rewards: list[Any]) -> list[float]:
+        """Refuse a round before any state changes, naming the trial and the value: a reward count
+        that is not the trial count, a reward that is not a finite real number (NaN, inf, a bool,
+        a string), a trial of another task list, a configuration outside the space. Returns the
+        rewards as floats."""
+        trials, rewards = list(trials), list(rewards)
+        if len(trials) != len(rewards):
+            raise ConfigError(f"tell got {len(trials)} trials but {len(rewards)} rewards")
+        checked = []
+        for trial, reward in zip(trials, rewards, strict=True):
+            if isinstance(reward, bool) or not isinstance(reward, numbers.Real) or not math.isfinite(reward):
+                raise ConfigError(f"trial {trial.trial_id}: reward {reward!r} ({type(reward).__name__}) "
+                                  "is not a finite number")
+            if not 0 <= trial.task_index < len(self.tasks) or self.tasks[trial.task_index] != trial.task:
+                raise ConfigError(f"trial {trial.trial_id}: task {trial.task!r} at index {trial.task_index} "
+                                  f"is not one of this search's tasks {self.tasks}")
+            self.space.decode(trial.actions)  # raises SearchSpaceError naming the decision
+            checked.append(float(reward))
+        return checked
 
     @abstractmethod
     def _propose(self, task_indices: list[int]) -> list[list[int]]:
@@ -93,23 +118,24 @@ class Search(ABC):
         self.generator.set_state(state["generator_state"])
 
 
-SEARCHES: dict[str, Callable[..., Search]] = {}
+S = TypeVar("S", bound=Search)
 
 
-def register_search(name: str):
-    """Class decorator: make a Search selectable by `name`; names are unique."""
+SEARCHES: Registry[type[Search]] = Registry("search method")
 
-    def wrap(cls):
-        if name in SEARCHES:
-            raise ValueError(f"search method {name!r} is already registered")
+
+def register_search(name: str) -> Callable[[type[S]], type[S]]:
+    """Class decorator: make a Search selectable by `name` (also its `name`); names are unique."""
+
+    def wrap(cls: type[S]) -> type[S]:
+        SEARCHES.register(name, cls)
         cls.name = name
-        SEARCHES[name] = cls
         return cls
 
     return wrap
 
 
-def make_search(name: str, space: SearchSpace, tasks: list[str], search_id: str, seed: int = 0, **settings) -> Search:
-    if name not in SEARCHES:
-        raise ConfigError(f"unknown search method {name!r}; available: {sorted(SEARCHES)}")
-    return SEARCHES[name](space, tasks, search_id, seed=seed, **settings)
+def make_search(name: str, space: SearchSpace, tasks: list[str], search_id: str, seed: int = 0,
+                **settings: Any) -> Search:
+    """A new search of the registered method `name`; ConfigError naming the methods if unknown."""
+    return SEARCHES.get(name)(space, tasks, search_id, seed=seed, **settings)

@@ -63,11 +63,6 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any], *, store: Artifac
     target.put_with_checksum(key, buffer.getvalue())
 
 
-def checkpoint_exists(path: str | Path, *, store: ArtifactStore | None = None) -> bool:
-    target, key, _ = _locate(path, store)
-    return target.exists(key)
-
-
 def read_checkpoint_file(path: str | Path, *, store: ArtifactStore | None = None) -> Any:
     """The verified, unpickled-nothing body of a checkpoint file, without any field checks."""
     import torch

@@ -31,12 +31,7 @@ import torch
 
 from transfer_automl.errors import ConfigError
 from transfer_automl.search.base import Search, Trial, register_search
-from transfer_automl.search.random_search import (
-    check_results,
-    check_state_header,
-    state_header,
-    uniform_actions,
-)
+from transfer_automl.search.random_search import check_state_header, uniform_actions
 from transfer_automl.space import SearchSpace
 
 
@@ -89,7 +84,6 @@ class RegularizedEvolution(Search):
     # -- learning -----------------------------------------------------------------------------
 
     def _learn(self, trials: list[Trial], rewards: list[float]) -> dict[str, float]:
-        check_results(self, trials, rewards)
         for trial, reward in zip(trials, rewards, strict=True):
             population = self.populations[trial.task_index]
             population.append(([int(a) for a in trial.actions], reward))
@@ -105,7 +99,7 @@ class RegularizedEvolution(Search):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            **super().state_dict(), **state_header(self), "settings": self.settings(),
+            **super().state_dict(), "settings": self.settings(),
             # Per task, oldest first.
             "populations": [{"actions": [list(a) for a, _ in p], "rewards": [r for _, r in p]}
                             for p in self.populations],

@@ -163,7 +163,7 @@ class ImageSplits:
 
 def image_splits(task, image_size: int = 8) -> ImageSplits:
     """An `ImageTask` (tasks/images.py) average-pooled to image_size x image_size."""
-    from transfer_automl.transfer.fisher import pool_images
+    from transfer_automl.tasks.images import pool_images
 
     if image_size < 1:
         raise ConfigError(f"image_size must be >= 1, got {image_size}")

@@ -11,6 +11,8 @@ step never doubles a trial, and other trial ids are refused. Read the whole ledg
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,50 @@ SCHEMA = pa.schema([
     ("ended_at", pa.timestamp("us", tz="UTC")),
     ("duration_s", pa.float64()),
 ])
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One trial as the ledger keeps it (SCHEMA, field for field)."""
+
+    trial_id: str  # "<search_id>/<step>/<k>"
+    search_id: str
+    task: str
+    controller_step: int
+    config: str  # JSON of {decision: value}, keys sorted
+    reward: float  # what the search is told: f(val_accuracy) for status ok, else 0
+    val_accuracy: float
+    test_accuracy: float
+    status: str  # trial_status: ok, invalid, diverged, failed, timeout
+    error: str | None
+    started_at: datetime
+    ended_at: datetime
+    duration_s: float
+
+    @property
+    def index(self) -> int:
+        """k, the trial's position in its round."""
+        return int(self.trial_id.rsplit("/", 1)[-1])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON values: timestamps as ISO strings (a pipeline step's output, a result file)."""
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any], where: str = "row") -> LedgerRow:
+        """From a ledger row or its JSON; refuses a row that lacks a field (naming it and `where`)."""
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in row]
+        if missing:
+            raise LedgerError(f"{where}: a trial row lacks {missing}")
+        values = {n: row[n] for n in names}
+        for key in ("started_at", "ended_at"):
+            if isinstance(values[key], str):
+                values[key] = datetime.fromisoformat(values[key])
+        return cls(**values)
 
 
 class Ledger:
@@ -74,8 +120,9 @@ class Ledger:
     def files(self) -> list[Path | str]:
         return [self._location(k) for k in self._keys()]
 
-    def append_round(self, step: int, rows: list[dict[str, Any]]) -> Path | str:
+    def append_round(self, step: int, rows: list[dict[str, Any] | LedgerRow]) -> Path | str:
         """Commit the trials of one controller step; idempotent for the same trial ids."""
+        rows = [r.to_dict() if isinstance(r, LedgerRow) else r for r in rows]
         table = pa.Table.from_pylist(rows, schema=SCHEMA)
         key = self.round_name(step)
         if not self.store.exists(key):

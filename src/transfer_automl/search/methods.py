@@ -10,6 +10,6 @@ Controller searches pair a controller with an update rule:
 from transfer_automl.search import evolution, random_search, tpe  # noqa: F401
 from transfer_automl.search.multitask import register_controller_search
 
-PPOSearch = register_controller_search("ppo", "lstm", "ppo")
-PQTSearch = register_controller_search("pqt", "lstm", "pqt")
-TransformerSearch = register_controller_search("transformer", "transformer", "pqt")
+register_controller_search("ppo", "lstm", "ppo")
+register_controller_search("pqt", "lstm", "pqt")
+register_controller_search("transformer", "transformer", "pqt")

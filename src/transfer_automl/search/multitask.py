@@ -15,16 +15,19 @@ from typing import Any
 
 import torch
 
-from transfer_automl.algorithms import UPDATE_RULES
-from transfer_automl.controllers import CONTROLLERS, Rollout, build_controller
+from transfer_automl.algorithms import UPDATE_RULES, UpdateRule
+from transfer_automl.controllers import CONTROLLERS, Controller, Rollout, build_controller
 from transfer_automl.errors import CheckpointError, ConfigError
-from transfer_automl.search.base import Search, Trial, register_search
+from transfer_automl.search.base import SEARCHES, Search, Trial, register_search
 from transfer_automl.space import SearchSpace, space_from_dict
 
 
 class ControllerSearch(Search):
-    controller_kind = "lstm"
-    update_rule_name = "reinforce"
+    """A `Controller` (registered kind `controller_kind`) trained by an `UpdateRule`
+    (`update_rule_name`); `register_controller_search` makes a method of one such pair."""
+
+    controller_kind: str = "lstm"
+    update_rule_name: str = "reinforce"
 
     def __init__(self, space: SearchSpace, tasks: list[str], search_id: str, seed: int = 0,
                  controller_config: dict[str, Any] | None = None, update_config: dict[str, Any] | None = None,
@@ -34,8 +37,9 @@ class ControllerSearch(Search):
             raise ConfigError(f"mixing_gamma must be in [0, 1], got {mixing_gamma}")
         with torch.random.fork_rng():  # seed the initialisation without touching the global RNG
             torch.manual_seed(seed)
-            self.controller = build_controller(self.controller_kind, space, len(self.tasks), controller_config or {})
-        self.update_rule = UPDATE_RULES[self.update_rule_name](self.controller, update_config or {})
+            self.controller: Controller = build_controller(self.controller_kind, space, len(self.tasks),
+                                                           controller_config or {})
+        self.update_rule: UpdateRule = UPDATE_RULES.get(self.update_rule_name)(self.controller, update_config or {})
         self.mixing_gamma = mixing_gamma
         self.mixing_samples = mixing_samples
         self.samples_seen = 0
@@ -86,10 +90,6 @@ class ControllerSearch(Search):
         self.mixing_samples = int(mixing.get("samples", 100))
         self.samples_seen = int(mixing.get("seen", 0))
 
-    # Kept for the search step: a checkpoint is the state dict.
-    def checkpoint_payload(self) -> dict[str, Any]:
-        return self.state_dict()
-
     @classmethod
     def from_checkpoint(cls, body: dict[str, Any]) -> ControllerSearch:
         missing = [k for k in _CONTROLLER_KEYS if k not in body]
@@ -135,25 +135,18 @@ def _search_class(body: dict[str, Any]) -> type[ControllerSearch]:
     kind, rule = body.get("controller_kind"), body.get("update_rule")
     if kind not in CONTROLLERS:
         raise CheckpointError(f"checkpoint controller kind {kind!r} is not one of {sorted(CONTROLLERS)}")
-    for candidate in _CONTROLLER_SEARCHES:
-        if candidate.controller_kind == kind and candidate.update_rule_name == rule:
+    for candidate in SEARCHES.values():
+        if (issubclass(candidate, ControllerSearch) and candidate.controller_kind == kind
+                and candidate.update_rule_name == rule):
             return candidate
     raise CheckpointError(f"no search method uses controller {kind!r} with update rule {rule!r}")
-
-
-_CONTROLLER_SEARCHES: list[type[ControllerSearch]] = []
 
 
 def register_controller_search(name: str, controller_kind: str, update_rule: str) -> type[ControllerSearch]:
     """Register a search method that pairs a controller kind with an update rule."""
     cls = type(f"{name.title().replace('-', '')}Search", (ControllerSearch,),
                {"controller_kind": controller_kind, "update_rule_name": update_rule, "__module__": __name__})
-    register_search(name)(cls)
-    _CONTROLLER_SEARCHES.append(cls)
-    return cls
+    return register_search(name)(cls)
 
 
 ReinforceSearch = register_controller_search("reinforce", "lstm", "reinforce")
-
-# The walking skeleton's name for the REINFORCE search.
-MultitaskSearch = ReinforceSearch

@@ -41,7 +41,7 @@ import torch
 
 from transfer_automl.errors import ConfigError
 from transfer_automl.search.base import Search, Trial, register_search
-from transfer_automl.search.random_search import check_results, check_state_header, state_header
+from transfer_automl.search.random_search import check_state_header
 from transfer_automl.space import SearchSpace
 
 _SEED_RANGE = 2**31 - 1
@@ -103,7 +103,6 @@ class TPESearch(Search):
     def _learn(self, trials: list[Trial], rewards: list[float]) -> dict[str, float]:
         from optuna.trial import TrialState
 
-        check_results(self, trials, rewards)
         for trial, reward in zip(trials, rewards, strict=True):
             actions = [int(a) for a in trial.actions]
             entry = self.pending.pop((trial.controller_step, trial.index), None)
@@ -149,7 +148,7 @@ class TPESearch(Search):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            **super().state_dict(), **state_header(self), "settings": self.settings(),
+            **super().state_dict(), "settings": self.settings(),
             "history": [self._history(study) for study in self.studies],  # per task, trial order
         }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transfer_automl.errors import SearchSpaceError
+from transfer_automl.registry import Registry
 from transfer_automl.space.decisions import Decision, SearchSpace
 from transfer_automl.space.io import load_space
 
@@ -71,9 +72,9 @@ TAML_IMAGE = SearchSpace(
      *TAML_TEXT.decisions[1:]),
 )
 
-BUILTIN_SPACES: dict[str, SearchSpace] = {
-    s.name: s for s in (MNMS_TEXT, TAML_TEXT, TAML_TEXT_ALL_MODULES, TAML_IMAGE)
-}
+BUILTIN_SPACES: Registry[SearchSpace] = Registry("built-in search space")
+for _space in (MNMS_TEXT, TAML_TEXT, TAML_TEXT_ALL_MODULES, TAML_IMAGE):
+    BUILTIN_SPACES.register(_space.name, _space)
 
 
 def get_space(name_or_path: str) -> SearchSpace:

@@ -39,7 +39,7 @@ def log_report(search_dir: str | Path, report_path: str | Path, tracking_uri: st
     import shutil
     import tempfile
 
-    from transfer_automl.steps.search_dir import SearchDir
+    from transfer_automl.study import SearchDir
     from transfer_automl.tracking.mlflow import MlflowTracker
 
     out = SearchDir.of(search_dir)

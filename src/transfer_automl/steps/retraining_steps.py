@@ -9,7 +9,7 @@ checks that it runs the pipeline's children per round, and returns it with the r
 at. The rounds that follow are the multitask search's (controller_step, train_child,
 aggregate_rewards), so a run adds rounds to the ledger and checkpoint and a retried run never
 counts a trial twice. `register_champion` then registers each task's best child; the alias
-`champion` moves only to a strictly better model (transfer_automl.tracking.champion).
+`champion` moves only to a strictly better model (transfer_automl.study.champions).
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from transfer_automl.errors import ConfigError
-from transfer_automl.steps.search_dir import CHECKPOINT_NAME, SearchDir
+from transfer_automl.steps.pipeline_steps import finish_search, init_search
 from transfer_automl.storage import get_store
+from transfer_automl.study import SearchDir, stored_settings
+from transfer_automl.study.search_dir import CHECKPOINT_NAME, SETTINGS_NAME
 
 
 def newest_search(search_root: str | Path, tasks: tuple[str, ...] | list[str] = ()) -> SearchDir:
     """`search_root` itself when it holds a pipeline search, else the newest pipeline search
     directly under it whose tasks are `tasks` (any tasks when none are given)."""
-    from transfer_automl.steps.pipeline_steps import SETTINGS_NAME, load_settings
-
     root = SearchDir.of(search_root)
     if root.store.exists(SETTINGS_NAME):
         candidates = [root]
@@ -36,7 +36,7 @@ def newest_search(search_root: str | Path, tasks: tuple[str, ...] | list[str] = 
         candidates = [SearchDir(store.join(n)) for n in names]
         candidates = [c for c in candidates if c.has_checkpoint()]
     wanted = set(tasks)
-    matching = [c for c in candidates if not wanted or set(load_settings(c).tasks) == wanted]
+    matching = [c for c in candidates if not wanted or set(stored_settings(c).tasks) == wanted]
     if not matching:
         what = f"for tasks {sorted(wanted)}" if wanted else "at all"
         raise ConfigError(f"search_root: {search_root} holds no pipeline search {what} (a directory with "
@@ -44,38 +44,24 @@ def newest_search(search_root: str | Path, tasks: tuple[str, ...] | list[str] = 
     return max(matching, key=lambda c: (_last_trial_end(c), c.location))
 
 
-def resume_search(search_root: str | Path, tasks: tuple[str, ...] | list[str], children_per_round: int) -> tuple[str, int]:
-    """(the search continued, the round to continue at); the search is restored from its
-    checkpoint with the settings it was started with (init_from=resume)."""
-    from transfer_automl.steps.pipeline_steps import init_search, load_settings
-
+def resume_search(search_root: str | Path, tasks: tuple[str, ...] | list[str], children_per_round: int,
+                  rounds: int) -> tuple[str, int]:
+    """(the search continued, the round to continue at): the newest search for `tasks`, resumed
+    with the settings it was started with, `rounds` rounds longer."""
     search = newest_search(search_root, tasks)
-    saved = load_settings(search)
+    saved = stored_settings(search)
     if saved.batch_size != children_per_round:
         raise ConfigError(f"children_per_round: the search in {search} runs {saved.batch_size} children per round, "
                           f"not {children_per_round}; compile the pipeline with --children {saved.batch_size}")
-    step = init_search(
-        search, saved.tasks, saved.method, saved.space, saved.seed, children_per_round=saved.batch_size,
-        benchmark=saved.benchmark, table=saved.table, metric_columns=saved.metric_columns, data_dir=saved.data_dir,
-        budget_scale=saved.budget_scale, search_id=saved.search_id, init_from="resume",
-        reward_power=saved.reward_power, controller_lr=saved.controller_lr, normalization=saved.normalization,
-        top_n=saved.top_n,
-    )
-    return search.location, step
+    return search.location, init_search(search, {"init_from": "resume"}, children_per_round, rounds)
 
 
 def register_champion(search_dir: str | Path) -> dict[str, Any]:
-    """{"tasks": {task: {model, version, val_accuracy, champion, alias_moved}}, "markdown": summary}.
-    MLflow: MLFLOW_TRACKING_URI (the KFP MLflow integration sets it), else the search's own store.
-    A search whose children are looked up in a table has no model: nothing is registered, and
-    the summary says why."""
-    from transfer_automl.tracking.champion import register_champions
-
-    report = register_champions(str(search_dir))
-    tasks = {r.candidate.task: {"model": r.name, "version": str(r.version), "val_accuracy": r.candidate.val_accuracy,
-                                "champion": r.champion, "alias_moved": r.alias_moved} for r in report.registered}
-    lines = [f"### Champions of search `{report.search_id}`", "", *[f"- {line.strip()}" for line in report.lines()]]
-    return {"tasks": tasks, "markdown": "\n".join(lines) + "\n"}
+    """The search's end (`Study.finish`): {"tasks": {task: {model, version, val_accuracy, champion,
+    alias_moved}}, "markdown": summary}. MLflow: MLFLOW_TRACKING_URI (the KFP MLflow integration
+    sets it), else the search's own store. A search whose children are looked up in a table has
+    no model: nothing is registered, and the summary says why."""
+    return finish_search(search_dir)
 
 
 def _last_trial_end(search: SearchDir) -> str:

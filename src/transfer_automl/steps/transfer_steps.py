@@ -39,22 +39,23 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from transfer_automl.errors import CheckpointError, ConfigError
-from transfer_automl.steps.search import SearchSettings, _backend, _resumable
-from transfer_automl.steps.search_dir import SearchDir
+from transfer_automl.steps.pipeline_steps import init_search
+from transfer_automl.study import SearchDir, SearchSettings, stored_settings
+from transfer_automl.study.backends import make_backend
 from transfer_automl.trial_status import STATUS_OK
 
 DISTANCE_NAME = "distance.parquet"
 TRANSFER_NAME = "transfer.json"
 DISTANCES = ("fisher_ld", "rank_correlation")
 MODES = ("warm_start", "reduce_space")
-EMBEDDINGS = ("closest", "mean", "random")
 _MIN_PROBE_CONFIGS = 3  # fewer points give no usable rank correlation
 
 
@@ -63,22 +64,21 @@ _MIN_PROBE_CONFIGS = 3  # fewer points give no usable rank correlation
 
 def source_settings(source_search: str | Path | SearchDir, data_dir: str | None = None, table: str | None = None,
                     metric_columns: tuple[str, ...] | list[str] = ()) -> tuple[dict[str, Any], SearchSettings]:
-    """The previous search's checkpoint body and settings. A pipeline search keeps its settings
-    in settings.json; a `taml search` directory only in its checkpoint, which lacks where the
-    data or table lives: `data_dir`, `table` and `metric_columns` fill in (and override)."""
-    from transfer_automl.steps.pipeline_steps import SETTINGS_NAME, load_settings
+    """The previous search's checkpoint body and settings (`stored_settings`); a search written
+    before settings.json existed lacks where its data or table lives: `data_dir`, `table` and
+    `metric_columns` fill in (and override)."""
+    if str(source_search).endswith(".pt"):  # a checkpoint file: what it records of its settings
+        from transfer_automl.search import load_checkpoint
+        from transfer_automl.study.study import settings_from_checkpoint
 
-    source = SearchDir.of(source_search)
-    if not source.has_checkpoint():
-        raise ConfigError(f"source_search: {source} holds no search ({source.checkpoint} not found)")
-    body = source.load_checkpoint()
-    if source.store.exists(SETTINGS_NAME):
-        settings = load_settings(source)
+        body = load_checkpoint(source_search)
+        settings = settings_from_checkpoint(body, str(source_search), {"data_dir": data_dir, "table": table})
     else:
-        saved = dict(body.get("search_settings", {}))
-        known = set(SearchSettings.__dataclass_fields__)
-        settings = SearchSettings(tasks=tuple(body["tasks"]), trials=1, out=source.location,
-                                  **{k: v for k, v in saved.items() if k in known})
+        source = SearchDir.of(source_search)
+        if not source.has_checkpoint():
+            raise ConfigError(f"source_search: {source} holds no search ({source.checkpoint} not found)")
+        body = source.load_checkpoint()
+        settings = stored_settings(source, fill={"data_dir": data_dir, "table": table})
     overrides = {"data_dir": data_dir or settings.data_dir, "table": table or settings.table,
                  "metric_columns": tuple(metric_columns) or tuple(settings.metric_columns),
                  "tasks": tuple(str(t) for t in body["tasks"]), "method": str(body["name"])}
@@ -145,7 +145,7 @@ def _rank_correlation(source: SearchDir, src: SearchSettings, sources: list[str]
     from transfer_automl.transfer.distances import RankCorrelation
 
     evaluations = RankCorrelation.from_ledger(source.ledger.read().to_pylist()).evaluations
-    backend = _backend(replace(src, tasks=tuple(targets)), out)  # text children cache features under out
+    backend = make_backend(replace(src, tasks=tuple(targets)), out)  # text children cache features under out
     rng = np.random.default_rng(seed)
     probes: set[str] = set()
     for b in sources:
@@ -172,90 +172,51 @@ def _rank_correlation(source: SearchDir, src: SearchSettings, sources: list[str]
 
 
 def transfer_init(search_dir: str | Path, target_tasks: tuple[str, ...] | list[str], source_search: str | Path,
-                  sources: dict[str, list[str]], mode: str = "warm_start", embedding: str = "closest",
-                  children_per_round: int = 1, seed: int = 0, search_id: str | None = None, method: str | None = None,
-                  top_k: int = 10, mixing_gamma: float = 0.1, mixing_samples: int = 100, data_dir: str | None = None,
-                  table: str | None = None, metric_columns: tuple[str, ...] | list[str] = ()) -> int:
+                  sources: dict[str, list[str]], settings: Mapping[str, Any] | None = None, *,
+                  mode: str = "warm_start", top_k: int = 10, children_per_round: int = 1, rounds: int = 1) -> int:
     """Create the new search for `target_tasks` in search_dir from the previous one; returns its
-    step (the round the pipeline starts at). `sources`: task_distance's output."""
-    from transfer_automl.space import space_from_dict
-    from transfer_automl.steps.pipeline_steps import (
-        SETTINGS_NAME,
-        _payload,
-        _write_settings,
-        init_search,
-        load_settings,
-    )
-
+    step (the round the pipeline starts at). `sources`: task_distance's output. `settings`: the
+    new search's settings mapping (SearchSettings' fields: seed, embedding, mixing_gamma, ...);
+    those the source search ran with are inherited unless given."""
     targets = _targets(target_tasks)
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
-    if embedding not in EMBEDDINGS:
-        raise ConfigError(f"embedding must be one of {list(EMBEDDINGS)}, got {embedding!r}")
     missing = [t for t in targets if not sources.get(t)]
     if missing:
         raise ConfigError(f"sources: no source task chosen for target(s) {missing}; run task_distance first")
+    given = dict(settings or {})
     out, source = SearchDir.of(search_dir), SearchDir.of(source_search)
-    body, src = source_settings(source, data_dir, table, metric_columns)
+    body, src = source_settings(source, given.get("data_dir"), given.get("table"), given.get("metric_columns", ()))
     unknown = sorted({s for t in targets for s in sources[t]} - set(src.tasks))
     if unknown:
         raise ConfigError(f"sources: {unknown} are not tasks of the source search {list(src.tasks)}")
-    provenance = {"source_search": source.location, "sources": {t: list(sources[t]) for t in targets},
-                  "mode": mode, "embedding": embedding}
-
+    inherited = {k: v for k, v in src.to_dict().items() if k in _INHERITED}
+    chosen = {t: list(sources[t]) for t in targets}
     if mode == "reduce_space":
-        step = init_search(out, targets, method or src.method, _reduced_space_file(out, source, body, src, sources, targets, top_k),
-                           seed, children_per_round=children_per_round, table=src.table,
-                           benchmark=src.benchmark, metric_columns=src.metric_columns, data_dir=src.data_dir,
-                           budget_scale=src.budget_scale, search_id=search_id)
-        out.write_json(TRANSFER_NAME, provenance, indent=1)
-        return step
-
-    if not isinstance(body.get("controller_state"), dict):
-        raise CheckpointError(f"source_search {source_search} holds a {body.get('name')!r} search, which has no "
-                              "controller to warm-start; use mode reduce_space")
-    if method and method != src.method:
-        raise ConfigError(f"method: a warm start continues the source's {src.method!r} controller, not {method!r}")
-    settings = replace(src, tasks=tuple(targets), trials=children_per_round, out=str(out), init_from="transfer",
-                       source=source.location, batch_size=children_per_round, seed=seed, search_id=search_id,
-                       mixing_gamma=mixing_gamma, mixing_samples=mixing_samples, progress=False)
-    settings.validate()
-    if out.has_checkpoint() or out.store.exists(SETTINGS_NAME):  # a retried step: the same search, or refuse
-        saved = load_settings(out)
-        same = saved.tasks == settings.tasks and _resumable(saved) == _resumable(settings) \
-            and search_id in (None, saved.search_id) and out.has_checkpoint()
-        if not same:
-            raise ConfigError(f"search_dir: {out} already holds another search; choose a new search_dir")
-        return int(out.load_checkpoint()["step"])
-    backend = _backend(settings, out)  # resolves the targets and gives the space they are searched in
-    if backend.space.fingerprint() != space_from_dict(body["space"], source="checkpoint").fingerprint():
-        raise CheckpointError(f"source_search {source_search} searched another space than "
-                              f"{settings.space or backend.space.name!r}; a controller transfers only onto its own space")
-    search = _warm_started(body, settings, sources, embedding, search_id or f"{out.name}-transfer")
-    out.save_checkpoint(_payload(search, settings))
-    _write_settings(out, settings, search.search_id)
-    out.write_json(TRANSFER_NAME, provenance, indent=1)
-    return search.step
+        if given.get("method", src.method) != src.method:  # another method has other options
+            inherited.pop("method_options", None)
+        new = {**inherited, "method": src.method, **given, "tasks": targets, "init_from": "scratch",
+               "space": _reduced_space_file(out, source, body, src, sources, targets, top_k)}
+    else:
+        if not isinstance(body.get("controller_state"), dict):
+            raise CheckpointError(f"source_search {source_search} holds a {body.get('name')!r} search, which has no "
+                                  "controller to warm-start; use mode reduce_space")
+        if given.get("method", src.method) != src.method:
+            raise ConfigError(f"method: a warm start continues the source's {src.method!r} controller, "
+                              f"not {given['method']!r}")
+        new = {**inherited, "method": src.method, "space": src.space, "embedding": "closest", **given,
+               "tasks": targets, "init_from": "transfer", "source": source.location, "transfer_sources": chosen}
+    step = init_search(out, new, children_per_round, rounds)
+    out.write_json(TRANSFER_NAME, {"source_search": source.location, "sources": chosen, "mode": mode,
+                                   "embedding": new.get("embedding", "random")}, indent=1)
+    return step
 
 
-def _warm_started(body: dict[str, Any], settings: SearchSettings, sources: dict[str, list[str]], embedding: str,
-                  search_id: str):
-    """The source controller for all targets; target i's embedding row from its sources."""
-    from transfer_automl.search import ControllerSearch
-    from transfer_automl.transfer.warm_start import set_task_embedding, task_embedding_key
-
-    search = ControllerSearch.transfer_from(body, list(settings.tasks), search_id, seed=settings.seed,
-                                            mixing_gamma=settings.mixing_gamma,
-                                            mixing_samples=settings.mixing_samples,
-                                            update_config=dict(body["update_config"]))
-    if embedding == "random":
-        return search
-    old_tasks = [str(t) for t in body["tasks"]]
-    table = body["controller_state"][task_embedding_key(body["controller_state"])]  # [num_old_tasks, E]
-    for i, target in enumerate(settings.tasks):
-        rows = table[[old_tasks.index(s) for s in sources[target]]]  # [S, E], closest first
-        set_task_embedding(search.controller, i, rows[0] if embedding == "closest" else rows.mean(dim=0))
-    return search
+# What a new search takes from the search it transfers from, unless given: how its children are
+# made and rewarded, and how its controller learns.
+_INHERITED = ("benchmark", "table", "metric_columns", "data_dir", "budget_scale", "reward_power", "controller_lr",
+              "normalization", "baseline_decay", "entropy_weight", "method_options", "top_n", "cache_dir",
+              "trial_timeout")
 
 
 def _reduced_space_file(out: SearchDir, source: SearchDir, body: dict[str, Any], src: SearchSettings,
@@ -305,3 +266,80 @@ def _write_distances(out: SearchDir, rows: list[dict[str, Any]]) -> None:
     schema = pa.schema([("source", pa.string()), ("target", pa.string()), ("mean", pa.float64()),
                         ("std", pa.float64()), ("distance", pa.string())])
     out.store.write_parquet(DISTANCE_NAME, pa.Table.from_pylist(rows, schema=schema))
+
+
+# -- `taml transfer` ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """Everything one `taml transfer` does."""
+
+    target: str  # the new task (a text task name in data_dir, or a .parquet path)
+    source: str  # a search directory (checkpoint.pt, ledger/) or a checkpoint file
+    out: str  # where the warm-started search (or, with reduce_space, space.yaml) is written
+    select: str = "closest"  # closest | all | <a source task>
+    embedding: str = "closest"  # the target's embedding: closest source's row, mean of the selected, or random
+    reduce_space: bool = False  # write the closest source's top-k space for a fresh search instead
+    top_k: int = 10  # configurations of the closest source that define the reduced space
+    distance: str = "fisher_ld"  # registered task distance
+    repeats: int = 3  # probe initialisations averaged per distance (paper: 10)
+    data_dir: str | None = None  # where task names resolve
+    seed: int = 0  # probes, the new search's initialization and sampling
+    mixing_gamma: float = 0.1  # initial uniform-mixing weight of the warm-started policy ...
+    mixing_samples: int = 100  # ... decaying linearly to 0 over this many samples
+
+
+@dataclass
+class TransferResult:
+    sources: list[tuple[str, float]]  # chosen source tasks and d[source, target], closest first
+    method: str  # the pretrained search's method
+    checkpoint: Path | str | None  # the warm-started search (None with reduce_space)
+    space_file: Path | None  # the reduced space (reduce_space only)
+    next_command: str
+
+
+def run_transfer(settings: TransferSettings) -> TransferResult:
+    """Rank the pretrained search's tasks by distance to the target, then either start the
+    target's search from the pretrained controller (`Study.open`, init_from=transfer: the search
+    directory at step 0, continued by `taml search --out OUT --resume --trials N`) or write the
+    closest source's top-k space for a fresh search (reduce_space)."""
+    from transfer_automl.space import save_space, space_from_dict
+    from transfer_automl.storage import atomic_write
+    from transfer_automl.study import Study
+    from transfer_automl.transfer.warm_start import reduce_space, select_sources
+
+    if settings.top_k < 1 or settings.repeats < 1:
+        raise ConfigError(f"top_k and repeats must be >= 1, got {settings.top_k} and {settings.repeats}")
+    out = SearchDir.of(settings.out)
+    if out.has_checkpoint() or out.ledger.files():
+        raise ConfigError(f"out: {out} already holds a search; choose another --out")
+    source_dir = Path(settings.source).parent if str(settings.source).endswith(".pt") else settings.source
+    body, src = source_settings(settings.source, settings.data_dir)
+    if not settings.reduce_space and not isinstance(body.get("controller_state"), dict):
+        raise CheckpointError(f"--from {settings.source} holds a {src.method!r} search, which has no controller to "
+                              "warm-start; use --reduce-space for a fresh search")
+    sources = select_sources(settings.target, list(src.tasks), settings.distance, settings.select,
+                             repeats=settings.repeats, data_dir=settings.data_dir, seed=settings.seed)
+    data = f" --data-dir {settings.data_dir}" if settings.data_dir else ""
+    if settings.reduce_space:
+        source = SearchDir.of(source_dir)
+        if not source.ledger.files():
+            raise ConfigError(f"--reduce-space needs the pretrained search's ledger, and {source.ledger.root} has none")
+        space = space_from_dict(body["space"], source=str(source.checkpoint))
+        reduced = reduce_space(space, source.ledger.read().to_pylist(), sources[0][0], settings.top_k)
+        Path(settings.out).mkdir(parents=True, exist_ok=True)
+        space_file = atomic_write(Path(settings.out) / "space.yaml", lambda tmp: save_space(reduced, tmp))
+        command = (f"taml search --tasks {settings.target} --space {space_file} --out {settings.out} --method <any> "
+                   f"--trials <n>{data}")
+        return TransferResult(sources, src.method, None, space_file, command)
+    inherited = {k: v for k, v in src.to_dict().items() if k in (*_INHERITED, "batch_size") and k != "data_dir"}
+    study = Study.open({
+        **inherited, "tasks": [settings.target], "trials": 1, "out": settings.out, "method": src.method,
+        "space": src.space, "init_from": "transfer", "source": str(settings.source), "embedding": settings.embedding,
+        "transfer_sources": {settings.target: [name for name, _ in sources]}, "seed": settings.seed,
+        "mixing_gamma": settings.mixing_gamma, "mixing_samples": settings.mixing_samples,
+        "data_dir": settings.data_dir, "search_id": f"{out.name}-transfer", "progress": False,
+    })
+    command = f"taml search --out {settings.out} --resume --trials <n>"
+    return TransferResult(sources, src.method, study.directory.checkpoint, None, command)

@@ -36,6 +36,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from transfer_automl.errors import ConfigError, SearchSpaceError, TaskError
+from transfer_automl.registry import Registry
 from transfer_automl.space.decisions import Choice, Decision, SearchSpace
 
 BENCHMARK_DIR_ENV = "TAML_BENCHMARK_DIR"
@@ -244,14 +245,14 @@ def benchmark_dir(explicit: str | Path | None = None) -> Path:
 
 
 def available_benchmarks() -> list[str]:
-    return sorted(_LOADERS)
+    return sorted(BENCHMARKS)
 
 
 def load_benchmark(name: str, data_dir: str | Path | None = None) -> TableBenchmark:
     """Load a published benchmark by name ("transnasbench101-micro", "nasbench201")."""
-    if name not in _LOADERS:
+    if name not in BENCHMARKS:
         raise TaskError(f"unknown benchmark {name!r}; known: {available_benchmarks()}")
-    relative, loader = _LOADERS[name]
+    relative, loader = BENCHMARKS[name]
     # Tables built by this project ship in the package; data_dir still overrides.
     root = PACKAGED_TABLE_DIR if name in PACKAGED_TABLES and not data_dir else benchmark_dir(data_dir)
     path = root / relative
@@ -347,11 +348,11 @@ def _load_self_described(path: Path) -> TableBenchmark:
 PACKAGED_TABLE_DIR = Path(__file__).parent / "tables"
 PACKAGED_TABLES = {"taml-text-real"}  # real text children, built by `make bench-table`
 
-_LOADERS: dict[str, tuple[str, Callable[[Path], TableBenchmark]]] = {
-    "transnasbench101-micro": (TNB101_MICRO_FILE, _load_tnb101_micro),
-    "nasbench201": (NB201_FILE, _load_nasbench201),
-    "taml-text-real": ("taml_text_real.parquet", _load_self_described),
-}
+# name -> (file under the benchmark dir, loader of that file)
+BENCHMARKS: Registry[tuple[str, Callable[[Path], TableBenchmark]]] = Registry("benchmark")
+BENCHMARKS.register("transnasbench101-micro", (TNB101_MICRO_FILE, _load_tnb101_micro))
+BENCHMARKS.register("nasbench201", (NB201_FILE, _load_nasbench201))
+BENCHMARKS.register("taml-text-real", ("taml_text_real.parquet", _load_self_described))
 
 
 # -- any table file ---------------------------------------------------------------------------

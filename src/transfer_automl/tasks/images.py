@@ -58,6 +58,19 @@ class ImageTask:
         return len(self.classes)
 
 
+def pool_images(pixels: np.ndarray, height: int, width: int, size: int) -> np.ndarray:
+    """[N, H*W] in [0, 1] -> [N, size*size] by adaptive average pooling (identity when H = W = size).
+
+    Brings the images of every source to one common size, keeping [0, 1] pixel values and
+    averaging rather than dropping pixels: the Fisher probes (transfer/fisher.py) and the FUSE
+    candidates (search/fuse.py) read pooled images."""
+    import torch  # deferred: loading an image task needs no torch
+    import torch.nn.functional as F
+
+    x = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, height, width)  # a copy: sources are read-only
+    return F.adaptive_avg_pool2d(x, size).reshape(len(x), size * size).numpy()
+
+
 def image_dir(explicit: str | Path | None = None) -> Path:
     if explicit:
         return Path(explicit)

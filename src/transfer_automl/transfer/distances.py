@@ -20,33 +20,33 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from transfer_automl.errors import CheckpointError, ConfigError, TaskError
+from transfer_automl.registry import Registry
 
-DISTANCES: dict[str, Callable[..., TaskDistance]] = {}
+DISTANCES: Registry[type[TaskDistance]] = Registry("task distance")
 DEFAULT_SIGMA = 1e-3  # sigma in log(F + sigma^2): floor for parameters with (near) zero Fisher
 
+D = TypeVar("D", bound=type)
 
-def register_distance(name: str):
-    """Class decorator: make a TaskDistance selectable by `name`; names are unique."""
 
-    def wrap(cls):
-        if name in DISTANCES:
-            raise ValueError(f"task distance {name!r} is already registered")
+def register_distance(name: str) -> Callable[[D], D]:
+    """Class decorator: make a TaskDistance selectable by `name` (also its `name`); names are unique."""
+
+    def wrap(cls: D) -> D:
+        DISTANCES.register(name, cls)
         cls.name = name
-        DISTANCES[name] = cls
         return cls
 
     return wrap
 
 
-def get_distance(name: str, **settings) -> TaskDistance:
-    if name not in DISTANCES:
-        raise ConfigError(f"unknown task distance {name!r}; available: {sorted(DISTANCES)}")
-    return DISTANCES[name](**settings)
+def get_distance(name: str, **settings: Any) -> TaskDistance:
+    """A new task distance of the registered kind `name`; ConfigError naming the kinds if unknown."""
+    return DISTANCES.get(name)(**settings)
 
 
 @dataclass

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transfer_automl.errors import ConfigError, TaskError
+from transfer_automl.tasks.images import ImageTask, pool_images  # pool_images: also importable here
 
 COMMON_IMAGE_SIZE = 8  # images of every source are average-pooled to 8 x 8 (see module docstring)
 TEXT_MODULE = "glove-6b-50d"  # frozen text features of the text probe
@@ -95,19 +96,11 @@ class ProbeData:
         return int(self.x_train.shape[1])
 
 
-def pool_images(pixels: np.ndarray, height: int, width: int, size: int = COMMON_IMAGE_SIZE) -> np.ndarray:
-    """[N, H*W] in [0, 1] -> [N, size*size] by adaptive average pooling (identity when H = W = size)."""
-    x = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, height, width)  # a copy: sources are read-only
-    return F.adaptive_avg_pool2d(x, size).reshape(len(x), size * size).numpy()
-
-
 def probe_data(task, fisher_samples: int = ProbeConfig.fisher_samples, features: np.ndarray | None = None) -> ProbeData:
     """An ImageTask or TextTask as probe inputs; `features` overrides the text features (tests, caches)."""
-    from transfer_automl.tasks.images import ImageTask
-
     if isinstance(task, ImageTask):
         modality = "image"
-        x = pool_images(task.pixels, task.height, task.width)
+        x = pool_images(task.pixels, task.height, task.width, COMMON_IMAGE_SIZE)
     else:
         modality = "text"
         if features is None:

@@ -19,10 +19,8 @@ Three pieces, each usable on its own:
   the reduced space (its condition's parent values are gone) and is left out.
 
 A reduced space has other cardinalities than the pretrained controller's, so a controller cannot
-be transferred onto it: `run_transfer(reduce_space=True)` writes `<out>/space.yaml` for a FRESH
-search (any method) instead of a warm-started checkpoint. Without it, `run_transfer` writes
-`<out>/checkpoint.pt`, the warm-started search at step 0 in `run_search`'s format, which
-`taml search --tasks <target> --out <out> --resume --method <method>` continues.
+be transferred onto it: it is for a FRESH search (any method). `taml transfer` and the
+`transfer_init` pipeline step (steps/transfer_steps.py) put these pieces together.
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +40,6 @@ from transfer_automl.trial_status import STATUS_OK
 
 SELECTIONS = ("closest", "all")  # or one source task's name
 EMBEDDINGS = ("closest", "random", "mean")
-# Settings of the pretrained search that the warm-started one keeps, with their `taml search` flags.
-_INHERITED_FLAGS = {"batch_size": "--batch-size", "controller_lr": "--controller-lr", "normalization": "--normalization",
-                    "baseline_decay": "--baseline-decay", "entropy_weight": "--entropy-weight",
-                    "reward_power": "--reward-power", "budget_scale": "--budget-scale"}
-CHECKPOINT_NAME = "checkpoint.pt"  # the name steps.search writes (transfer/ does not import steps/)
 TASK_EMBEDDING_SUFFIX = "task_embeddings.weight"  # LSTM: the key itself; transformer: ends with it
 
 
@@ -128,6 +120,18 @@ def warm_start(body: dict[str, Any], target: str, sources: Sequence[str | tuple[
     """A controller search for [target] from the pretrained checkpoint `body`; `sources` closest
     first (as `select_sources` returns them). The target's embedding row becomes the closest
     source's row, the mean of the sources' rows, or stays random."""
+    names = [s if isinstance(s, str) else s[0] for s in sources]
+    return warm_start_tasks(body, [target], {target: names}, embedding, seed, mixing_gamma, mixing_samples,
+                            search_id or f"{target}-warm-start", update_config)
+
+
+def warm_start_tasks(body: dict[str, Any], tasks: Sequence[str], sources: dict[str, Sequence[str]],
+                     embedding: str = "random", seed: int = 0, mixing_gamma: float = 0.1, mixing_samples: int = 100,
+                     search_id: str = "warm-start", update_config: dict[str, Any] | None = None):
+    """A controller search for `tasks` from the pretrained checkpoint `body`
+    (`ControllerSearch.transfer_from`: shared weights, a task the checkpoint knows keeps its
+    embedding, uniform mixing at the start). With embedding closest or mean, a task's embedding
+    row becomes its first source's row or its sources' mean (`sources[task]`, closest first)."""
     from transfer_automl.search import ControllerSearch
 
     if embedding not in EMBEDDINGS:
@@ -135,23 +139,22 @@ def warm_start(body: dict[str, Any], target: str, sources: Sequence[str | tuple[
     if not isinstance(body.get("controller_state"), dict):
         raise CheckpointError(f"the pretrained search is a {body.get('name')!r} search, which has no controller "
                               "to warm-start; use --reduce-space for a fresh search")
-    names = [s if isinstance(s, str) else s[0] for s in sources]
     old_tasks = [str(t) for t in body["tasks"]]
-    unknown = [n for n in names if n not in old_tasks]
+    unknown = sorted({n for t in tasks for n in sources.get(t, ())} - set(old_tasks))
     if unknown:
         raise TaskError(f"source task(s) {unknown} are not tasks of the pretrained search {old_tasks}")
-    if embedding != "random" and not names:
-        raise ConfigError(f"embedding {embedding!r} needs at least one source task")
-    search = ControllerSearch.transfer_from(body, [target], search_id or f"{target}-warm-start", seed=seed,
-                                            mixing_gamma=mixing_gamma, mixing_samples=mixing_samples,
-                                            update_config=update_config)
+    search = ControllerSearch.transfer_from(body, list(tasks), search_id, seed=seed, mixing_gamma=mixing_gamma,
+                                            mixing_samples=mixing_samples,
+                                            update_config=update_config or dict(body["update_config"]))
     if embedding == "random":
         return search
-    key = task_embedding_key(body["controller_state"])
-    table = body["controller_state"][key]  # [num_old_tasks, E]
-    rows = table[[old_tasks.index(n) for n in names]]  # [S, E]
-    row = rows[0] if embedding == "closest" else rows.mean(dim=0)
-    set_task_embedding(search.controller, 0, row)
+    table = body["controller_state"][task_embedding_key(body["controller_state"])]  # [num_old_tasks, E]
+    for i, task in enumerate(tasks):
+        names = list(sources.get(task, ()))
+        if not names:
+            raise ConfigError(f"embedding {embedding!r} needs at least one source task for {task!r}")
+        rows = table[[old_tasks.index(n) for n in names]]  # [S, E], closest first
+        set_task_embedding(search.controller, i, rows[0] if embedding == "closest" else rows.mean(dim=0))
     return search
 
 
@@ -209,90 +212,3 @@ def reduce_space(space: SearchSpace, ledger_rows: Sequence[dict[str, Any]], sour
         choices = tuple(d.choices[i] for i in sorted(used[d.name]))
         kept[d.name] = Decision(d.name, choices, d.description, condition)
     return SearchSpace(f"{space.name}-reduced-{source_task}", tuple(kept.values()))
-
-
-# -- the `taml transfer` entry point ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TransferSettings:
-    """Everything one `taml transfer` does."""
-
-    target: str  # the new task (a text task name in data_dir, or a .parquet path)
-    source: str  # a search directory (checkpoint.pt, ledger/) or a checkpoint file
-    out: str  # where checkpoint.pt (or, with reduce_space, space.yaml) is written
-    select: str = "closest"  # closest | all | <a source task>
-    embedding: str = "closest"  # the target's embedding: closest source's row, mean of the selected, or random
-    reduce_space: bool = False  # write the closest source's top-k space for a fresh search instead
-    top_k: int = 10  # configurations of the closest source that define the reduced space
-    distance: str = "fisher_ld"  # registered task distance
-    repeats: int = 3  # probe initialisations averaged per distance (paper: 10)
-    data_dir: str | None = None  # where task names resolve
-    seed: int = 0  # probes, the new search's initialization and sampling
-    mixing_gamma: float = 0.1  # initial uniform-mixing weight of the warm-started policy ...
-    mixing_samples: int = 100  # ... decaying linearly to 0 over this many samples
-
-    def validate(self) -> None:
-        if self.embedding not in EMBEDDINGS:
-            raise ConfigError(f"embedding must be one of {list(EMBEDDINGS)}, got {self.embedding!r}")
-        for name, value in (("top_k", self.top_k), ("repeats", self.repeats)):
-            if value < 1:
-                raise ConfigError(f"{name} must be >= 1, got {value}")
-        if not 0 <= self.mixing_gamma <= 1:
-            raise ConfigError(f"mixing_gamma must be in [0, 1], got {self.mixing_gamma}")
-
-
-@dataclass
-class TransferResult:
-    sources: list[tuple[str, float]]  # chosen source tasks and d[source, target], closest first
-    method: str  # the pretrained search's method
-    checkpoint: Path | None  # the warm-started search (None with reduce_space)
-    space_file: Path | None  # the reduced space (reduce_space only)
-    next_command: str
-
-
-def run_transfer(settings: TransferSettings) -> TransferResult:
-    from transfer_automl.search import Ledger, load_checkpoint, save_checkpoint
-    from transfer_automl.space import save_space, space_from_dict
-    from transfer_automl.storage import atomic_write
-
-    settings.validate()
-    source = Path(settings.source)
-    ckpt = source / CHECKPOINT_NAME if source.is_dir() else source
-    body = load_checkpoint(ckpt)
-    method = str(body["name"])
-    out = Path(settings.out)
-    if (out / CHECKPOINT_NAME).exists() or Ledger(out / "ledger").files():
-        raise ConfigError(f"out: {out} already holds a search; choose another --out")
-    if not settings.reduce_space and not isinstance(body.get("controller_state"), dict):
-        raise CheckpointError(f"--from {ckpt} holds a {method!r} search, which has no controller to warm-start; "
-                              "use --reduce-space for a fresh search")
-    sources = select_sources(settings.target, [str(t) for t in body["tasks"]], settings.distance, settings.select,
-                             repeats=settings.repeats, data_dir=settings.data_dir, seed=settings.seed)
-    data = f" --data-dir {settings.data_dir}" if settings.data_dir else ""
-    if settings.reduce_space:
-        ledger = Ledger(ckpt.parent / "ledger")
-        if not ledger.files():
-            raise ConfigError(f"--reduce-space needs the pretrained search's ledger, and {ledger.root} has none")
-        space = space_from_dict(body["space"], source=str(ckpt))
-        reduced = reduce_space(space, ledger.read().to_pylist(), sources[0][0], settings.top_k)
-        out.mkdir(parents=True, exist_ok=True)
-        space_file = atomic_write(out / "space.yaml", lambda tmp: save_space(reduced, tmp))
-        command = (f"taml search --tasks {settings.target} --space {space_file} --out {out} --method <any> "
-                   f"--trials <n>{data}")
-        return TransferResult(sources, method, None, space_file, command)
-    search = warm_start(body, settings.target, sources, embedding=settings.embedding, seed=settings.seed,
-                        mixing_gamma=settings.mixing_gamma, mixing_samples=settings.mixing_samples,
-                        search_id=f"{out.resolve().name}-transfer")
-    out.mkdir(parents=True, exist_ok=True)
-    space_file = atomic_write(out / "space.yaml", lambda tmp: save_space(search.space, tmp))
-    # What `taml search --resume` compares: the method and seed of the warm start and the search
-    # settings inherited from the pretrained search (the next command passes them); the space is
-    # checked by its fingerprint.
-    inherited = {k: v for k in _INHERITED_FLAGS if (v := dict(body.get("search_settings", {})).get(k)) is not None}
-    save_checkpoint(out / CHECKPOINT_NAME, {**search.state_dict(),
-                                            "search_settings": {"method": method, "seed": settings.seed, **inherited}})
-    flags = "".join(f" {_INHERITED_FLAGS[k]} {v}" for k, v in inherited.items())
-    command = (f"taml search --tasks {settings.target} --out {out} --resume --method {method} "
-               f"--space {space_file} --seed {settings.seed}{flags} --trials <n>{data}")
-    return TransferResult(sources, method, out / CHECKPOINT_NAME, None, command)

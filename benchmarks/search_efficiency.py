@@ -1,4 +1,4 @@
-"""Search-efficiency benchmark on tabular NAS benchmarks (`taml bench search`).
+"""Search-efficiency benchmark on tabular NAS benchmarks (`taml bench search`, `make bench-search`).
 
 Leave one task out: for every task h of the benchmark and every seed,
 - each single-task method (random search, regularized evolution, TPE, the controller searches)
@@ -7,7 +7,9 @@ Leave one task out: for every task h of the benchmark and every seed,
   controller with a fresh task embedding and decaying uniform mixing (Transfer AutoML / Transfer NAS);
 - `zero-shot` evaluates on h the best configuration of each other task (no search at all).
 
-Every trial is a table lookup, so only the search methods cost time. Reported per task and method,
+Each search is an in-memory `Study` (benchmarks/studies.py) with the settings `taml search
+--benchmark <name> --tasks h` takes (`METHOD_SETTINGS`); transfer is its init_from=transfer from
+the pretrained study. Every trial is a table lookup, so only the search methods cost time. Reported per task and method,
 median and IQR over seeds of (a) the number of trials to reach the value random search reaches in
 `trials` trials (median over seeds; the form of Transfer AutoML's Table 2), (b) normalized regret
 (max - best so far) / (max - median) after 25, 50, 100, 200 trials. Rewards given to the methods
@@ -31,17 +33,18 @@ from transfer_automl.errors import ConfigError
 SINGLE_TASK_METHODS = ("rs", "re", "tpe", "reinforce", "ppo", "pqt", "transformer")
 ALL_METHODS = (*SINGLE_TASK_METHODS, "transfer")
 
-# One setting per method for every task and benchmark (never tuned per task). The papers'
+# One setting per method for every task and benchmark (never tuned per task), as `SearchSettings`
+# fields: each search is the one `taml search --method <m>` runs with them. The papers'
 # controller learning rates (1e-4 for T-AML's REINFORCE) assume thousands of trials; 200-trial
 # searches need larger steps, so every controller method gets the same documented values here.
 METHOD_SETTINGS: dict[str, dict[str, Any]] = {
     "rs": {},
-    "re": {"population_size": 100, "sample_size": 8},
-    "tpe": {"n_startup_trials": 10},
-    "reinforce": {"update_config": {"learning_rate": 0.01}},
-    "ppo": {"update_config": {}},
-    "pqt": {"update_config": {}},
-    "transformer": {"update_config": {}},
+    "re": {"method_options": {"population_size": 100, "sample_size": 8}},
+    "tpe": {"method_options": {"n_startup_trials": 10}},
+    "reinforce": {"controller_lr": 0.01},
+    "ppo": {},
+    "pqt": {},
+    "transformer": {},
 }
 
 
@@ -87,65 +90,52 @@ class RunCurve:
 
 # -- one job: every method on one held-out task with one seed --------------------------------
 
-_BENCH = None  # the benchmark table, loaded once per worker process
+
+def _backend(settings: BenchSettings):
+    """The benchmark table as a study backend, loaded once per worker process."""
+    from benchmarks.studies import named_backend
+
+    return named_backend(settings.benchmark, settings.data_dir)
 
 
-def _load(settings: BenchSettings):
-    global _BENCH
-    if _BENCH is None or _BENCH.name != settings.benchmark:
-        from transfer_automl.tasks.benchmarks import load_benchmark
-
-        _BENCH = load_benchmark(settings.benchmark, settings.data_dir)
-    return _BENCH
+def _search(method: str, task: str, seed: int, trials: int, **more: Any) -> dict[str, Any]:
+    """The settings of one search (`taml search --method <method> --seed <seed> ...`)."""
+    return {"method": method, "seed": seed, "trials": trials, "batch_size": 1,
+            "search_id": f"{method}-{task}-{seed}", **METHOD_SETTINGS[method], **more}
 
 
-def _search_loop(search, bench, task: str, trials: int, batch_size: int = 1) -> list[float]:
-    best, curve = -math.inf, []
-    while len(curve) < trials:
-        asked = search.ask(min(batch_size, trials - len(curve)))
-        values = [bench.value(t.task, t.actions) for t in asked]
-        search.tell(asked, values)
-        for t, v in zip(asked, values, strict=True):
-            if t.task == task:
-                best = max(best, v)
-                curve.append(best)
-    return curve
+def _pretrain_and_transfer(settings: BenchSettings, backend, task: str, seed: int) -> list[float]:
+    from benchmarks.studies import best_so_far, on_tasks, run_study
 
-
-def _pretrain_and_transfer(settings: BenchSettings, bench, task: str, seed: int) -> list[float]:
-    from transfer_automl.search import ControllerSearch, make_search
-
-    sources = [t for t in bench.tasks if t != task]
-    base = make_search(settings.transfer_base, bench.space, sources, f"pre-{task}-{seed}", seed=seed,
-                       **METHOD_SETTINGS[settings.transfer_base])
-    budget = settings.pretrain_trials_per_task * len(sources)
-    done = 0
-    while done < budget:
-        asked = base.ask(min(settings.pretrain_batch_size, budget - done))
-        base.tell(asked, [bench.value(t.task, t.actions) for t in asked])
-        done += len(asked)
-    transferred = ControllerSearch.transfer_from(
-        base.state_dict(), [task], f"transfer-{task}-{seed}", seed=seed + 10_000,
-        mixing_gamma=settings.mixing_gamma, mixing_samples=settings.mixing_samples,
-    )
-    return _search_loop(transferred, bench, task, settings.trials)
+    sources = [t for t in backend.task_names if t != task]
+    base = settings.transfer_base
+    pretrained, _ = run_study(
+        {**_search(base, task, seed, settings.pretrain_trials_per_task * len(sources)),
+         "batch_size": settings.pretrain_batch_size, "search_id": f"pre-{task}-{seed}"},
+        on_tasks(backend, sources))
+    transfer = {"init_from": "transfer", "source": f"pre-{task}-{seed}", "mixing_gamma": settings.mixing_gamma,
+                "mixing_samples": settings.mixing_samples, "search_id": f"transfer-{task}-{seed}"}
+    _, done = run_study(_search(base, task, seed + 10_000, settings.trials, **transfer), on_tasks(backend, [task]),
+                        source=pretrained)
+    return best_so_far(done, task)
 
 
 def run_job(settings: BenchSettings, task: str, seed: int) -> list[RunCurve]:
     import torch
 
     torch.set_num_threads(1)  # one job per core; intra-op threads only add contention
-    from transfer_automl.search import make_search
+    from benchmarks.studies import best_so_far, on_tasks, run_study
 
-    bench = _load(settings)
+    backend = _backend(settings)
+    bench = backend.trainer.benchmark
     curves = []
     for method in settings.methods:
         started = time.perf_counter()
         if method == "transfer":
-            curve = _pretrain_and_transfer(settings, bench, task, seed)
+            curve = _pretrain_and_transfer(settings, backend, task, seed)
         else:
-            search = make_search(method, bench.space, [task], f"{method}-{task}-{seed}", seed=seed, **METHOD_SETTINGS[method])
-            curve = _search_loop(search, bench, task, settings.trials)
+            _, done = run_study(_search(method, task, seed, settings.trials), on_tasks(backend, [task]))
+            curve = best_so_far(done, task)
         curves.append(RunCurve(bench.name, task, method, seed, curve, time.perf_counter() - started))
     return curves
 
@@ -165,7 +155,7 @@ def zero_shot(bench, task: str) -> float:
 def run_benchmark(settings: BenchSettings, progress: bool = True) -> dict[str, Any]:
     settings.validate()
     started = time.perf_counter()
-    bench = _load(settings)
+    bench = _backend(settings).trainer.benchmark
     tasks = list(settings.tasks) or list(bench.tasks)
     unknown = sorted(set(tasks) - set(bench.tasks))
     if unknown:

@@ -33,10 +33,29 @@ class Backend:
     trainer_settings: dict[str, Any] = field(default_factory=dict)
 
 
+def make_backend(settings: Any, directory: Any = None) -> Backend:
+    """The backend of `settings` (study.settings.SearchSettings): a table's, or text/image children
+    with the feature cache at settings.cache_dir, else <directory>/cache/features (an in-memory
+    study without a directory: the local working directory's cache)."""
+    if settings.tabular:
+        return table_backend(settings.tasks, settings.benchmark, settings.table, settings.metric_columns,
+                             settings.space, settings.data_dir)
+    if settings.cache_dir:
+        cache: Any = settings.cache_dir
+    elif directory is not None:
+        cache = directory.store.sub("cache/features")
+    else:
+        from transfer_automl.study.search_dir import default_work_root
+
+        cache = default_work_root() / "cache" / "features"
+    return text_backend(settings.tasks, settings.space or "taml-text", settings.data_dir, cache,
+                        settings.budget_scale, timeout_s=settings.trial_timeout)
+
+
 def text_backend(tasks: tuple[str, ...], space: str, data_dir: str | None, cache_dir: str | Path,
                  budget_scale: float, timeout_s: float | None = None) -> Backend:
     from transfer_automl.children.trainer import ChildTrainerConfig, TextChildTrainer
-    from transfer_automl.steps.image_backend import image_backend, wants_image_backend
+    from transfer_automl.study.image_backend import image_backend, wants_image_backend
     from transfer_automl.tasks import data_dir as resolve_data_dir
     from transfer_automl.tasks import load_task
     from transfer_automl.tasks.features import FeatureCache

@@ -18,8 +18,8 @@ NAS sizes (~9k parameters). The result per agent is the moving average of the re
 last `window` samples, averaged over seeds, and the number of samples until that average first
 reaches `threshold` (per seed, and for the mean curve).
 
-    python -m transfer_automl.bench.double_xor                        # ~10 s on one core
-    python -m transfer_automl.bench.double_xor --lr-grid 0.003,0.01,0.03
+    python -m benchmarks.double_xor                        # ~10 s on one core
+    python -m benchmarks.double_xor --lr-grid 0.003,0.01,0.03
 
 Measured (5 seeds, batch 8, window 100, threshold 0.9; samples until the mean curve reaches it,
 attention agent versus LSTM): at learning rate 0.001: 1147 vs never within 2000; 0.003: 482 vs
@@ -199,7 +199,7 @@ def _print_table(results: Sequence[AgentResult], settings: DoubleXorSettings, ma
 
 def main(argv: Sequence[str] | None = None) -> int:
     default = DoubleXorSettings()
-    parser = argparse.ArgumentParser(prog="python -m transfer_automl.bench.double_xor", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.double_xor", description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=default.samples)
     parser.add_argument("--seeds", type=int, default=default.seeds)
     parser.add_argument("--batch-size", type=int, default=default.batch_size)
@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threshold=args.threshold, learning_rates=dict.fromkeys(AGENTS, args.learning_rate),
         entropy_weight=args.entropy_weight,
     )
-    command = "python -m transfer_automl.bench.double_xor " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.double_xor " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"command: {command.strip()}")
     print(f"settings: {asdict(settings) if not args.lr_grid else {**asdict(settings), 'learning_rates': args.lr_grid}}")
     uniform = 0.25 if settings.reward == "and" else 0.5

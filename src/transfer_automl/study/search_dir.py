@@ -1,10 +1,12 @@
 """Where one search's state lives: a local directory or an `s3://bucket/prefix`, one layout.
 
-    checkpoint.pt                  the search (SHA-256 framed, see search.checkpoint)
-    ledger/round-<step>.parquet    committed trials (search.ledger)
-    space.yaml                     the exact space searched
-    settings.json, rounds/...      pipeline steps' files (steps.pipeline_steps)
-    cache/features/...             frozen features, unless --cache-dir says otherwise
+    settings.json                      the SearchSettings (study.settings), changes on resume
+    checkpoint.pt                      the search after the last told round (search.checkpoint)
+    space.yaml                         the exact space searched
+    ledger/round-<step>.parquet        committed trials (search.ledger)
+    rounds/<step>/trials.json          the trials asked in a round (Study.ask_round)
+    rounds/<step>/results/<k>.json     one finished child's ledger row (Study.run_trial)
+    cache/features/...                 frozen features, unless --cache-dir says otherwise
 
 Every file goes through one ArtifactStore, so `--out` and a pipeline's `search_dir` may be either.
 What cannot live on S3 lives in a local working directory (`work_dir`): the default MLflow
@@ -29,6 +31,20 @@ from transfer_automl.space import SearchSpace
 from transfer_automl.storage import ArtifactStore, LocalStore, get_store
 
 CHECKPOINT_NAME = "checkpoint.pt"
+SETTINGS_NAME = "settings.json"
+SPACE_NAME = "space.yaml"
+
+
+def round_prefix(step: int) -> str:
+    return f"rounds/{int(step):06d}"
+
+
+def trials_key(step: int) -> str:
+    return f"{round_prefix(step)}/trials.json"
+
+
+def result_key(step: int, index: int) -> str:
+    return f"{round_prefix(step)}/results/{int(index):03d}.json"
 
 
 def default_work_root() -> Path:

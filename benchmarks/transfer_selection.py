@@ -203,51 +203,61 @@ def _pool_map(fn, jobs, workers: int, progress: bool, desc: str):
 
 # -- one seed of one benchmark: every strategy for every held-out task ----------------------------
 
-_BENCHES: dict[str, Any] = {}
+_BACKENDS: dict[str, Any] = {}  # benchmark name -> its study backend, once per worker process
+
+
+def _backend(settings: SelectionSettings, name: str):
+    from benchmarks.studies import backend_of, named_backend
+
+    if name not in _BACKENDS:
+        if name == IMAGE_BENCHMARK:
+            _BACKENDS[name] = backend_of(image_table(settings, progress=False))
+        else:
+            _BACKENDS[name] = named_backend(name, settings.data_dir)
+    return _BACKENDS[name]
 
 
 def _bench(settings: SelectionSettings, name: str):
-    if name not in _BENCHES:
-        if name == IMAGE_BENCHMARK:
-            _BENCHES[name] = image_table(settings, progress=False)
-        else:
-            from transfer_automl.tasks.benchmarks import load_benchmark
-
-            _BENCHES[name] = load_benchmark(name, settings.data_dir)
-    return _BENCHES[name]
+    return _backend(settings, name).trainer.benchmark
 
 
-def _run(search, value, task: str, trials: int, batch_size: int = 1) -> list[float]:
-    """Best-so-far on `task` after each of its trials (other tasks' trials are not counted)."""
-    best, curve = -math.inf, []
-    while len(curve) < trials:
-        asked = search.ask(batch_size)
-        values = [value(t) for t in asked]
-        search.tell(asked, values)
-        for trial, v in zip(asked, values, strict=True):
-            if trial.task == task and len(curve) < trials:
-                best = max(best, v)
-                curve.append(best)
-    return curve
+def _controller(settings: SelectionSettings, seed: int, search_id: str) -> dict[str, Any]:
+    """The settings of a `base` controller search (`taml search --method <base> --controller-lr ...`)."""
+    return {"method": settings.base, "seed": seed, "controller_lr": settings.controller_lr,
+            "batch_size": settings.batch_size, "search_id": search_id}
 
 
-def _pretrain(settings: SelectionSettings, bench, sources: list[str], seed: int) -> dict:
-    from transfer_automl.search import make_search
-
-    search = make_search(settings.base, bench.space, sources, f"pre-{'+'.join(sources)}-{seed}", seed=seed,
-                         update_config={"learning_rate": settings.controller_lr})
-    budget = settings.pretrain_trials * len(sources)
-    for start in range(0, budget, settings.batch_size):
-        asked = search.ask(min(settings.batch_size, budget - start))
-        search.tell(asked, [bench.value(t.task, t.actions) for t in asked])
-    return search.state_dict()
+def _transferred(settings: SelectionSettings, seed: int, search_id: str, source) -> dict[str, Any]:
+    """A `base` controller search warm-started from the pretrained study `source` (init_from=transfer)."""
+    return {**_controller(settings, seed, search_id), "init_from": "transfer", "source": source.search.search_id,
+            "mixing_gamma": settings.mixing_gamma, "mixing_samples": settings.mixing_samples}
 
 
-def _reduced_rs(settings: SelectionSettings, bench, sources: list[str], target: str, seed: int) -> list[float]:
+def _run(search: dict[str, Any], backend, task: str, trials: int, source=None):
+    """An in-memory study until `task` has had `trials` trials: (the study, the best-so-far on
+    `task` after each of them; other tasks' trials are not counted)."""
+    from benchmarks.studies import OPEN_ENDED, best_so_far, each_task_has, run_study
+
+    study, done = run_study({"trials": OPEN_ENDED, **search}, backend, source=source,
+                            until=each_task_has(trials, [task]))
+    return study, best_so_far(done, task, trials)
+
+
+def _pretrain(settings: SelectionSettings, backend, sources: list[str], seed: int):
+    """The `base` controller searched on `sources` (`pretrain_trials` each): a study to transfer from."""
+    from benchmarks.studies import on_tasks, run_study
+
+    search = _controller(settings, seed, f"pre-{'+'.join(sources)}-{seed}")
+    study, _ = run_study({**search, "trials": settings.pretrain_trials * len(sources)}, on_tasks(backend, sources))
+    return study
+
+
+def _reduced_rs(settings: SelectionSettings, backend, sources: list[str], target: str, seed: int) -> list[float]:
     """Random search on `target` in the space of the sources' top-k configurations."""
-    from transfer_automl.search import make_search
+    from benchmarks.studies import on_tasks
     from transfer_automl.transfer.warm_start import reduce_space
 
+    bench = backend.trainer.benchmark
     rows = []
     for s in sources:
         for r in np.argsort(-bench.metric[s], kind="stable")[:settings.top_k]:
@@ -255,8 +265,8 @@ def _reduced_rs(settings: SelectionSettings, bench, sources: list[str], target: 
             rows.append({"task": "sources", "status": "ok", "val_accuracy": float(bench.metric[s][r]),
                          "config": json.dumps(config), "trial_id": f"{s}/{r}"})
     space = reduce_space(bench.space, rows, "sources", top_k=len(rows))
-    search = make_search("rs", space, [target], f"reduce-{target}-{seed}", seed=seed)
-    return _run(search, lambda t: bench.value_of_config(target, t.config), target, settings.trials)
+    search = {"method": "rs", "seed": seed, "batch_size": 1, "search_id": f"reduce-{target}-{seed}"}
+    return _run(search, on_tasks(backend, [target], space), target, settings.trials)[1]
 
 
 def _cosine_distances(search, sources: list[str], target: str) -> dict[str, float]:
@@ -274,11 +284,12 @@ def run_seed(settings: SelectionSettings, bench_name: str, seed: int) -> list[di
     import torch
 
     torch.set_num_threads(1)
-    from transfer_automl.search import ControllerSearch, make_search
+    from benchmarks.studies import on_tasks
 
-    bench = _bench(settings, bench_name)
+    backend = _backend(settings, bench_name)
+    bench = backend.trainer.benchmark
     tasks = list(bench.tasks)
-    single = {s: _pretrain(settings, bench, [s], seed) for s in tasks}
+    single = {s: _pretrain(settings, backend, [s], seed) for s in tasks}
     out: list[dict[str, Any]] = []
 
     def curve(strategy: str, values: list[float], target: str, source: str = "") -> None:
@@ -287,26 +298,21 @@ def run_seed(settings: SelectionSettings, bench_name: str, seed: int) -> list[di
 
     for h in tasks:
         sources = [s for s in tasks if s != h]
+        target = on_tasks(backend, [h])
 
-        def lookup(trial, h=h):
-            return bench.value(trial.task, trial.actions)
+        def transfer(pretrained, tag: str, h=h, target=target) -> list[float]:
+            search = _transferred(settings, seed + 10_000, f"{tag}-{h}-{seed}", pretrained)
+            return _run(search, target, h, settings.trials, source=pretrained)[1]
 
-        def transfer(body: dict, tag: str, h=h) -> list[float]:
-            search = ControllerSearch.transfer_from(body, [h], f"{tag}-{h}-{seed}", seed=seed + 10_000,
-                                                    mixing_gamma=settings.mixing_gamma,
-                                                    mixing_samples=settings.mixing_samples)
-            return _run(search, lookup, h, settings.trials, settings.batch_size)
-
-        curve("rs", _run(make_search("rs", bench.space, [h], f"rs-{h}-{seed}", seed=seed), lookup, h, settings.trials), h)
-        scratch = make_search(settings.base, bench.space, [h], f"scratch-{h}-{seed}", seed=seed,
-                              update_config={"learning_rate": settings.controller_lr})
-        curve("scratch", _run(scratch, lookup, h, settings.trials, settings.batch_size), h)
+        rs = {"method": "rs", "seed": seed, "batch_size": 1, "search_id": f"rs-{h}-{seed}"}
+        curve("rs", _run(rs, target, h, settings.trials)[1], h)
+        curve("scratch", _run(_controller(settings, seed, f"scratch-{h}-{seed}"), target, h, settings.trials)[1], h)
         for s in sources:
             curve("warm", transfer(single[s], "warm"), h, s)
-            curve("reduce", _reduced_rs(settings, bench, [s], h, seed), h, s)
-        multi = _pretrain(settings, bench, sources, seed)
+            curve("reduce", _reduced_rs(settings, backend, [s], h, seed), h, s)
+        multi = _pretrain(settings, backend, sources, seed)
         curve("warm", transfer(multi, "warm-all"), h, "all")
-        curve("reduce", _reduced_rs(settings, bench, sources, h, seed), h, "all")
+        curve("reduce", _reduced_rs(settings, backend, sources, h, seed), h, "all")
 
         # Distances that need a few target trials: k random configurations; the multitask
         # controller continued on sources + h until h had k trials.
@@ -316,11 +322,9 @@ def run_seed(settings: SelectionSettings, bench_name: str, seed: int) -> list[di
             out.append({"kind": "distance", "benchmark": bench_name, "task": h, "seed": seed, "source": s,
                         "distance": "rank_correlation@k",
                         "value": 1.0 - _spearman(bench.metric[s][probe], bench.metric[h][probe])})
-        joint = ControllerSearch.transfer_from(multi, [*sources, h], f"embed-{h}-{seed}", seed=seed + 20_000,
-                                               mixing_gamma=settings.mixing_gamma,
-                                               mixing_samples=settings.mixing_samples)
-        _run(joint, lookup, h, settings.probe_trials, settings.batch_size)
-        for s, v in _cosine_distances(joint, sources, h).items():
+        joint, _ = _run(_transferred(settings, seed + 20_000, f"embed-{h}-{seed}", multi),
+                        on_tasks(backend, [*sources, h]), h, settings.probe_trials, source=multi)
+        for s, v in _cosine_distances(joint.search, sources, h).items():
             out.append({"kind": "distance", "benchmark": bench_name, "task": h, "seed": seed, "source": s,
                         "distance": "embedding_cosine@k", "value": v})
     return out
@@ -422,8 +426,11 @@ def run_selection(settings: SelectionSettings, progress: bool = True) -> dict[st
     timings: dict[str, float] = {}
     for name in settings.benchmarks:
         t0 = time.perf_counter()
-        bench = image_table(settings, progress) if name == IMAGE_BENCHMARK else _bench(settings, name)
-        _BENCHES[name] = benches[name] = bench
+        if name == IMAGE_BENCHMARK:  # built here with a progress bar; the workers read the cached file
+            from benchmarks.studies import backend_of
+
+            _BACKENDS[name] = backend_of(image_table(settings, progress))
+        bench = benches[name] = _bench(settings, name)
         timings[f"{name}: table"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         fixed[name] = _fixed_distances(settings, bench)

@@ -14,7 +14,7 @@ import numpy as np
 
 from transfer_automl.errors import ConfigError
 from transfer_automl.space import get_space
-from transfer_automl.steps.backends import Backend, Reference
+from transfer_automl.study.backends import Backend, Reference
 
 IMAGE_SPACE = "taml-image"
 DEFAULT_TEXT_SPACE = "taml-text"

@@ -18,7 +18,7 @@ Packing: `--pack` same-shape children (one configuration, different learning rat
 and seeds) train one at a time and then packed (children/packing.py); the speed-up is the ratio
 of wall times, and the largest accuracy difference between the two is printed beside it.
 
-    make bench-children            # python -m transfer_automl.bench.children
+    make bench-children            # python -m benchmarks.children
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def format_report(device: str, threads: int, task: str, rows: list[dict], packin
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m transfer_automl.bench.children", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.children", description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="mpqa", help="text task (resolved like `taml search --tasks`)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--children", type=int, default=20, help="children per configuration")

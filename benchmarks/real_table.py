@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from transfer_automl.errors import ConfigError, TaskError
 from transfer_automl.space.decisions import Decision, SearchSpace
 from transfer_automl.storage import atomic_write
+from transfer_automl.tasks.benchmarks import PACKAGED_TABLE_DIR
 
 # The reduced space: the 12 decisions of taml-text (so a row is a valid taml-text configuration),
 # a few choices where they matter most and one choice where a fixed value keeps the table small.
@@ -55,7 +56,7 @@ REAL_SPACE = SearchSpace(
 )
 
 TABLE_NAME = "taml-text-real"
-DEFAULT_TABLE = Path(__file__).resolve().parents[1] / "tasks" / "tables" / "taml_text_real.parquet"
+DEFAULT_TABLE = PACKAGED_TABLE_DIR / "taml_text_real.parquet"  # shipped in the wheel; built here
 META_PREFIX = b"taml."
 _TRAINER_DEFAULTS = {"budget_scale": 1.0, "batch_size": 100, "seed": 0}
 
@@ -339,56 +340,61 @@ def top_n_curves(rows: list[int], val: np.ndarray, test: np.ndarray, n: int) -> 
     return val_curve, test_curve
 
 
-_TABLE = None
+def _backend(settings: CompareSettings):
+    """The table as a study backend, loaded once per worker process."""
+    from benchmarks.studies import named_backend
+
+    return named_backend(TABLE_NAME, settings.data_dir)
 
 
 def _bench(settings: CompareSettings):
-    global _TABLE
-    if _TABLE is None:
-        from transfer_automl.tasks.benchmarks import load_benchmark
-
-        _TABLE = load_benchmark(TABLE_NAME, settings.data_dir)
-    return _TABLE
+    return _backend(settings).trainer.benchmark
 
 
-def _run(search, bench, trials_per_task: int, batch_size: int) -> dict[str, list[int]]:
-    """Ask/tell until every task of the search has `trials_per_task` trials; rows per task."""
-    rows: dict[str, list[int]] = {t: [] for t in search.tasks}
-    while min(len(r) for r in rows.values()) < trials_per_task:
-        asked = search.ask(batch_size)
-        search.tell(asked, [bench.value(t.task, t.actions) for t in asked])
-        for t in asked:
-            rows[t.task].append(bench.row(t.actions))
+def _run(settings: dict[str, Any], backend, trials_per_task: int, source=None) -> dict[str, list[int]]:
+    """An in-memory study until every task of `backend` has `trials_per_task` trials; the table
+    rows of each task's first `trials_per_task` trials."""
+    from benchmarks.studies import OPEN_ENDED, each_task_has, run_study
+
+    bench = backend.trainer.benchmark
+    _, done = run_study({"trials": OPEN_ENDED, **settings}, backend, source=source,
+                        until=each_task_has(trials_per_task, backend.task_names))
+    rows: dict[str, list[int]] = {t: [] for t in backend.task_names}
+    for d in done:
+        rows[d.trial.task].append(bench.row(d.trial.actions))
     return {t: r[:trials_per_task] for t, r in rows.items()}
 
 
 def _compare_job(args: tuple) -> list[dict[str, Any]]:
-    """One (method, seed, task) search; `task` is None for the multitask controller (all tasks)."""
+    """One (method, seed, task) search; `task` is None for the multitask controller (all tasks).
+    Each is the search `taml search --benchmark taml-text-real --method reinforce ...` runs."""
     import torch
 
-    from transfer_automl.search import ControllerSearch, make_search
+    from benchmarks.studies import OPEN_ENDED, each_task_has, on_tasks, run_study
 
     settings, method, seed, task = args
     torch.set_num_threads(1)
-    bench = _bench(settings)
-    controller = {"update_config": {"learning_rate": settings.learning_rate}}
+    backend = _backend(settings)
+    controller = {"method": "reinforce", "seed": seed, "controller_lr": settings.learning_rate}
     started = time.perf_counter()
     if method == "rs":
-        rows = _run(make_search("rs", bench.space, [task], f"rs-{task}-{seed}", seed=seed), bench, settings.trials, 1)
+        rows = _run({"method": "rs", "seed": seed, "batch_size": 1, "search_id": f"rs-{task}-{seed}"},
+                    on_tasks(backend, [task]), settings.trials)
     elif method == "aml":
-        search = make_search("reinforce", bench.space, [task], f"aml-{task}-{seed}", seed=seed, **controller)
-        rows = _run(search, bench, settings.trials, settings.batch_size)
+        rows = _run({**controller, "batch_size": settings.batch_size, "search_id": f"aml-{task}-{seed}"},
+                    on_tasks(backend, [task]), settings.trials)
     elif method == "maml":
-        search = make_search("reinforce", bench.space, list(bench.tasks), f"maml-{seed}", seed=seed, **controller)
-        rows = _run(search, bench, settings.trials, settings.pretrain_batch_size)
+        rows = _run({**controller, "batch_size": settings.pretrain_batch_size, "search_id": f"maml-{seed}"},
+                    backend, settings.trials)
     else:  # taml: pretrain on the other tasks, then continue on the held-out one
-        sources = [t for t in bench.tasks if t != task]
-        base = make_search("reinforce", bench.space, sources, f"pre-{task}-{seed}", seed=seed, **controller)
-        _run(base, bench, settings.pretrain_trials_per_task, settings.pretrain_batch_size)
-        search = ControllerSearch.transfer_from(base.state_dict(), [task], f"taml-{task}-{seed}", seed=seed + 10_000,
-                                                mixing_gamma=settings.mixing_gamma,
-                                                mixing_samples=settings.mixing_samples)
-        rows = _run(search, bench, settings.trials, settings.batch_size)
+        sources = [t for t in backend.task_names if t != task]
+        pretrained, _ = run_study({**controller, "trials": OPEN_ENDED, "batch_size": settings.pretrain_batch_size,
+                                   "search_id": f"pre-{task}-{seed}"}, on_tasks(backend, sources),
+                                  until=each_task_has(settings.pretrain_trials_per_task, sources))
+        transfer = {"init_from": "transfer", "source": f"pre-{task}-{seed}", "seed": seed + 10_000,
+                    "mixing_gamma": settings.mixing_gamma, "mixing_samples": settings.mixing_samples}
+        rows = _run({**controller, **transfer, "batch_size": settings.batch_size, "search_id": f"taml-{task}-{seed}"},
+                    on_tasks(backend, [task]), settings.trials, source=pretrained)
     wall = (time.perf_counter() - started) / len(rows)
     return [{"method": method, "seed": seed, "task": t, "rows": r, "wall_s": wall} for t, r in rows.items()]
 
@@ -591,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from transfer_automl.errors import TamlError
 
-    parser = argparse.ArgumentParser(prog="python -m transfer_automl.bench.real_table",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.real_table",
                                      description="the taml-text-real table: build it, search on it, compare with TF-IDF")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="train every configuration on every task (resumable)")

@@ -1,1 +1,0 @@
-"""Benchmarks: measurements that take minutes, run by `make bench*`, never by the timed tests."""

@@ -1,0 +1,380 @@
+"""`SearchSettings`: every setting of a search, typed once.
+
+Each field's metadata (help text, range, choices, command-line flag, what a resumed search may
+change) is the single description of that setting. From it come:
+
+* the `taml search` flags (`add_arguments`, `given_settings`): no flag is typed by hand;
+* the validation of what a pipeline passes (`SearchSettings.from_mapping`, one JSON mapping);
+* the resume rule (`resumed`): `dataclasses.replace()` over the stored settings, where a setting
+  marked `resume="free"` may change (and the change is recorded) and any other is refused with a
+  message naming it.
+
+Numbers are range-checked: NaN and infinities are refused everywhere, so a bad value never
+reaches a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import Any
+
+from transfer_automl.errors import ConfigError
+
+INIT_FROM = ("scratch", "resume", "transfer")
+NORMALIZATIONS = ("std", "baseline")
+BENCHMARKS = ("transnasbench101-micro", "nasbench201", "taml-text-real")
+EMBEDDINGS = ("random", "closest", "mean")
+MAX_SEED = 2**63 - 1
+
+
+def _methods() -> list[str]:
+    from transfer_automl.search import SEARCHES
+
+    return sorted(SEARCHES)
+
+
+def setting(default: Any = MISSING, *, help: str, low: float | None = None, high: float | None = None,
+            low_open: bool = False, high_open: bool = False, choices: tuple | Callable[[], list] | None = None,
+            flag: str | None = None, cli: bool = True, resume: str = "fixed", factory: Any = MISSING) -> Any:
+    """A dataclass field with the metadata the flags, the validation and the resume rule read.
+
+    resume: "fixed" (a resumed search must keep the value) or "free" (it may change).
+    """
+    meta = {"help": help, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
+            "choices": choices, "flag": flag, "cli": cli, "resume": resume}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything one search does; logged whole as the controller run's params."""
+
+    tasks: tuple[str, ...] = setting(
+        (), help="comma-separated task names (or .parquet paths); tables: default all of the table's tasks")
+    trials: int = setting(0, low=1, high=10_000_000, resume="free",
+                          help="trials in total, across tasks (a resumed search may grow it)")
+    out: str = setting("", resume="free",
+                       help="run directory or s3://bucket/prefix (ledger/, checkpoint.pt, settings.json, space.yaml; "
+                            "mlflow.db locally, for s3:// in $TAML_WORK_DIR unless MLFLOW_TRACKING_URI is set)")
+    space: str | None = setting(None, help="built-in space (taml-text, mnms-text, ...) or a .yaml/.json file "
+                                           "(text default: taml-text)")
+    method: str = setting("reinforce", choices=_methods,
+                          help="search method: reinforce, ppo, pqt, transformer (controllers); rs, re, tpe (baselines)")
+    method_options: dict[str, Any] = setting(
+        factory=dict, flag="--method-option",
+        help="the method's own settings, KEY=VALUE, repeatable: e.g. population_size=50 (re), n_startup_trials=5 "
+             "(tpe), gradient_steps=10 (ppo), top_k=10 (pqt); any field of the update rule's config")
+    init_from: str = setting("scratch", choices=INIT_FROM, resume="free",
+                             help="start fresh, continue --out (resume), or transfer a pretrained controller (--from)")
+    source: str | None = setting(None, flag="--from", resume="free",
+                                 help="init-from transfer: a search directory (local or s3://) or its checkpoint.pt")
+    embedding: str = setting("random", choices=EMBEDDINGS,
+                             help="init-from transfer: a new task's embedding: random, or its transfer sources' "
+                                  "closest row or mean (needs transfer_sources)")
+    transfer_sources: dict[str, list[str]] = setting(
+        factory=dict, cli=False, help="init-from transfer: {new task: [source tasks, closest first]}")
+    batch_size: int = setting(1, low=1, high=100_000, help="trials per controller update (T-AML: 1)")
+    seed: int = setting(0, low=0, high=MAX_SEED, help="seeds the search, its controller and every child")
+    controller_lr: float | None = setting(None, low=0, high=1, low_open=True,
+                                          help="controller step size (default: the method's paper value)")
+    normalization: str | None = setting(None, choices=NORMALIZATIONS,
+                                        help="advantage (R-b)/sigma (std, T-AML) or (R-b)/b (baseline, MNMS)")
+    baseline_decay: float | None = setting(None, low=0, high=1, high_open=True,
+                                           help="EMA decay of the per-task baseline and std (default 0.95)")
+    entropy_weight: float | None = setting(None, low=0, high=100,
+                                           help="entropy bonus on the policy (default: the method's)")
+    mixing_gamma: float = setting(0.1, low=0, high=1, help="init-from transfer: initial uniform-mixing weight")
+    mixing_samples: int = setting(100, low=0, high=1_000_000_000,
+                                  help="init-from transfer: samples over which the mixing decays to 0")
+    reward_power: float = setting(1.0, low=0, high=10, low_open=True,
+                                  help="reward = val accuracy ** power (T-AML: 1, MNMS: 3)")
+    budget_scale: float = setting(0.05, low=0, high=100, low_open=True,
+                                  help="multiplies the space's training budgets for CPU runs (1.0 = the papers')")
+    trial_timeout: float | None = setting(None, low=0, high=7 * 24 * 3600, low_open=True, resume="free",
+                                          help="text children: seconds per trial, then status timeout")
+    benchmark: str | None = setting(None, choices=BENCHMARKS,
+                                    help="look children up in a tabular NAS benchmark instead of training them")
+    table: str | None = setting(None, help="look children up in your own Parquet/CSV table (decisions + metrics)")
+    metric_columns: tuple[str, ...] = setting((), help="with --table: one metric column per task (higher is better)")
+    data_dir: str | None = setting(None, resume="free",
+                                   help="where task names resolve (default $TAML_DATA_DIR, ../shared/data/text, "
+                                        "or the shipped samples)")
+    cache_dir: str | None = setting(None, resume="free",
+                                    help="frozen-feature cache, a directory or s3:// (default <out>/cache/features)")
+    search_id: str | None = setting(None, help="default: <out dir name>-<UTC time>")
+    top_n: int = setting(10, low=1, high=10_000, resume="free", help="accuracy-topN reported per task")
+    progress: bool = setting(True, cli=False, resume="free", help="a progress bar on stderr")
+
+    @property
+    def tabular(self) -> bool:
+        return bool(self.benchmark or self.table)
+
+    # -- construction ----------------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], where: str = "settings") -> SearchSettings:
+        """Settings from a JSON-like mapping (a pipeline parameter, settings.json), checked field by
+        field; an unknown key is refused by name."""
+        return cls(**_coerced(values, where)).validated(where)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (tuples as lists): what settings.json and the checkpoint hold."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def validated(self, where: str = "settings") -> SearchSettings:
+        """Itself, after every range, choice and cross-field check; ConfigError names the field."""
+        for f in fields(self):
+            _check_field(f, getattr(self, f.name), where)
+        duplicates = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
+        if duplicates:
+            raise ConfigError(f"{where}.tasks: {duplicates} listed more than once")
+        if not self.tasks and not self.tabular:
+            raise ConfigError(f"{where}.tasks: give at least one task")
+        if not self.out:
+            raise ConfigError(f"{where}.out: give the search directory")
+        if (self.init_from == "transfer") != bool(self.source):
+            raise ConfigError(f"{where}: init_from=transfer needs a source (--from: a search directory or "
+                              "checkpoint), and a source needs init_from=transfer")
+        if self.benchmark and self.table:
+            raise ConfigError(f"{where}: benchmark and table (--benchmark, --table) are alternatives; give one")
+        if self.table and not self.metric_columns:
+            raise ConfigError(f"{where}.metric_columns (--metric-columns): a table needs one metric column per task")
+        if self.embedding != "random" and self.init_from == "transfer" and not self.transfer_sources:
+            raise ConfigError(f"{where}.embedding {self.embedding!r} needs transfer_sources (the new tasks' "
+                              "closest source tasks); use embedding random")
+        _check_method_options(self.method, self.method_options, where)
+        return self
+
+    def validate(self) -> None:
+        self.validated()
+
+    # -- resume ------------------------------------------------------------------------------------
+
+    def resumed(self, given: Mapping[str, Any], where: str) -> tuple[SearchSettings, dict[str, tuple[Any, Any]]]:
+        """These stored settings continued with the values a user gave again: (the settings, the
+        changes {field: (old, new)}). A changed setting marked resume="free" is allowed; any other
+        is refused, naming it. `trials` may only grow."""
+        given = _coerced(given, "settings")
+        changes = {k: (getattr(self, k), v) for k, v in given.items() if getattr(self, k) != v}
+        for name, (old, new) in changes.items():
+            if _meta(name)["resume"] != "free" and not (name == "search_id" and new is None):
+                raise ConfigError(f"--resume: {name} is {new!r} but the search in {where} ran with {old!r}; "
+                                  f"a resumed search keeps its {name}")
+        if "trials" in changes and changes["trials"][1] < self.trials:
+            raise ConfigError(f"--resume: trials {given['trials']} is fewer than the {self.trials} the search in "
+                              f"{where} already has")
+        recorded = {k: v for k, v in changes.items() if k not in ("init_from", "source", "progress")}
+        kept = {k: v for k, v in given.items() if k != "search_id" or v is not None}
+        return replace(self, **kept).validated(), recorded
+
+
+# -- flags -------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting (the metadata's help, choices and range); a flag not given stays out
+    of the namespace, so `given_settings` tells what the user set from what defaulted."""
+    for f in fields(SearchSettings):
+        meta = f.metadata
+        if not meta["cli"]:
+            continue
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": _flag_help(f)}
+        if f.name == "method_options":
+            kwargs.update(action="append", metavar="KEY=VALUE", type=_key_value)
+        else:
+            kwargs["type"] = _flag_parser(f)
+            choices = meta["choices"]
+            if choices is not None and not callable(choices):
+                kwargs["choices"] = choices
+        parser.add_argument(flag, **kwargs)
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings named on the command line (flags from `add_arguments`), as a mapping."""
+    given = {f.name: getattr(args, f.name) for f in fields(SearchSettings) if hasattr(args, f.name)}
+    if "method_options" in given:
+        given["method_options"] = dict(given["method_options"])
+    return given
+
+
+def _flag_help(f) -> str:
+    meta, default = f.metadata, f.default
+    extra = []
+    if meta["low"] is not None:
+        lo = "(" if meta["low_open"] else "["
+        hi = ")" if meta["high_open"] else "]"
+        extra.append(f"range {lo}{_num(meta['low'])}, {_num(meta['high'])}{hi}")
+    if default not in (MISSING, None, (), "", 0) and not isinstance(default, bool):
+        extra.append(f"default {default}")
+    return meta["help"] + (f" ({'; '.join(extra)})" if extra else "")
+
+
+def _num(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else f"{value:,}" if value > 10**6 else str(value)
+
+
+def _flag_parser(f) -> Callable[[str], Any]:
+    kind = _kind(f)
+
+    def parse(text: str) -> Any:
+        try:
+            value = _coerce_one(f.name, kind, text, "")
+            _check_field(f, value, "")
+            return value
+        except ConfigError as exc:  # argparse prints "argument --flag: <this>"
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = kind  # argparse names the type in "invalid <type> value" messages
+    return parse
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    return key.strip(), parsed
+
+
+# -- checking ----------------------------------------------------------------------------------------
+
+
+def _meta(name: str) -> Mapping[str, Any]:
+    return SearchSettings.__dataclass_fields__[name].metadata
+
+
+def _kind(f) -> str:
+    """int, float, str, bool, csv (a tuple of names) or mapping."""
+    annotation = str(f.type)
+    for kind, marker in (("csv", "tuple"), ("mapping", "dict"), ("bool", "bool"), ("int", "int"),
+                         ("float", "float")):
+        if annotation.startswith(marker):
+            return kind
+    return "str"
+
+
+def _coerced(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {type(values).__name__}")
+    known = SearchSettings.__dataclass_fields__
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: {sorted(known)}")
+    return {k: _coerce_one(k, _kind(known[k]), v, where) for k, v in values.items()}
+
+
+def _coerce_one(name: str, kind: str, value: Any, where: str) -> Any:
+    """One value in its field's type; strings (flags, a pipeline's UI) are parsed."""
+    label = f"{where}.{name}" if where else name
+    optional = "None" in str(SearchSettings.__dataclass_fields__[name].type)
+    if value is None or (optional and value == ""):
+        if optional:
+            return None
+        raise ConfigError(f"{label}: a value is required")
+    if kind == "csv":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{label}: expected a list of names, got {value!r}")
+        return tuple(i.strip() for i in items if i.strip())
+    if kind == "mapping":
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise ConfigError(f"{label}: expected a JSON object, got {value!r}") from None
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{label}: expected a mapping, got {value!r}")
+        return {str(k): (list(v) if isinstance(v, tuple) else v) for k, v in value.items()}
+    if kind == "bool":
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise ConfigError(f"{label}: expected true or false, got {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise ConfigError(f"{label}: expected an integer, got {value!r}") from None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{label}: expected an integer, got {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ConfigError(f"{label}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{label}: expected a number, got {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{label}: expected a string, got {value!r}")
+    return value
+
+
+def _check_field(f, value: Any, where: str) -> None:
+    meta = f.metadata
+    label = f"{where}.{f.name}" if where else f.name
+    if value is None:
+        return
+    _coerce_one(f.name, _kind(f), value, where)  # the type (a frozen dataclass may be built directly)
+    choices = meta["choices"]
+    if choices is not None:
+        allowed = list(choices() if callable(choices) else choices)
+        if value not in allowed:
+            raise ConfigError(f"{label}: unknown {value!r}; choose one of {allowed}")
+    low, high = meta["low"], meta["high"]
+    if low is None or isinstance(value, bool):
+        return
+    number = float(value)
+    below = number <= low if meta["low_open"] else number < low
+    above = number >= high if meta["high_open"] else number > high
+    if math.isnan(number) or math.isinf(number) or below or above:
+        lo = "(" if meta["low_open"] else "["
+        hi = ")" if meta["high_open"] else "]"
+        what = "an integer" if _kind(f) == "int" else "a finite number"
+        raise ConfigError(f"{label} must be {what} in {lo}{_num(low)}, {_num(high)}{hi}, got {value!r}")
+
+
+def method_option_names(method: str) -> dict[str, str]:
+    """{option: where it goes} for a search method: the keyword settings of a baseline search, the
+    fields of a controller search's update rule config ("update")."""
+    import inspect
+
+    from transfer_automl.algorithms import UPDATE_RULES
+    from transfer_automl.search import SEARCHES, ControllerSearch
+
+    search_cls = SEARCHES[method]
+    if isinstance(search_cls, type) and issubclass(search_cls, ControllerSearch):
+        config_cls = UPDATE_RULES[search_cls.update_rule_name].config_class
+        return {f.name: "update" for f in fields(config_cls)}
+    own = inspect.signature(search_cls).parameters
+    return {n: "search" for n, p in own.items()
+            if n not in ("space", "tasks", "search_id", "seed") and p.kind == p.POSITIONAL_OR_KEYWORD}
+
+
+def _check_method_options(method: str, options: Mapping[str, Any], where: str) -> None:
+    if not options:
+        return
+    known = method_option_names(method)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}.method_options: {unknown} are not settings of method {method!r}; "
+                          f"it has {sorted(known) or 'none'}")
+    for key, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}.method_options.{key} must be finite, got {value!r}")

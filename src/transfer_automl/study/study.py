@@ -1,0 +1,597 @@
+"""The `Study`: one search, whoever runs it.
+
+A thin service over ask/tell, in the manner of Optuna's `Study` and Katib's suggestion service.
+It owns the search directory (`SearchDir`: settings.json, checkpoint.pt, space.yaml, the ledger,
+the round files) and the tracker. `taml search`, every Kubeflow step and the benchmarks drive
+the same four calls:
+
+    study = Study.open(settings)            # scratch, resume or transfer
+    for step in study.pending_rounds():
+        trials = study.ask_round(step)      # idempotent: the same trials however often it is called
+        rows = [study.run_trial(t) for t in trials]   # a trial already run is not run again
+        study.tell_round(step, rows)        # ledger, then tell, then checkpoint, then the tracker
+    result = study.finish()                 # summary, artifacts, champions in the model registry
+
+Each call can run in its own process (a pipeline step): state travels only through the
+directory. The ledger is committed before the checkpoint, and a round already in the ledger is
+never told twice, so a search stopped anywhere continues without losing or doubling a trial.
+`Study.in_memory` keeps everything in memory (no files, no tracker): what the benchmarks run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from transfer_automl.errors import CheckpointError, ConfigError, StorageError
+from transfer_automl.rewards import reward_from_accuracy
+from transfer_automl.rewards.summary import TaskHistory, TaskSummary, summarize
+from transfer_automl.search import (
+    SEARCHES,
+    ControllerSearch,
+    Ledger,
+    LedgerRow,
+    Search,
+    Trial,
+    make_search,
+)
+from transfer_automl.space import space_from_dict
+from transfer_automl.study.backends import Backend, make_backend
+from transfer_automl.study.search_dir import (
+    CHECKPOINT_NAME,
+    SETTINGS_NAME,
+    SPACE_NAME,
+    SearchDir,
+    result_key,
+    trials_key,
+)
+from transfer_automl.study.settings import SearchSettings, method_option_names
+from transfer_automl.tracking import Tracker
+from transfer_automl.trial_status import STATUS_OK
+
+
+@dataclass
+class SearchResult:
+    search_id: str
+    method: str
+    out: Path | str  # a Path for a local search, the uri for S3 ("memory" in memory)
+    data_location: str
+    ledger_dir: Path | str
+    checkpoint: Path | str
+    tracking_location: str
+    trials_run: int  # trials trained by this Study object (replayed ones excluded)
+    per_task: list[TaskSummary]
+    wall_s: float
+    champions: Any = None  # study.champions.ChampionReport: each task's best child in the MLflow registry
+
+
+@dataclass
+class RoundReport:
+    step: int
+    rows: list[LedgerRow]
+    metrics: dict[str, float]  # the update's, the round's mean reward per task, baselines, best so far
+    told: bool  # False: the round had been told before (a retried step), nothing changed
+
+
+class Study:
+    """One search: its settings, its directory (None in memory), its search and its tracker."""
+
+    def __init__(self, settings: SearchSettings, directory: SearchDir | None, search: Search, *,
+                 backend: Backend | None = None, tracker: Tracker | None = None, owns_tracker: bool = False):
+        self.settings = settings
+        self.directory = directory
+        self.search = search
+        self._backend = backend
+        self._tracker = tracker
+        self._tracker_started = False
+        self.owns_tracker = owns_tracker  # ours (MLflow) registers the champions at the end
+        self._asked: dict[int, list[Trial]] = {}
+        self._memory_rows: dict[int, list[LedgerRow]] = {}  # the ledger of an in-memory study
+        self._history: TaskHistory | None = None
+        self.trials_run = 0
+        self.started = time.perf_counter()
+
+    # -- opening -------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, settings: SearchSettings | Mapping[str, Any], store: str | Path | SearchDir | None = None, *,
+             tracker: Tracker | None = None, backend: Backend | None = None) -> Study:
+        """Start (scratch, transfer) or continue (resume) the search in `store` (default:
+        settings.out). For resume, `settings` may be a mapping of just the settings given again:
+        the stored settings are continued with them (`SearchSettings.resumed`)."""
+        given = dict(settings) if isinstance(settings, Mapping) else None
+        init_from = (given or {}).get("init_from") if given is not None else settings.init_from
+        location = store if store is not None else (given or {}).get("out") if given is not None else settings.out
+        if not location:
+            raise ConfigError("out: give the search directory")
+        directory = SearchDir.of(location)
+        if init_from == "resume":
+            return cls._resume(directory, given if given is not None else _all_fields(settings), tracker, backend)
+        if given is not None:
+            settings = SearchSettings.from_mapping({**given, "out": str(location)})
+        settings = settings.validated()
+        existing = directory.has_checkpoint() or bool(directory.ledger.files())
+        if existing:
+            study = cls._retried_init(directory, settings, tracker, backend)
+            if study is not None:
+                return study
+            raise ConfigError(f"out: {directory} already holds a search; pass --resume (init_from=resume) to "
+                              "continue it or choose another --out")
+        backend = backend or make_backend(settings, directory)
+        search_id = settings.search_id or f"{directory.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        search = _new_search(settings, backend, search_id)
+        settings = replace(settings, search_id=search_id)
+        study = cls(settings, directory, search, backend=backend, tracker=tracker)
+        study._write_settings({})
+        study._save_checkpoint()
+        study._write_space()
+        study.tracker  # noqa: B018  the params are logged as the search starts
+        return study
+
+    @classmethod
+    def in_memory(cls, settings: SearchSettings | Mapping[str, Any], *, backend: Backend | None = None,
+                  source: Study | Mapping[str, Any] | None = None, tracker: Tracker | None = None) -> Study:
+        """A study that writes nothing: no directory, no checkpoint, no tracker (unless given).
+        `source` (a study or a checkpoint body) is what init_from=transfer starts from."""
+        if isinstance(settings, Mapping):
+            settings = SearchSettings.from_mapping({"out": "memory", **settings})
+        settings = settings.validated()
+        if settings.init_from == "resume":
+            raise ConfigError("init_from: an in-memory study cannot resume; it has no directory")
+        backend = backend or make_backend(settings, None)
+        body = source.search.state_dict() if isinstance(source, Study) else source
+        search = _new_search(settings, backend, settings.search_id or "memory", source_body=body)
+        return cls(settings, None, search, backend=backend, tracker=tracker or Tracker())
+
+    @classmethod
+    def load(cls, location: str | Path | SearchDir, *, tracker: Tracker | None = None) -> Study:
+        """The search in `location` as it stands (a pipeline step after init_search, a report)."""
+        directory = SearchDir.of(location)
+        settings = stored_settings(directory)
+        body = directory.load_checkpoint()
+        return cls(settings, directory, restore_search(body), tracker=tracker)
+
+    @classmethod
+    def _resume(cls, directory: SearchDir, given: Mapping[str, Any], tracker: Tracker | None,
+                backend: Backend | None) -> Study:
+        if not directory.has_checkpoint():
+            raise ConfigError(f"--resume: {directory} holds no search ({directory.checkpoint} not found)")
+        given = {k: v for k, v in given.items() if k not in ("out", "init_from", "source")}
+        stored = stored_settings(directory, fill=given)
+        settings, changes = stored.resumed({**given, "init_from": "resume", "source": None}, str(directory))
+        settings = _with_location(settings, directory)
+        backend = backend or make_backend(settings, directory)
+        body = directory.load_checkpoint(backend.space, backend.task_names)
+        if body.get("name") != settings.method:
+            raise ConfigError(f"--resume: the search in {directory.checkpoint} uses method {body.get('name')!r}, "
+                              f"not {settings.method!r}")
+        study = cls(settings, directory, restore_search(body), backend=backend, tracker=tracker)
+        study.history  # noqa: B018  refuses a damaged ledger before anything is written
+        if changes or not directory.store.exists(SETTINGS_NAME):
+            study._write_settings(changes)
+        study.tracker  # noqa: B018
+        return study
+
+    @classmethod
+    def _retried_init(cls, directory: SearchDir, settings: SearchSettings, tracker: Tracker | None,
+                      backend: Backend | None) -> Study | None:
+        """A retried init step (the same settings, nothing told yet) reopens the search."""
+        if not directory.store.exists(SETTINGS_NAME) or not directory.has_checkpoint():
+            return None
+        stored = stored_settings(directory)
+        if settings.search_id not in (None, stored.search_id):
+            return None
+        mine = {k: v for k, v in settings.to_dict().items() if k not in ("search_id", "progress")}
+        theirs = {k: v for k, v in stored.to_dict().items() if k not in ("search_id", "progress")}
+        body = directory.load_checkpoint()
+        if mine != theirs or int(body["step"]) != 0:
+            return None
+        return cls(stored, directory, restore_search(body), backend=backend, tracker=tracker)
+
+    # -- what a runner reads ------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        """The trainer, tasks and references (loaded on first use: a controller step needs none)."""
+        if self._backend is None:
+            self._backend = make_backend(self.settings, self.directory)
+        return self._backend
+
+    @property
+    def tracker(self) -> Tracker:
+        """Started on first use with the search's params (MLflow reopens the search's run)."""
+        if self._tracker is None:
+            from transfer_automl.study.tracking import default_tracker
+
+            self._tracker, self.owns_tracker = default_tracker(self.directory), True
+        if not self._tracker_started:
+            self._tracker_started = True
+            self._tracker.start(self.search.search_id, self.params(),
+                                {"taml.space": self.search.space.name, "taml.method": self.settings.method})
+        return self._tracker
+
+    @property
+    def history(self) -> TaskHistory:
+        if self._history is None:
+            self._history = TaskHistory(r.to_dict() for r in self.rows())
+        return self._history
+
+    @property
+    def rounds(self) -> int:
+        return math.ceil(self.settings.trials / self.settings.batch_size)
+
+    def pending_rounds(self) -> Iterator[int]:
+        """The rounds not told yet, in order (the search's step moves as they are told)."""
+        while self.search.step < self.rounds:
+            yield self.search.step
+
+    def round_size(self, step: int) -> int:
+        return max(0, min(self.settings.batch_size, self.settings.trials - step * self.settings.batch_size))
+
+    def params(self) -> dict[str, Any]:
+        """What the tracker logs once per search: every setting, and what the search is made of."""
+        settings = {k: v for k, v in self.settings.to_dict().items() if k != "progress"}
+        return {**settings, "tasks": ",".join(self.search.tasks), "space_fingerprint": self.search.space.fingerprint(),
+                "child_trainer": self.backend.trainer_settings, "search_state": describe(self.search)}
+
+    def rows(self) -> list[LedgerRow]:
+        """Every committed trial, in ledger order."""
+        if self.directory is None:
+            return [r for step in sorted(self._memory_rows) for r in self._memory_rows[step]]
+        return [LedgerRow.from_dict(r) for r in self.directory.ledger.read().to_pylist()]
+
+    def summaries(self) -> list[TaskSummary]:
+        return summarize([r.to_dict() for r in self.rows()], self.backend.task_names, self.backend.references,
+                         self.settings.top_n)
+
+    # -- ask, run, tell ----------------------------------------------------------------------------
+
+    def ask_round(self, step: int) -> list[Trial]:
+        """The trials of round `step`; the same ones however often, and in whichever process, it
+        is called (asking is deterministic given the checkpoint)."""
+        if step in self._asked:
+            return self._asked[step]
+        if step < self.search.step:  # told before: the round's record
+            recorded = self._recorded_trials(step)
+            if recorded is None:
+                raise ConfigError(f"round {step}: the search in {self.directory} is past it and has no record of "
+                                  f"its trials ({trials_key(step)})")
+            return recorded
+        if step > self.search.step:
+            raise ConfigError(f"round_index: the search in {self.directory or 'memory'} is at step "
+                              f"{self.search.step}, not {step}; the previous round has not been told, or this "
+                              "round's trials were lost")
+        n = self.round_size(step)
+        if n < 1:
+            raise ConfigError(f"round {step}: the search has {self.settings.trials} trials, all asked; "
+                              "resume with more --trials")
+        trials = self.search.ask(n)
+        recorded = self._recorded_trials(step)
+        if recorded is not None and [trial_record(t, self.search.search_id) for t in recorded] != \
+                [trial_record(t, self.search.search_id) for t in trials]:
+            raise ConfigError(f"{self.directory.where(trials_key(step))} holds other trials than the checkpoint asks "
+                              "for; was the checkpoint replaced?")
+        if recorded is None and self.directory is not None:
+            self.directory.write_json(trials_key(step), [trial_record(t, self.search.search_id) for t in trials],
+                                      indent=1)
+        self._asked[step] = trials
+        return trials
+
+    def run_trial(self, trial: Trial) -> LedgerRow:
+        """Train (or look up) the trial's child; a trial already run (its result file, or its
+        committed round) is returned as it was, never run again."""
+        recorded = self._recorded_result(trial)
+        if recorded is not None:
+            return recorded
+        started_at = datetime.now(UTC)
+        backend = self.backend
+        result = backend.trainer.train(trial.config, backend.task_objects[trial.task],
+                                       seed=trial_seed(self.settings.seed, trial.controller_step, trial.index))
+        ok = result.status == STATUS_OK
+        row = LedgerRow(
+            trial_id=trial.trial_id, search_id=self.search.search_id, task=trial.task,
+            controller_step=trial.controller_step, config=json.dumps(trial.config, sort_keys=True),
+            reward=reward_from_accuracy(result.val_accuracy, self.settings.reward_power) if ok else 0.0,
+            val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy, status=result.status,
+            error=result.error, started_at=started_at, ended_at=datetime.now(UTC), duration_s=result.duration_s,
+        )
+        self.trials_run += 1
+        if self.directory is not None:
+            key = result_key(trial.controller_step, trial.index)
+            try:
+                self.directory.write_json(key, row.to_json(), if_absent=True)
+            except StorageError:  # a racing retry wrote it first: keep the first
+                if not self.directory.store.exists(key):
+                    raise
+                return self._recorded_result(trial)
+        return row
+
+    def tell_round(self, step: int, rows: Sequence[LedgerRow | Mapping[str, Any]]) -> RoundReport:
+        """Commit round `step` to the ledger, tell the search, write the checkpoint, log the round.
+        Rows may come in any order (a pipeline's collected results); a round told before is only
+        made sure of in the ledger, never told twice."""
+        rows = [r if isinstance(r, LedgerRow) else LedgerRow.from_dict(dict(r), f"round {step}") for r in rows]
+        if step > self.search.step:
+            self.ask_round(step)  # raises: the previous round has not been told
+        trials = self.ask_round(step)
+        rows = _in_trial_order(trials, rows, step)
+        if step < self.search.step:  # a retried step: the commit a crash may have lost, and nothing else
+            self._commit(step, rows)
+            return RoundReport(step, rows, {}, told=False)
+        self._commit(step, rows)
+        metrics = self.search.tell(trials, [r.reward for r in rows])
+        self._save_checkpoint()
+        self.history.add(r.to_dict() for r in rows)
+        self._asked.pop(step, None)
+        tracker = self.tracker
+        ledger_file = Ledger.round_name(step)
+        for row, trial in zip(rows, trials, strict=True):
+            tracker.log_trial({**row.to_dict(), "ledger_file": ledger_file}, trial.config)
+        round_rewards = {f"reward/{task}/reward": _mean([r.reward for r in rows if r.task == task])
+                         for task in sorted({r.task for r in rows})}
+        task_metrics = {k: v for task in self.search.tasks for k, v in
+                        self.history.metrics(task, self.settings.top_n).items()}
+        all_metrics = {**metrics, **round_rewards, **baseline_metrics(self.search), **task_metrics}
+        all_metrics = {k: float(v) for k, v in all_metrics.items() if math.isfinite(float(v))}
+        tracker.log_controller(step, all_metrics)
+        return RoundReport(step, rows, all_metrics, told=True)
+
+    def finish(self, register: bool = True) -> SearchResult:
+        """The search's summary; its files logged beside its runs, the run closed, and (with the
+        study's own MLflow tracker) each task's best child registered as a champion."""
+        per_task = self.summaries()
+        tracker = self.tracker
+        if self.directory is not None:
+            for key in (CHECKPOINT_NAME, SPACE_NAME, SETTINGS_NAME):
+                tracker.log_artifact(self.directory.local_copy(key))
+        top = self.settings.top_n
+        tracker.finish({f"reward/{s.task}/best_val_accuracy": s.best_val_accuracy for s in per_task}
+                       | {f"reward/{s.task}/accuracy_top{top}": s.accuracy_top_n for s in per_task})
+        champions = None
+        if register and self.owns_tracker and self.directory is not None:
+            from transfer_automl.study.champions import register_after_search
+
+            champions = register_after_search(self.settings, self.directory, tracker)
+        d = self.directory
+        return SearchResult(
+            self.search.search_id, self.settings.method, "memory" if d is None else d.store.root if d.is_local
+            else d.store.uri, self.backend.data_location, "memory" if d is None else d.ledger.root,
+            "memory" if d is None else d.checkpoint, tracker.location, self.trials_run, per_task,
+            time.perf_counter() - self.started, champions)
+
+    def abort(self) -> None:
+        """Close the tracker's run as KILLED (an interrupted or failed runner)."""
+        if self._tracker is not None and self._tracker_started:
+            self._tracker.finish({}, status="KILLED")
+
+    # -- files -----------------------------------------------------------------------------------------
+
+    def _commit(self, step: int, rows: list[LedgerRow]) -> None:
+        if self.directory is None:
+            self._memory_rows.setdefault(step, rows)
+        else:
+            self.directory.ledger.append_round(step, rows)
+
+    def _save_checkpoint(self) -> None:
+        if self.directory is not None:
+            self.directory.save_checkpoint({**self.search.state_dict(), "search_settings": self.settings.to_dict()})
+
+    def _write_settings(self, changes: Mapping[str, tuple[Any, Any]]) -> None:
+        """settings.json: the settings, and every change a resume made (when, at which step)."""
+        d = self.directory
+        history = []
+        if d.store.exists(SETTINGS_NAME):
+            history = list(d.read_json(SETTINGS_NAME).get("_changes", []))
+        if changes:
+            history.append({"at": datetime.now(UTC).isoformat(), "step": self.search.step,
+                            "changed": {k: {"from": old, "to": new} for k, (old, new) in changes.items()}})
+        body = {**self.settings.to_dict(), "progress": False}
+        d.write_json(SETTINGS_NAME, {**body, **({"_changes": history} if history else {})}, indent=1)
+
+    def _write_space(self) -> None:
+        import tempfile
+
+        from transfer_automl.space import save_space
+
+        with tempfile.TemporaryDirectory(prefix="taml-space-") as tmp:
+            local = Path(tmp) / SPACE_NAME
+            save_space(self.search.space, local)
+            self.directory.store.put_file(SPACE_NAME, local)  # atomic in every store
+
+    def _recorded_trials(self, step: int) -> list[Trial] | None:
+        if self.directory is None:
+            return self._asked.get(step)
+        if not self.directory.store.exists(trials_key(step)):
+            return None
+        return [trial_from_record(t) for t in self.directory.read_json(trials_key(step))]
+
+    def _recorded_result(self, trial: Trial) -> LedgerRow | None:
+        if self.directory is None:
+            return None
+        key = result_key(trial.controller_step, trial.index)
+        if self.directory.store.exists(key):
+            row = LedgerRow.from_dict(self.directory.read_json(key), str(self.directory.where(key)))
+        else:
+            committed = self.directory.ledger.read_round(trial.controller_step) or []
+            row = next((LedgerRow.from_dict(r) for r in committed if r["trial_id"] == trial.trial_id), None)
+            if row is None:
+                return None
+        if row.trial_id != trial.trial_id:
+            raise ConfigError(f"{self.directory.where(key)} holds trial {row.trial_id!r}, not {trial.trial_id!r}")
+        return row
+
+
+# -- the search itself ------------------------------------------------------------------------------
+
+
+def _new_search(settings: SearchSettings, backend: Backend, search_id: str,
+                source_body: Mapping[str, Any] | None = None) -> Search:
+    """A new search (scratch) or one warm-started from a pretrained controller (transfer)."""
+    search_cls = SEARCHES[settings.method]
+    options = dict(settings.method_options)
+    is_controller = isinstance(search_cls, type) and issubclass(search_cls, ControllerSearch)
+    if settings.init_from != "transfer":
+        if not is_controller:
+            return make_search(settings.method, backend.space, backend.task_names, search_id, seed=settings.seed,
+                               **options)
+        return make_search(settings.method, backend.space, backend.task_names, search_id, seed=settings.seed,
+                           update_config=update_config(search_cls.update_rule_name, settings))
+    if not is_controller:
+        raise ConfigError(f"init_from=transfer needs a controller search, not {settings.method!r}")
+    body = dict(source_body) if source_body is not None else _source_body(settings, backend)
+    if body.get("name") != settings.method:
+        raise ConfigError(f"--from {settings.source} holds a {body.get('name')!r} search; transfer with "
+                          f"--method {body.get('name')}")
+    if space_from_dict(body["space"], source="checkpoint").fingerprint() != backend.space.fingerprint():
+        raise CheckpointError(f"--from {settings.source} searched another space than {backend.space.name!r}; a "
+                              "controller transfers only onto its own space")
+    from transfer_automl.transfer.warm_start import warm_start_tasks
+
+    return warm_start_tasks(
+        body, backend.task_names, settings.transfer_sources, settings.embedding, seed=settings.seed,
+        mixing_gamma=settings.mixing_gamma, mixing_samples=settings.mixing_samples, search_id=search_id,
+        update_config={**dict(body["update_config"]), **update_config(search_cls.update_rule_name, settings)})
+
+
+def _source_body(settings: SearchSettings, backend: Backend) -> dict[str, Any]:
+    from transfer_automl.search import load_checkpoint
+
+    return load_checkpoint(source_checkpoint(settings.source), backend.space)
+
+
+def source_checkpoint(source: str) -> str | Path:
+    """--from: a search directory (local or s3://) or a checkpoint file in one."""
+    from transfer_automl.storage import is_remote
+
+    if is_remote(source):
+        return source if source.endswith(".pt") else SearchDir.of(source).checkpoint
+    path = Path(source)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
+def update_config(rule_name: str, settings: SearchSettings) -> dict[str, Any]:
+    """The update rule's settings the user gave (method_options, then the named settings); the
+    rule's defaults for the rest."""
+    from transfer_automl.algorithms import UPDATE_RULES
+
+    given = {**settings.method_options, "learning_rate": settings.controller_lr,
+             "normalization": settings.normalization, "baseline_decay": settings.baseline_decay,
+             "entropy_weight": settings.entropy_weight}
+    known = {f.name for f in fields(UPDATE_RULES[rule_name].config_class)}
+    return {k: v for k, v in given.items() if v is not None and k in known}
+
+
+def restore_search(body: Mapping[str, Any]) -> Search:
+    """Rebuild any registered search from its checkpoint body."""
+    name = body.get("name")
+    if name not in SEARCHES:
+        raise CheckpointError(f"checkpoint is for search method {name!r}, which this taml does not have "
+                              f"({sorted(SEARCHES)})")
+    search_cls = SEARCHES[name]
+    if isinstance(search_cls, type) and issubclass(search_cls, ControllerSearch):
+        return ControllerSearch.from_checkpoint(dict(body))
+    search = make_search(name, space_from_dict(body["space"], source="checkpoint"), list(body["tasks"]),
+                         str(body["search_id"]), **dict(body.get("settings", {})))
+    search.load_state_dict(dict(body))
+    return search
+
+
+def stored_settings(directory: SearchDir, fill: Mapping[str, Any] | None = None) -> SearchSettings:
+    """The settings the search in `directory` runs with: settings.json, or for a search written
+    before it existed, what its checkpoint recorded, with `fill` for what it did not record."""
+    if directory.store.exists(SETTINGS_NAME):
+        raw = directory.read_json(SETTINGS_NAME)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{directory.where(SETTINGS_NAME)}: expected a JSON object of settings")
+        raw = {k: v for k, v in raw.items() if not k.startswith("_")}
+        settings = SearchSettings.from_mapping(raw, str(directory.where(SETTINGS_NAME)))
+        return _with_location(settings, directory)
+    if not directory.has_checkpoint():
+        raise ConfigError(f"search_dir: {directory} holds no search ({SETTINGS_NAME} and {CHECKPOINT_NAME} not found)")
+    return settings_from_checkpoint(directory.load_checkpoint(), directory.location, fill)
+
+
+def settings_from_checkpoint(body: Mapping[str, Any], location: str, fill: Mapping[str, Any] | None = None
+                             ) -> SearchSettings:
+    """What a checkpoint records of its settings (all of them since settings.json exists; a few
+    before), with `fill` for the rest."""
+    saved = dict(body.get("search_settings", {}))
+    known = set(SearchSettings.__dataclass_fields__)
+    values = {"tasks": tuple(body["tasks"]), **{k: v for k, v in (fill or {}).items() if k in known},
+              **{k: v for k, v in saved.items() if k in known}}
+    values.update(out=location, search_id=str(body["search_id"]), method=str(body["name"]))
+    values.setdefault("trials", max(1, int(body["step"]) * int(values.get("batch_size", 1))))
+    return SearchSettings.from_mapping(values, f"{location} (checkpoint)")
+
+
+def _with_location(settings: SearchSettings, directory: SearchDir) -> SearchSettings:
+    return replace(settings, out=directory.location) if settings.out != directory.location else settings
+
+
+def _all_fields(settings: SearchSettings) -> dict[str, Any]:
+    return {f.name: getattr(settings, f.name) for f in fields(settings)}
+
+
+def describe(search: Search) -> dict[str, Any]:
+    if isinstance(search, ControllerSearch):
+        return {"controller": search.controller.kind, "controller_config": search.controller.config.to_dict(),
+                "update_rule": search.update_rule.name, "update_config": search.update_rule.config.to_dict()}
+    return {"method": search.name, "settings": dict(search.state_dict().get("settings", {}))}
+
+
+def trial_seed(search_seed: int, controller_step: int, index: int) -> int:
+    """The child's seed: a child retrained with it reproduces its ledger row (study.champions)."""
+    return search_seed * 1_000_003 + controller_step * 1000 + index
+
+
+def baseline_metrics(search: Search) -> dict[str, float]:
+    """reward/<task>/{baseline, std, trials}: the per-task normalization after a step."""
+    b = getattr(getattr(search, "update_rule", None), "baselines", None)
+    if b is None:  # random search, evolution, TPE keep no baselines
+        return {}
+    out: dict[str, float] = {}
+    for i, task in enumerate(search.tasks):
+        out[f"reward/{task}/baseline"] = b.mean[i]
+        out[f"reward/{task}/std"] = b.std(i)
+        out[f"reward/{task}/trials"] = b.count[i]
+    return out
+
+
+def trial_record(trial: Trial, search_id: str) -> dict[str, Any]:
+    """A trial as JSON (rounds/<step>/trials.json, a pipeline's loop item)."""
+    return {"trial_id": trial.trial_id, "search_id": search_id, "task": trial.task, "task_index": trial.task_index,
+            "controller_step": trial.controller_step, "index": trial.index, "actions": list(trial.actions),
+            "config": json.dumps(trial.config, sort_keys=True)}
+
+
+def trial_from_record(d: Mapping[str, Any]) -> Trial:
+    try:
+        return Trial(trial_id=str(d["trial_id"]), index=int(d["index"]), task=str(d["task"]),
+                     task_index=int(d["task_index"]), controller_step=int(d["controller_step"]),
+                     actions=[int(a) for a in d["actions"]], config=json.loads(d["config"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"trial: not a trial record ({type(exc).__name__}: {exc}): {dict(d)!r:.200}") from None
+
+
+def _in_trial_order(trials: list[Trial], rows: list[LedgerRow], step: int) -> list[LedgerRow]:
+    by_id = {r.trial_id: r for r in rows}
+    expected = [t.trial_id for t in trials]
+    if sorted(by_id) != sorted(expected) or len(rows) != len(expected):
+        missing, extra = sorted(set(expected) - set(by_id)), sorted(set(by_id) - set(expected))
+        raise ConfigError(f"results: round {step} asked {len(expected)} trials, got {len(rows)} results "
+                          f"(missing {missing}, foreign {extra})")
+    return [by_id[t] for t in expected]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+__all__ = ["RoundReport", "SearchResult", "Study", "baseline_metrics", "describe", "method_option_names",
+           "restore_search", "stored_settings", "trial_from_record", "trial_record", "trial_seed", "update_config"]
