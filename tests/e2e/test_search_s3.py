@@ -18,8 +18,8 @@ from transfer_automl.errors import CheckpointError, ConfigError, TaskError
 from transfer_automl.search import Ledger, load_checkpoint
 from transfer_automl.steps import pipeline_steps as steps
 from transfer_automl.steps.search import run_search
-from transfer_automl.study import SearchSettings
 from transfer_automl.storage import get_store
+from transfer_automl.study import SearchSettings
 from transfer_automl.tasks import load_task
 from transfer_automl.tasks.features import FeatureCache
 from transfer_automl.tracking import MemoryTracker

@@ -36,7 +36,7 @@ from transfer_automl.children.embeddings import get_module
 from transfer_automl.children.loop import accuracy
 from transfer_automl.children.model import WideDeepClassifier
 from transfer_automl.children.spec import ChildSpec, child_spec
-from transfer_automl.children.trainer import ChildResult, TextChildTrainer, _Inputs
+from transfer_automl.children.trainer import ChildInputs, ChildResult, TextChildTrainer
 from transfer_automl.errors import TamlError
 from transfer_automl.tasks.text import TextTask
 from transfer_automl.trial_status import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, STATUS_TIMEOUT
@@ -51,7 +51,7 @@ class PackedChild:
     spec: ChildSpec
     task: TextTask
     seed: int
-    inputs: _Inputs
+    inputs: ChildInputs
     wide_vocab: int
     input_dim: int
 
@@ -101,7 +101,7 @@ class PackedTextTrainer:
         return results  # type: ignore[return-value]
 
     def _prepare(self, spec: ChildSpec, task: TextTask, seed: int) -> PackedChild:
-        inputs, vocab, dim = _Inputs(), 0, 0
+        inputs, vocab, dim = ChildInputs(), 0, 0
         if spec.use_deep:
             module = get_module(spec.input_module)
             inputs.features = self.trainer.cache.get(task, module.name, module.features)

@@ -71,7 +71,7 @@ class ChildTrainerConfig:
 
 
 @dataclass
-class _Inputs:
+class ChildInputs:
     """What one child reads: frozen features, a word table to fine-tune, encoder tokens; wide bags."""
 
     features: np.ndarray | None = None
@@ -170,7 +170,7 @@ class TextChildTrainer(GuardedChildTrainer):
             self._encoder_tokens[key] = module.encoder_tokens(task.texts)
         return self._encoder_tokens[key]
 
-    def _batch(self, rows: np.ndarray, spec: ChildSpec, inputs: _Inputs) -> dict[str, torch.Tensor]:
+    def _batch(self, rows: np.ndarray, spec: ChildSpec, inputs: ChildInputs) -> dict[str, torch.Tensor]:
         dev = self.device
         batch: dict[str, torch.Tensor] = {}
         if spec.use_deep:
@@ -196,7 +196,7 @@ class TextChildTrainer(GuardedChildTrainer):
         phases = {}
         clock = time.perf_counter()
         module = get_module(spec.input_module) if spec.use_deep else None
-        inputs = _Inputs()
+        inputs = ChildInputs()
         encoder = None
         if module is not None:
             if spec.fine_tune and isinstance(module, WordTableModule):

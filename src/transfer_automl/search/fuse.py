@@ -28,7 +28,7 @@ each block either Linear(width) (`mlp`) or Conv2d(width, k x k, same padding) (`
 then the activation and dropout; a linear head over the flattened last block. A space file may
 restrict the choices (e.g. `taml transfer --reduce-space`'s top-k space) but must keep every
 decision. Training one candidate alone (`train_candidate`) is the image child of a
-single-trial search (bench/transfer_selection.py).
+single-trial search (benchmarks/transfer_selection.py).
 
 Why FUSE is not a `taml search --method`: the ask/tell interface hands each configuration to a
 child trainer that trains it alone and returns one reward. FUSE never trains a candidate alone;

@@ -71,9 +71,9 @@ class Decision:
 
     def index(self, value: Any) -> int:
         """Index of `value` among the choices; 1 and 1.0 are different choices, True is not 1."""
-        key = _canonical(value)
+        key = canonical_value(value)
         for i, choice in enumerate(self.choices):
-            if _canonical(choice) == key:
+            if canonical_value(choice) == key:
                 return i
         raise SearchSpaceError(
             f"decision {self.name!r}: value {value!r} is not one of {list(self.choices)}"
@@ -311,8 +311,8 @@ class SearchSpace:
         spaces with the same fingerprint encode every configuration identically, so checkpoints
         can be shared. An unconditional decision hashes as before conditions existed."""
         body = [
-            [d.name, [_canonical(c) for c in d.choices]]
-            + ([[d.condition.parent, [_canonical(v) for v in d.condition.values]]] if d.condition else [])
+            [d.name, [canonical_value(c) for c in d.choices]]
+            + ([[d.condition.parent, [canonical_value(v) for v in d.condition.values]]] if d.condition else [])
             for d in self.decisions
         ]
         digest = hashlib.sha256(json.dumps(body, separators=(",", ":")).encode()).hexdigest()
@@ -327,12 +327,12 @@ def _check_distinct_scalars(values: tuple, where: str, what: str) -> None:
             raise SearchSpaceError(
                 f"{where}: {what} {value!r} is a {type(value).__name__}; {what}s must be strings, numbers or booleans"
             )
-        key = _canonical(value)
+        key = canonical_value(value)
         if key in seen:
             raise SearchSpaceError(f"{where}: {what} {value!r} appears twice")
         seen.add(key)
 
 
-def _canonical(value: Any) -> str:
+def canonical_value(value: Any) -> str:
     """Type-tagged text so that True, 1 and 1.0 stay distinct choices."""
     return f"{type(value).__name__}:{json.dumps(value)}"

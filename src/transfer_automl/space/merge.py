@@ -30,7 +30,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from transfer_automl.errors import SearchSpaceError
-from transfer_automl.space.decisions import Choice, Condition, Decision, SearchSpace, _canonical
+from transfer_automl.space.decisions import (
+    Choice,
+    Condition,
+    Decision,
+    SearchSpace,
+    canonical_value,
+)
 
 ROOT_DECISION = "search_space"
 
@@ -118,7 +124,7 @@ def split_config(space: SearchSpace, config: Mapping[str, Any]) -> tuple[str, di
 
 
 def _choices_key(choices: Sequence[Choice]) -> tuple[str, ...]:
-    return tuple(_canonical(c) for c in choices)
+    return tuple(canonical_value(c) for c in choices)
 
 
 def _condition_key(condition: Condition | None) -> tuple[str, tuple[str, ...]] | None:

@@ -330,7 +330,7 @@ def _parse_nb201_arch(arch: str, path: Path, row: int) -> list[int]:
 
 
 def _load_self_described(path: Path) -> TableBenchmark:
-    """A table whose Parquet metadata names its space and tasks (`bench.real_table` writes them)."""
+    """A table whose Parquet metadata names its space and tasks (`benchmarks/real_table.py` writes them)."""
     meta = _read_table(path).schema.metadata or {}
     try:
         from transfer_automl.space.io import space_from_dict

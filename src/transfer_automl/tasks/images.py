@@ -27,7 +27,7 @@ import numpy as np
 
 from transfer_automl.errors import TaskError
 from transfer_automl.tasks.parquet import read_task_table
-from transfer_automl.tasks.text import SPLITS, _assign_splits
+from transfer_automl.tasks.text import SPLITS, assign_splits
 
 REQUIRED_COLUMNS = ("pixels", "height", "width", "label", "split")
 DEFAULT_IMAGE_DIR = Path("../shared/data/images")
@@ -171,7 +171,7 @@ def _read_source(path: str, mtime_ns: int) -> dict:
     return {
         "pixels": pixels, "height": height, "width": width,
         "labels": np.array([str(v) for v in columns["label"]], dtype=object),
-        "splits": _assign_splits(columns["split"]), "hash": hashlib.sha256(data).hexdigest()[:16],
+        "splits": assign_splits(columns["split"]), "hash": hashlib.sha256(data).hexdigest()[:16],
     }
 
 

@@ -69,7 +69,7 @@ def load_text_task(path: str | Path, name: str | None = None) -> TextTask:
         raise TaskError(f"task {name!r}: {path} column 'label' has only one class {classes}")
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[str(v)] for v in labels_raw], dtype=np.int64)
-    splits = _assign_splits(split_raw)
+    splits = assign_splits(split_raw)
     for split in SPLITS:
         if len(splits[split]) == 0:
             raise TaskError(f"task {name!r}: {path} has no rows in split {split!r}")
@@ -84,7 +84,7 @@ def load_text_task(path: str | Path, name: str | None = None) -> TextTask:
     )
 
 
-def _assign_splits(split_raw: list[str | None]) -> dict[str, np.ndarray]:
+def assign_splits(split_raw: list[str | None]) -> dict[str, np.ndarray]:
     """Given splits are kept; null rows go 80/10/10 to train/validation/test with a fixed seed."""
     split = np.array([s if s is not None else "" for s in split_raw], dtype=object)
     unassigned = np.flatnonzero(split == "")

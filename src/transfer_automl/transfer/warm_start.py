@@ -35,7 +35,7 @@ import numpy as np
 
 from transfer_automl.errors import CheckpointError, ConfigError, TaskError
 from transfer_automl.space import Condition, Decision, SearchSpace
-from transfer_automl.space.decisions import _canonical
+from transfer_automl.space.decisions import canonical_value
 from transfer_automl.trial_status import STATUS_OK
 
 SELECTIONS = ("closest", "all")  # or one source task's name
@@ -207,8 +207,8 @@ def reduce_space(space: SearchSpace, ledger_rows: Sequence[dict[str, Any]], sour
             continue
         condition = d.condition
         if condition is not None:
-            parent = {_canonical(c) for c in kept[condition.parent].choices}  # active => parent kept
-            condition = Condition(condition.parent, tuple(v for v in condition.values if _canonical(v) in parent))
+            parent = {canonical_value(c) for c in kept[condition.parent].choices}  # active => parent kept
+            condition = Condition(condition.parent, tuple(v for v in condition.values if canonical_value(v) in parent))
         choices = tuple(d.choices[i] for i in sorted(used[d.name]))
         kept[d.name] = Decision(d.name, choices, d.description, condition)
     return SearchSpace(f"{space.name}-reduced-{source_task}", tuple(kept.values()))
