@@ -22,7 +22,7 @@ test:
 	$(PY) -m pytest -q
 
 test-fast:
-	$(PY) -m pytest -q -m "not slow and not e2e"
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit -m "not slow and not e2e"
 
 lint:
 	$(VENV)/bin/ruff check src tests components pipelines benchmarks

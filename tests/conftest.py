@@ -62,3 +62,13 @@ def _isolated_mlflow(monkeypatch):
     """No test may log into a user's MLflow server."""
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID", "TAML_DATA_DIR"):
         monkeypatch.delenv(var, raising=False)
+
+
+# Tests on a server (S3 endpoint, Kubeflow or MLflow API) are slow: `make test-fast` runs no server.
+SERVER_FIXTURES = {"moto_server", "s3_env", "s3_bucket", "kfp_server", "mlflow_server"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

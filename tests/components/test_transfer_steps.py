@@ -16,6 +16,7 @@ from transfer_automl.search import Ledger, load_checkpoint
 from transfer_automl.space import get_space, load_space
 from transfer_automl.steps import pipeline_steps as steps
 from transfer_automl.steps import retraining_steps, transfer_steps
+from transfer_automl.study import SearchDir, stored_settings
 
 
 @pytest.fixture()
@@ -28,8 +29,16 @@ def three_task_table(tmp_path):
     return {"table": str(path), "metric_columns": ["t1", "t2", "t3"]}
 
 
-def _search(path, table, tasks, rounds=1, children=16, search_id="source"):
-    steps.init_search(path, tasks, "reinforce", children_per_round=children, search_id=search_id, **table)
+@pytest.fixture()
+def work_dir(tmp_path, monkeypatch):
+    """The local working directory of S3 searches (their default MLflow store), inside tmp_path."""
+    monkeypatch.setenv("TAML_WORK_DIR", str(tmp_path / "work"))
+    return tmp_path / "work"
+
+
+def _search(path, table, tasks, rounds=1, children=16, search_id="source", planned=None):
+    """A table search through the steps: `planned` rounds (default `rounds`), `rounds` of them run."""
+    steps.init_search(path, {"tasks": tasks, "search_id": search_id, **table}, children, planned or rounds)
     for k in range(rounds):
         trials = steps.controller_step(path, k, children)
         steps.aggregate_rewards(path, k, [steps.train_child(path, t) for t in trials])
@@ -76,47 +85,51 @@ def test_rank_correlation_needs_enough_probe_configurations(tmp_path, three_task
 
 def test_warm_start_takes_the_closest_sources_embedding_and_is_idempotent(tmp_path, source, three_task_table):
     target = tmp_path / "target"
-    step = transfer_steps.transfer_init(target, ["t3"], source, {"t3": ["t1", "t2"]}, children_per_round=2,
-                                        search_id="target", **three_task_table)
+    settings = {"search_id": "target", **three_task_table}
+    step = transfer_steps.transfer_init(target, ["t3"], source, {"t3": ["t1", "t2"]}, settings, children_per_round=2)
     assert step == 0
     body = load_checkpoint(target / "checkpoint.pt")
     old = load_checkpoint(source / "checkpoint.pt")["controller_state"]["task_embeddings.weight"]
     assert body["tasks"] == ["t3"] and body["search_id"] == "target"
     assert torch.equal(body["controller_state"]["task_embeddings.weight"][0], old[0])  # t1's row
     assert json.loads((target / "transfer.json").read_text())["sources"] == {"t3": ["t1", "t2"]}
-    again = transfer_steps.transfer_init(target, ["t3"], source, {"t3": ["t1", "t2"]}, children_per_round=2,
-                                         search_id="target", **three_task_table)  # a retried task
+    again = transfer_steps.transfer_init(target, ["t3"], source, {"t3": ["t1", "t2"]}, settings,
+                                         children_per_round=2)  # a retried task
     assert again == 0 and torch.equal(load_checkpoint(target / "checkpoint.pt")["controller_state"][
         "task_embeddings.weight"], body["controller_state"]["task_embeddings.weight"])
-    with pytest.raises(ConfigError, match="already holds another search"):
-        transfer_steps.transfer_init(target, ["t3"], source, {"t3": ["t1"]}, children_per_round=4, **three_task_table)
-    mean = transfer_steps.transfer_init(tmp_path / "mean", ["t3"], source, {"t3": ["t1", "t2"]}, embedding="mean",
-                                        **three_task_table)
+    with pytest.raises(ConfigError, match="already holds a search"):
+        transfer_steps.transfer_init(target, ["t3"], source, {"t3": ["t1"]}, settings, children_per_round=4)
+    mean = transfer_steps.transfer_init(tmp_path / "mean", ["t3"], source, {"t3": ["t1", "t2"]},
+                                        {"embedding": "mean", **three_task_table})
     assert mean == 0 and torch.allclose(load_checkpoint(tmp_path / "mean" / "checkpoint.pt")["controller_state"][
         "task_embeddings.weight"][0], old[:2].mean(dim=0))
 
 
 def test_transfer_init_refuses_what_cannot_work(tmp_path, source, three_task_table):
-    for sources, kwargs, error, message in [
-        ({"t3": ["t9"]}, {}, ConfigError, "not tasks of the source search"),
-        ({}, {}, ConfigError, "no source task chosen"),
-        ({"t3": ["t1"]}, {"mode": "reduce_space"}, ConfigError, "cannot be reduced"),
-        ({"t3": ["t1"]}, {"method": "ppo"}, ConfigError, "continues the source's 'reinforce'"),
-        ({"t3": ["t1"]}, {"mode": "copy"}, ConfigError, "mode must be one of"),
+    for sources, settings, kwargs, error, message in [
+        ({"t3": ["t9"]}, {}, {}, ConfigError, "not tasks of the source search"),
+        ({}, {}, {}, ConfigError, "no source task chosen"),
+        ({"t3": ["t1"]}, {}, {"mode": "reduce_space"}, ConfigError, "cannot be reduced"),
+        ({"t3": ["t1"]}, {"method": "ppo"}, {}, ConfigError, "continues the source's 'reinforce'"),
+        ({"t3": ["t1"]}, {}, {"mode": "copy"}, ConfigError, "mode must be one of"),
+        ({"t3": ["t1"]}, {"mixing_gamma": float("nan")}, {}, ConfigError, "settings.mixing_gamma"),
+        ({"t3": ["t1"]}, {"mixing_gama": 0.2}, {}, ConfigError, "mixing_gama"),
+        ({"t3": ["t1"]}, {"trials": 4}, {}, ConfigError, "set by the pipeline"),
     ]:
         with pytest.raises(error, match=message):
-            transfer_steps.transfer_init(tmp_path / "t", ["t3"], source, sources, **kwargs, **three_task_table)
+            transfer_steps.transfer_init(tmp_path / "t", ["t3"], source, sources, {**settings, **three_task_table},
+                                         **kwargs)
         assert not (tmp_path / "t").exists()
     rs = tmp_path / "rs"
-    steps.init_search(rs, ["t1", "t2"], "rs", children_per_round=2, **three_task_table)
+    steps.init_search(rs, {"tasks": ["t1", "t2"], "method": "rs", **three_task_table}, 2, 1)
     with pytest.raises(CheckpointError, match="no controller to warm-start"):
-        transfer_steps.transfer_init(tmp_path / "t", ["t3"], rs, {"t3": ["t1"]}, **three_task_table)
+        transfer_steps.transfer_init(tmp_path / "t", ["t3"], rs, {"t3": ["t1"]}, three_task_table)
 
 
 def test_reduce_space_searches_only_the_sources_top_choices(tmp_path):
     space = get_space("mnms-text")
     source = tmp_path / "source"
-    steps.init_search(source, ["sms_spam", "mpqa"], "reinforce", "mnms-text", children_per_round=2, search_id="text")
+    steps.init_search(source, {"tasks": ["sms_spam", "mpqa"], "space": "mnms-text", "search_id": "text"}, 2, 1)
     configs = [{d.name: d.choices[i % len(d.choices)] for d in space.decisions} for i in (0, 1)]
     now = datetime.now(UTC)
     Ledger(source / "ledger").append_round(0, [
@@ -126,42 +139,57 @@ def test_reduce_space_searches_only_the_sources_top_choices(tmp_path):
         for i, (task, c, acc) in enumerate([("sms_spam", configs[0], 0.9), ("mpqa", configs[1], 0.8)])])
     target = tmp_path / "target"
     step = transfer_steps.transfer_init(target, ["customer_reviews"], source, {"customer_reviews": ["sms_spam"]},
-                                        mode="reduce_space", method="rs", children_per_round=2)
+                                        {"method": "rs"}, mode="reduce_space", children_per_round=2)
     assert step == 0
     reduced = load_space(target / "reduced-space.yaml")
     assert {d.name: list(d.choices) for d in reduced.decisions} == {k: [v] for k, v in configs[0].items()}
-    settings = steps.load_settings(target)
+    settings = stored_settings(SearchDir.of(target))
     assert settings.method == "rs" and settings.space == str(target / "reduced-space.yaml")
+    assert settings.tasks == ("customer_reviews",) and settings.init_from == "scratch"
     trials = steps.controller_step(target, 0, 2)
     assert all(json.loads(t["config"]) == configs[0] for t in trials)  # one configuration left
 
 
 def test_newest_search_and_resume(tmp_path, three_task_table):
     root = tmp_path / "searches"
-    old = _search(root / "a-old", three_task_table, ["t1", "t2"], children=2, search_id="old")
+    old = _search(root / "a-old", three_task_table, ["t1", "t2"], children=2, search_id="old", planned=2)
     new = _search(root / "b-new", three_task_table, ["t1", "t2"], children=2, search_id="new")
     _search(root / "c-other", three_task_table, ["t3"], children=2, search_id="other")
     assert retraining_steps.newest_search(root, ["t2", "t1"]).location == str(new)
     steps.aggregate_rewards(old, 1, [steps.train_child(old, t) for t in steps.controller_step(old, 1, 2)])
     assert retraining_steps.newest_search(root, ["t1", "t2"]).location == str(old)  # it ran last
     assert retraining_steps.newest_search(root, ["t3"]).location == str(root / "c-other")
-    assert retraining_steps.resume_search(root, ["t1", "t2"], 2) == (str(old), 2)
-    assert retraining_steps.resume_search(new, [], 2) == (str(new), 1)  # a search directory itself
+    assert retraining_steps.resume_search(root, ["t1", "t2"], 2, 3) == (str(old), 2)
+    assert stored_settings(SearchDir.of(old)).trials == 10  # (2 + 3) rounds x 2 children
+    assert retraining_steps.resume_search(root, ["t1", "t2"], 2, 3) == (str(old), 2)  # a retried step
+    assert stored_settings(SearchDir.of(old)).trials == 10
+    assert retraining_steps.resume_search(new, [], 2, 1) == (str(new), 1)  # a search directory itself
+    trials = steps.controller_step(new, 1, 2)
+    assert [t["trial_id"] for t in trials] == ["new/000001/000", "new/000001/001"]
     with pytest.raises(ConfigError, match="runs 2 children per round, not 4"):
-        retraining_steps.resume_search(root, ["t1", "t2"], 4)
+        retraining_steps.resume_search(root, ["t1", "t2"], 4, 1)
     with pytest.raises(ConfigError, match="no pipeline search for tasks"):
         retraining_steps.newest_search(root, ["t1"])
 
 
-def test_register_champion_reports_why_a_table_search_has_no_model(tmp_path, source):
+def test_register_champion_finishes_the_search_and_says_why_a_table_has_no_model(tmp_path, source):
+    from mlflow.tracking import MlflowClient
+
     out = retraining_steps.register_champion(source)
     assert out["tasks"] == {}
     assert "none registered" in out["markdown"] and "source" in out["markdown"]
+    # It is Study.finish: the controller run closed with the search's files beside it.
+    client = MlflowClient(f"sqlite:///{source}/mlflow.db")
+    [controller] = client.search_runs([client.get_experiment_by_name("taml/source").experiment_id],
+                                      filter_string="tags.`taml.role` = 'controller'")
+    assert controller.info.status == "FINISHED" and "reward/t1/best_val_accuracy" in controller.data.metrics
+    assert {a.path for a in client.list_artifacts(controller.info.run_id)} == {
+        "checkpoint.pt", "settings.json", "space.yaml"}
 
 
 def test_fisher_distance_from_the_tasks_data(tmp_path):
     source = tmp_path / "source"
-    steps.init_search(source, ["sms_spam", "mpqa"], "reinforce", "mnms-text", children_per_round=2, search_id="text")
+    steps.init_search(source, {"tasks": ["sms_spam", "mpqa"], "space": "mnms-text", "search_id": "text"}, 2, 1)
     chosen = transfer_steps.task_distance(tmp_path / "t", ["customer_reviews"], source, distance="fisher_ld",
                                           select="all", repeats=2)
     rows = {r["source"]: r for r in pq.read_table(tmp_path / "t" / "distance.parquet").to_pylist()}
@@ -170,7 +198,7 @@ def test_fisher_distance_from_the_tasks_data(tmp_path):
     assert chosen == {"customer_reviews": sorted(rows, key=lambda s: rows[s]["mean"])}
 
 
-def test_transfer_and_retraining_steps_on_s3(s3_bucket, three_task_table):
+def test_transfer_and_retraining_steps_on_s3(s3_bucket, three_task_table, work_dir):
     """The same steps with every search on a real S3 endpoint (moto over HTTP)."""
     import boto3
 
@@ -179,11 +207,14 @@ def test_transfer_and_retraining_steps_on_s3(s3_bucket, three_task_table):
     chosen = transfer_steps.task_distance(f"{root}/target", ["t3"], f"{root}/source", distance="rank_correlation",
                                           **three_task_table)
     assert chosen == {"t3": ["t1"]}
-    assert transfer_steps.transfer_init(f"{root}/target", ["t3"], f"{root}/source", chosen, children_per_round=2,
-                                        search_id="target", **three_task_table) == 0
+    assert transfer_steps.transfer_init(f"{root}/target", ["t3"], f"{root}/source", chosen,
+                                        {"search_id": "target", **three_task_table}, children_per_round=2) == 0
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]}
     assert {"searches/target/distance.parquet", "searches/target/transfer.json", "searches/target/settings.json",
             "searches/target/checkpoint.pt"} <= keys
     trials = steps.controller_step(f"{root}/target", 0, 2)
     steps.aggregate_rewards(f"{root}/target", 0, [steps.train_child(f"{root}/target", t) for t in trials])
-    assert retraining_steps.resume_search(root, ["t3"], 2) == (f"{root}/target", 1)
+    assert retraining_steps.resume_search(root, ["t3"], 2, 1) == (f"{root}/target", 1)
+    # The S3 searches' MLflow stores live in the local working directory, never in the bucket.
+    assert (work_dir / "s3" / s3_bucket / "searches" / "target" / "mlflow.db").is_file()
+    assert not [k for k in keys if k.endswith("mlflow.db")]

@@ -48,6 +48,19 @@ def _rows(ledger_root) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in _VOLATILE} for r in Ledger(ledger_root).read().to_pylist()]
 
 
+def _round_files(rounds: int, children: int) -> list[str]:
+    """rounds/<k>/trials.json and rounds/<k>/results/<i>.json, in the store's (sorted) order."""
+    return [f"rounds/{k:06d}/{name}" for k in range(rounds)
+            for name in [*(f"results/{i:03d}.json" for i in range(children)), "trials.json"]]
+
+
+def _without_location(checkpoint: dict) -> dict:
+    """The checkpoint records the settings: `out` is where the search lives, `init_from` how this
+    process opened it (scratch, or resume for a search continued)."""
+    settings = {k: v for k, v in checkpoint["search_settings"].items() if k not in ("out", "init_from")}
+    return {**checkpoint, "search_settings": settings}
+
+
 def _same_state(a, b, where="checkpoint") -> None:
     if isinstance(a, torch.Tensor):
         assert torch.equal(a, b), where
@@ -69,7 +82,7 @@ def test_a_search_on_s3_resumes_and_matches_a_local_one(s3_bucket, tmp_path, toy
     assert first.trials_run == 4 and first.checkpoint == f"{out}/checkpoint.pt"
     store = get_store(out)
     assert store.list() == ["checkpoint.pt", "ledger/round-000000.parquet", "ledger/round-000001.parquet",
-                            "space.yaml"]
+                            *_round_files(2, 2), "settings.json", "space.yaml"]
     assert store.get_bytes("checkpoint.pt").startswith(b"TAMLSHA256 ")
     with pytest.raises(ConfigError, match="already holds a search"):
         run_search(_settings(out, toy_table, trials=6), tracker=MemoryTracker())
@@ -79,13 +92,14 @@ def test_a_search_on_s3_resumes_and_matches_a_local_one(s3_bucket, tmp_path, toy
     local = tmp_path / "local"
     run_search(_settings(local, toy_table, trials=6), tracker=MemoryTracker())
     assert _rows(f"{out}/ledger") == _rows(local / "ledger") and len(_rows(local / "ledger")) == 6
-    _same_state(load_checkpoint(f"{out}/checkpoint.pt"), load_checkpoint(local / "checkpoint.pt"))
+    _same_state(_without_location(load_checkpoint(f"{out}/checkpoint.pt")),
+                _without_location(load_checkpoint(local / "checkpoint.pt")))
     # The ledger on S3 is one Parquet dataset, as locally.
     fs, path = store.arrow_location("ledger")
     assert ds.dataset(path, filesystem=fs, format="parquet").to_table().num_rows == 6
     # With a given tracker, the local working directory holds only the copies it was handed.
     copies = sorted(p.name for p in work_dir.rglob("*") if p.is_file())
-    assert copies == ["checkpoint.pt", "space.yaml"], copies
+    assert copies == ["checkpoint.pt", "settings.json", "space.yaml"], copies
 
 
 def test_a_tampered_checkpoint_on_s3_is_refused_naming_it(s3_bucket, toy_table, work_dir):
@@ -103,29 +117,39 @@ def test_a_tampered_checkpoint_on_s3_is_refused_naming_it(s3_bucket, toy_table, 
     assert get_store(out).list("ledger/") == ["ledger/round-000000.parquet", "ledger/round-000001.parquet"]
 
 
-def test_pipeline_steps_on_an_s3_search_dir(s3_bucket, tmp_path, toy_table):
+def test_pipeline_steps_on_an_s3_search_dir(s3_bucket, tmp_path, toy_table, work_dir):
+    from mlflow.tracking import MlflowClient
+
     search_dir = f"s3://{s3_bucket}/pipelines/run-1"
-    assert steps.init_search(search_dir, (), "reinforce", None, 5, children_per_round=2, table=str(toy_table),
-                             metric_columns=("t1", "t2"), search_id="s3") == 0
+    settings = {"table": str(toy_table), "metric_columns": ["t1", "t2"], "method": "reinforce", "seed": 5,
+                "search_id": "s3"}
+    assert steps.init_search(search_dir, settings, 2, 1) == 0
     trials = steps.controller_step(search_dir, 0, 2)
     first = steps.aggregate_rewards(search_dir, 0, [steps.train_child(search_dir, t) for t in reversed(trials)])
     store = get_store(search_dir)
-    assert store.list() == ["checkpoint.pt", "ledger/round-000000.parquet", "rounds/000000/results/000.json",
-                            "rounds/000000/results/001.json", "rounds/000000/trials.json", "settings.json"]
+    assert store.list() == ["checkpoint.pt", "ledger/round-000000.parquet", *_round_files(1, 2), "settings.json",
+                            "space.yaml"]
     assert json.loads(store.get_bytes("settings.json"))["out"] == search_dir
+    # The Study's own tracker: MLflow in the search's local working directory, not in the bucket.
+    db = work_dir / "s3" / s3_bucket / "pipelines" / "run-1" / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("taml/s3").experiment_id
+    assert len(client.search_runs([experiment])) == 3  # the controller and 2 children
 
     # A retried round changes nothing.
     checkpoint = store.get_bytes("checkpoint.pt")
     assert steps.controller_step(search_dir, 0, 2) == trials
     again = steps.aggregate_rewards(search_dir, 0, [steps.train_child(search_dir, t) for t in trials])
-    assert again["markdown"] == first["markdown"] and store.get_bytes("checkpoint.pt") == checkpoint
+    assert again["markdown"] == first["markdown"] and again["metrics"] == {}
+    assert store.get_bytes("checkpoint.pt") == checkpoint and len(client.search_runs([experiment])) == 3
     # `taml search --resume` continues it from S3, and the whole equals one run_search.
     resumed = run_search(_settings(search_dir, toy_table, trials=4, init_from="resume"), tracker=MemoryTracker())
     assert resumed.trials_run == 2
     loop = tmp_path / "loop"
     run_search(_settings(loop, toy_table), tracker=MemoryTracker())
     assert _rows(f"{search_dir}/ledger") == _rows(loop / "ledger") and len(_rows(loop / "ledger")) == 4
-    _same_state(load_checkpoint(f"{search_dir}/checkpoint.pt"), load_checkpoint(loop / "checkpoint.pt"))
+    _same_state(_without_location(load_checkpoint(f"{search_dir}/checkpoint.pt")),
+                _without_location(load_checkpoint(loop / "checkpoint.pt")))
 
 
 def test_cli_search_and_sync_with_out_on_s3(s3_bucket, toy_table, work_dir, capsys):

@@ -3,6 +3,7 @@ that YAML loads back with kfp."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 import sys
@@ -66,12 +67,17 @@ def test_multitask_search_unrolls_its_rounds(tmp_path):
     tasks = _documents(path)[0]["root"]["dag"]["tasks"]
     names = sorted(t["taskInfo"]["name"] for t in tasks.values())
     assert [n for n in names if not n.startswith("for-loop")] == [
-        "init-search", "report", "round-0-aggregate", "round-0-controller", "round-1-aggregate", "round-1-controller"]
+        "init-search", "register-champion", "report", "round-0-aggregate", "round-0-controller", "round-1-aggregate",
+        "round-1-controller"]
     assert len([n for n in names if n.startswith("for-loop")]) == 2
     # Round 1 asks only after round 0 is aggregated: it takes round 0's next_round output.
     r1 = next(t for t in tasks.values() if t["taskInfo"]["name"] == "round-1-controller")
     source = r1["inputs"]["parameters"]["round_index"]["taskOutputParameter"]
     assert tasks[source["producerTask"]]["taskInfo"]["name"] == "round-0-aggregate"
+    # The search ends after its last round: finish (register_champion), then the report.
+    by_name = {t["taskInfo"]["name"]: t for t in tasks.values()}
+    assert [tasks[d]["taskInfo"]["name"] for d in by_name["register-champion"]["dependentTasks"]] == ["round-1-aggregate"]
+    assert [tasks[d]["taskInfo"]["name"] for d in by_name["report"]["dependentTasks"]] == ["register-champion"]
 
 
 @pytest.mark.parametrize("name", PIPELINES)
@@ -138,6 +144,15 @@ def test_pipeline_shapes():
     sources = transfer["transfer-init"]["inputs"]["parameters"]["sources"]["taskOutputParameter"]
     assert display(spec, [sources["producerTask"]]) == ["task-distance"]
     assert display(spec, transfer["round-0-controller"]["dependentTasks"]) == ["transfer-init"]
+    for step in ("task-distance", "transfer-init"):  # both take the one settings mapping
+        assert transfer[step]["inputs"]["parameters"]["settings"] == {"componentInputParameter": "settings"}
+    # Every search ends with Study.finish (register_champion), then the report.
+    for name in ("multitask_search", "transfer_search"):
+        spec = _documents(COMPILED / f"{name}.yaml")[0]
+        tasks = _tasks(spec)
+        last = f"round-{importlib.import_module(f'pipelines.{name}.pipeline').DEFAULT_ROUNDS - 1}-aggregate"
+        assert display(spec, tasks["register-champion"]["dependentTasks"]) == [last], name
+        assert display(spec, tasks["report"]["dependentTasks"]) == ["register-champion"], name
     spec = _documents(COMPILED / "scheduled_retraining.yaml")[0]
     retraining = _tasks(spec)
     assert display(spec, retraining["register-champion"]["dependentTasks"]) == ["resume-search", "rounds"]
@@ -166,6 +181,25 @@ def test_parallelism_caps_the_children_trained_at_once(tmp_path):
         build_pipeline(rounds=1, children_per_round=2, parallelism=0)
 
 
+# The header comment kfp writes for a dict default, e.g. "#    settings: dict [Default: {...}]".
+_DICT_DEFAULT = re.compile(r"^(#\s+\w+: dict \[Default: )(\{.*\})\]$")
+
+
+def _lines(path: Path) -> list[str]:
+    """The YAML's lines without the kfp version; a dict default in the header comment with its keys
+    sorted: kfp prints it in protobuf Struct order, which changes with the process's hash seed
+    (the YAML body, compared as documents above, has it sorted)."""
+    out = []
+    for line in path.read_text().splitlines():
+        if "sdkVersion" in line:
+            continue
+        match = _DICT_DEFAULT.match(line)
+        if match:
+            line = f"{match.group(1)}{sorted(ast.literal_eval(match.group(2)).items())}]"
+        out.append(line)
+    return out
+
+
 def test_taml_pipeline_compile_writes_the_checked_in_yaml(tmp_path, monkeypatch, capsys):
     from transfer_automl.cli import main
 
@@ -174,6 +208,29 @@ def test_taml_pipeline_compile_writes_the_checked_in_yaml(tmp_path, monkeypatch,
     out = capsys.readouterr().out
     for name in PIPELINES:
         assert f"{name}.yaml" in out
-        fresh = [line for line in (tmp_path / f"{name}.yaml").read_text().splitlines() if "sdkVersion" not in line]
-        checked_in = [line for line in (COMPILED / f"{name}.yaml").read_text().splitlines() if "sdkVersion" not in line]
-        assert fresh == checked_in, name
+        assert _lines(tmp_path / f"{name}.yaml") == _lines(COMPILED / f"{name}.yaml"), name
+
+
+# What a pipeline takes; every setting of the search comes in the one `settings` mapping
+# (SearchSettings' fields), checked by init_search, so none is typed by hand a second time.
+INPUTS = {
+    "multitask_search": {"search_dir", "settings"},
+    "transfer_search": {"search_dir", "target_tasks", "source_search", "distance", "select", "repeats",
+                        "probe_trials", "mode", "top_k", "settings"},
+    "scheduled_retraining": {"search_root", "tasks"},  # tasks: which stored search to continue
+}
+_SHAPED = {"out", "batch_size", "trials", "progress"}  # set by the pipeline's shape, refused in settings
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_settings_come_in_one_mapping_of_search_settings(name):
+    from transfer_automl.study import SearchSettings
+
+    fields = set(SearchSettings.__dataclass_fields__)
+    inputs = _documents(COMPILED / f"{name}.yaml")[0]["root"]["inputDefinitions"]["parameters"]
+    assert set(inputs) == INPUTS[name]
+    assert set(inputs) & fields <= ({"tasks"} if name == "scheduled_retraining" else set())
+    if "settings" in inputs:
+        assert inputs["settings"]["parameterType"] == "STRUCT"
+        default = inputs["settings"].get("defaultValue", {})
+        assert set(default) <= fields - _SHAPED, sorted(set(default) - (fields - _SHAPED))

@@ -26,8 +26,11 @@ def test_a_bad_parameter_is_refused_before_anything_runs(tmp_path, capsys):
 
     argv = ["pipeline", "run", "--local", "multitask_search", "--pipelines-dir", str(REPO / "pipelines"),
             "--pipeline-root", str(tmp_path / "root")]
-    assert main([*argv, "seed=one", f"search_dir={tmp_path}"]) == 2
-    assert "pipeline parameter seed: 'one' is not a valid Integer" in capsys.readouterr().err
+    assert main([*argv, "settings={'seed': 1}", f"search_dir={tmp_path}"]) == 2  # not JSON
+    assert "pipeline parameter settings: \"{'seed': 1}\" is not a valid Dict" in capsys.readouterr().err
+    assert main([*argv, "seed=1", f"search_dir={tmp_path}"]) == 2  # a setting goes in `settings`
+    assert ("pipeline parameter 'seed' is not an input of multitask-search; inputs: ['search_dir', 'settings']"
+            in capsys.readouterr().err)
     assert main(argv) == 2
     assert "needs parameter(s) ['search_dir']" in capsys.readouterr().err
     assert main([*argv[:3], "no_such_pipeline", *argv[4:]]) == 2
@@ -43,10 +46,13 @@ def test_two_rounds_of_two_children_run_locally(tmp_path, toy_table, capsys):
     from transfer_automl.cli import main
 
     search_dir, root = tmp_path / "search", tmp_path / "pipeline_root"
+    settings = {"table": str(toy_table), "metric_columns": ["t1", "t2"], "search_id": "local"}
     assert main(["pipeline", "run", "--local", "multitask_search", "--pipelines-dir", str(REPO / "pipelines"),
                  "--rounds", "2", "--children", "2", "--cpu", "--pipeline-root", str(root),
-                 f"search_dir={search_dir}", f"table={toy_table}", "metric_columns=t1,t2", "search_id=local"]) == 0
+                 f"search_dir={search_dir}", f"settings={json.dumps(settings)}"]) == 0
     assert "pipeline multitask_search finished" in capsys.readouterr().out
+    stored = json.loads((search_dir / "settings.json").read_text())
+    assert (stored["trials"], stored["batch_size"], stored["metric_columns"]) == (4, 2, ["t1", "t2"])
     rows = Ledger(search_dir / "ledger").read().to_pylist()
     assert len(rows) == 4
     assert len({r["trial_id"] for r in rows}) == 4
@@ -62,6 +68,15 @@ def test_two_rounds_of_two_children_run_locally(tmp_path, toy_table, capsys):
     assert all(f"reward/{task}/accuracy_top10" in logged for task in tasks), sorted(logged)
     [html] = list(root.rglob("html"))  # the report component's HTML artifact
     assert "<html" in html.read_text().lower() and "local" in html.read_text()
+    # register_champion ran Study.finish: the controller run closed, with one run per trial.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{search_dir}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("taml/local").experiment_id])
+    assert sorted(r.data.tags["taml.role"] for r in runs) == ["child"] * 4 + ["controller"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    [champion] = [p for p in root.rglob("summary") if "register-champion" in str(p)]
+    assert "none registered" in champion.read_text()
 
 
 @pytest.fixture()
@@ -81,14 +96,14 @@ def test_transfer_search_then_scheduled_retraining_run_locally(tmp_path, three_t
 
     source = tmp_path / "source"  # the previous search, on t1 and t2, run through the steps directly
     table = {"table": str(three_task_table), "metric_columns": ["t1", "t2", "t3"]}
-    steps.init_search(source, ["t1", "t2"], "reinforce", children_per_round=16, search_id="source", **table)
+    steps.init_search(source, {"tasks": ["t1", "t2"], "search_id": "source", **table}, 16, 1)
     trials = steps.controller_step(source, 0, 16)
     steps.aggregate_rewards(source, 0, [steps.train_child(source, t) for t in trials])
 
     search_dir, root = tmp_path / "target", tmp_path / "pipeline_root"
     run_local(build_pipeline(rounds=1, children_per_round=2, gpu=False),
               {"search_dir": str(search_dir), "target_tasks": ["t3"], "source_search": str(source),
-               "distance": "rank_correlation", "select": "all", "search_id": "target", **table}, root)
+               "distance": "rank_correlation", "select": "all", "settings": {"search_id": "target", **table}}, root)
     distance = {(r["source"], r["target"]): r["mean"] for r in pq.read_table(search_dir / "distance.parquet").to_pylist()}
     assert distance[("t1", "t3")] < distance[("t2", "t3")]
     [chosen] = _outputs(root, "task-distance")

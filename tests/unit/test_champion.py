@@ -18,6 +18,9 @@ from transfer_automl.study import SearchSettings, trial_seed
 from transfer_automl.study.champions import register_champions
 from transfer_automl.tracking.champion import CHAMPION_ALIAS, ChampionCandidate
 
+# MLflow stores, HTTP servers, whole searches: part of `make test`, not `make test-fast`.
+pytestmark = pytest.mark.slow
+
 TASKS = ("mpqa", "sms_spam")
 # Cheap word-table children (no sentence encoder), both towers and fine-tuning in play.
 SPACE = {"name": "champion-small", "decisions": [

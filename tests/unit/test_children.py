@@ -95,6 +95,7 @@ def test_the_searchs_own_errors_are_not_swallowed_as_a_failed_child(trainer, mpq
         trainer.train({**BASE, "input_module": "random-hashed-64"}, mpqa)
 
 
+@pytest.mark.slow
 def test_pretrained_sentence_encoder_child_and_feature_cache(samples_dir, tmp_path):
     task = load_task("mpqa", samples_dir)
     cache = FeatureCache(tmp_path)
@@ -112,6 +113,7 @@ def test_pretrained_sentence_encoder_child_and_feature_cache(samples_dir, tmp_pa
     assert fresh.computed == 0 and features.shape == (len(task.texts), 384)
 
 
+@pytest.mark.slow
 def test_fine_tuning_a_sentence_encoder_trains_a_private_copy_on_the_fly(samples_dir, tmp_path):
     task = load_task("mpqa", samples_dir)
     cache = FeatureCache(tmp_path)

@@ -85,6 +85,7 @@ def test_listing_commands(capsys):
     assert "glove-6b-50d" in out and "all-minilm-l6-v2" in out
 
 
+@pytest.mark.slow
 def test_installed_command_reports_bad_task_without_traceback(tmp_path, samples_dir):
     env = {**os.environ, "TAML_DATA_DIR": str(samples_dir)}
     proc = subprocess.run([str(TAML), "search", "--tasks", "nope", "--trials", "1", "--out", str(tmp_path / "r")],
@@ -99,6 +100,7 @@ def _json(capsys) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_json_of_search_runs_and_report(tmp_path, capsys):
     if not (BENCHMARKS / "nasbench201").is_dir():
         pytest.skip("NAS-Bench-201 table not found")

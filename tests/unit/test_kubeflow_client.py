@@ -17,6 +17,9 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
+# MLflow stores, HTTP servers, whole searches: part of `make test`, not `make test-fast`.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -156,7 +159,7 @@ def _in_repo(monkeypatch):
 
 def test_submit_uploads_once_and_runs(kfp_server, capsys):
     args = ["pipeline", "submit", "multitask_search", "--host", kfp_server.url, "--rounds", "1", "--children", "2",
-            "search_dir=s3://taml/searches/demo", "tasks=sms_spam,mpqa", "budget_scale=0.1"]
+            "search_dir=s3://taml/searches/demo", 'settings={"tasks": ["sms_spam", "mpqa"], "budget_scale": 0.1}']
     assert _taml(*args, "--run-name", "first") == 0
     assert kfp_server.paths() == [
         ("GET", f"{API}/healthz"),
@@ -181,8 +184,8 @@ def test_submit_uploads_once_and_runs(kfp_server, capsys):
     [run] = kfp_server.bodies("POST", f"{API}/runs")
     assert run["display_name"] == "first" and run["experiment_id"] == "experiment-3"
     assert run["pipeline_version_reference"] == {"pipeline_id": "pipeline-1", "pipeline_version_id": "version-2"}
-    assert run["runtime_config"]["parameters"] == {"search_dir": "s3://taml/searches/demo",
-                                                   "tasks": ["sms_spam", "mpqa"], "budget_scale": 0.1}
+    assert run["runtime_config"]["parameters"] == {"search_dir": "s3://taml/searches/demo", "settings": {
+        "tasks": ["sms_spam", "mpqa"], "budget_scale": 0.1}}
     assert run["service_account"] == "taml-pipeline-runner"
     assert "pipeline_spec" not in run  # the run refers to the uploaded version
     assert "run run-4 (first)" in capsys.readouterr().out

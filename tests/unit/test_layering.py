@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[2] / "src" / "transfer_automl"
 
 
@@ -52,6 +54,7 @@ def test_boto3_is_imported_only_by_the_s3_store():
     assert offenders == ["storage/s3.py"]
 
 
+@pytest.mark.slow
 def test_space_package_loads_without_torch():
     code = "import sys, transfer_automl.space; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

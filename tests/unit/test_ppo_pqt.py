@@ -329,6 +329,7 @@ def _samples_to_learn(rule_cls: type, config: dict, seed: int, budget: int, per_
     ],
     ids=["ppo", "pqt"],
 )
+@pytest.mark.slow
 def test_rule_learns_a_different_choice_per_task(rule_cls, config, seed):
     # Seen: PPO reaches 0.9 within 780-1100 samples, PQT within 700-830 (seeds 0-3).
     assert _samples_to_learn(rule_cls, config, seed, budget=2000) is not None

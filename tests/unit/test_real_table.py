@@ -120,6 +120,7 @@ def _synthetic_table(directory: Path, tasks: list[str]) -> None:
     pq.write_table(pa.table(columns).replace_schema_metadata(_encode_meta(meta)), directory / "taml_text_real.parquet")
 
 
+@pytest.mark.slow
 def test_compare_searches_reports_tables_two_and_three(tmp_path):
     from benchmarks.real_table import CompareSettings, compare_searches, render_report
 

@@ -95,6 +95,7 @@ def test_every_name_to_implementation_map_is_a_registry():
             registry.register(name, registry[name])
 
 
+@pytest.mark.slow
 def test_the_registry_module_loads_without_torch():
     code = "import sys, transfer_automl.registry; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -23,6 +23,9 @@ from transfer_automl.study import SearchSettings
 from transfer_automl.tracking import MemoryTracker
 from transfer_automl.transfer.distances import DistanceMatrix
 
+# MLflow stores, HTTP servers, whole searches: part of `make test`, not `make test-fast`.
+pytestmark = pytest.mark.slow
+
 BENCHMARKS = Path(__file__).resolve().parents[3] / "shared" / "data" / "benchmarks"
 
 

@@ -73,6 +73,7 @@ def test_trials_to_target_uses_the_median_random_search_best(bench):
     assert rows[("re", 0)]["regret@2"] == pytest.approx(regret(bench, "t1", 2.5))
 
 
+@pytest.mark.slow
 def test_benchmark_run_writes_consistent_outputs(tmp_path, table_path, monkeypatch):
     import benchmarks.studies
 

@@ -304,6 +304,7 @@ def test_double_xor_reward_and_curve_helpers():
     assert samples_to_threshold([0.1, 0.2], 0.9, 1) is None
 
 
+@pytest.mark.slow
 def test_double_xor_attention_agent_learns_faster_than_the_lstm():
     # Measured over 12 seeds at 240 samples, lr 0.01, batch 8 (mean final 100-sample moving
     # average): transformer 0.94, LSTM 0.66; seeds 0-5 and 6-11 each keep a gap of 0.2 or more.

@@ -325,14 +325,14 @@ class Study:
             self._commit(step, rows)
             return RoundReport(step, rows, {}, told=False)
         self._commit(step, rows)
+        tracker = self.tracker  # the trials before the checkpoint: a crash in between replays them
+        ledger_file = Ledger.round_name(step)
+        for row, trial in zip(rows, trials, strict=True):
+            tracker.log_trial({**row.to_dict(), "ledger_file": ledger_file}, trial.config)
         metrics = self.search.tell(trials, [r.reward for r in rows])
         self._save_checkpoint()
         self.history.add(r.to_dict() for r in rows)
         self._asked.pop(step, None)
-        tracker = self.tracker
-        ledger_file = Ledger.round_name(step)
-        for row, trial in zip(rows, trials, strict=True):
-            tracker.log_trial({**row.to_dict(), "ledger_file": ledger_file}, trial.config)
         round_rewards = {f"reward/{task}/reward": _mean([r.reward for r in rows if r.task == task])
                          for task in sorted({r.task for r in rows})}
         task_metrics = {k: v for task in self.search.tasks for k, v in
