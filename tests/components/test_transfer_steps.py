@@ -19,12 +19,12 @@ from transfer_automl.steps import retraining_steps, transfer_steps
 from transfer_automl.study import SearchDir, stored_settings
 
 
-@pytest.fixture()
-def three_task_table(tmp_path):
+@pytest.fixture(scope="module")
+def three_task_table(tmp_path_factory):
     """t3 ranks the configurations as t1 does and opposite to t2: t1 is t3's closest source."""
     rows = [{"depth": d, "act": a, "t1": d + (a == "relu"), "t2": -d - (a == "relu"), "t3": 2 * (d + (a == "relu")) + 0.1}
             for d in (1, 2, 3, 4) for a in ("relu", "tanh")]
-    path = tmp_path / "three.parquet"
+    path = tmp_path_factory.mktemp("table") / "three.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)
     return {"table": str(path), "metric_columns": ["t1", "t2", "t3"]}
 
@@ -45,9 +45,10 @@ def _search(path, table, tasks, rounds=1, children=16, search_id="source", plann
     return path
 
 
-@pytest.fixture()
-def source(tmp_path, three_task_table):
-    return _search(tmp_path / "source", three_task_table, ["t1", "t2"])
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, three_task_table):
+    """One round of 16 children on t1 and t2; read by the tests, never changed."""
+    return _search(tmp_path_factory.mktemp("searches") / "source", three_task_table, ["t1", "t2"])
 
 
 def test_rank_correlation_ranks_the_correlated_task_first(tmp_path, source, three_task_table):
@@ -172,9 +173,10 @@ def test_newest_search_and_resume(tmp_path, three_task_table):
         retraining_steps.newest_search(root, ["t1"])
 
 
-def test_register_champion_finishes_the_search_and_says_why_a_table_has_no_model(tmp_path, source):
+def test_register_champion_finishes_the_search_and_says_why_a_table_has_no_model(tmp_path, three_task_table):
     from mlflow.tracking import MlflowClient
 
+    source = _search(tmp_path / "source", three_task_table, ["t1", "t2"], children=2)
     out = retraining_steps.register_champion(source)
     assert out["tasks"] == {}
     assert "none registered" in out["markdown"] and "source" in out["markdown"]

@@ -148,7 +148,7 @@ def test_memory_tracker_sees_every_trial_and_step(tmp_path, space_file, samples_
     for trial in tracker.trials:  # MNMS: reward is the cubed validation accuracy
         assert trial["reward"] == pytest.approx(trial["val_accuracy"] ** 3)
     assert [p.rsplit("/", 1)[-1] for p in tracker.artifacts] == ["checkpoint.pt", "space.yaml", "settings.json"]
-    assert [step for step, _ in tracker.controller] == [0, 1, 2]  # 2 + 2 + 1 trials
+    assert [step for step, _ in tracker.controller] == [0, 1, 2, 2]  # 2 + 2 + 1 trials, then the summary
     assert tracker.status == "FINISHED"
     assert tracker.params["tasks"] == "sms_spam,mpqa,customer_reviews"
 

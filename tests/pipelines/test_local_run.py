@@ -59,7 +59,7 @@ def test_two_rounds_of_two_children_run_locally(tmp_path, toy_table, capsys):
     assert sorted(r["controller_step"] for r in rows) == [0, 0, 1, 1]
     checkpoint = load_checkpoint(search_dir / "checkpoint.pt")
     assert checkpoint["step"] == 2 and checkpoint["search_id"] == "local"
-    summaries = list(root.rglob("summary"))
+    summaries = [p for p in root.rglob("summary") if "aggregate-rewards" in str(p)]
     assert len(summaries) == 2 and "accuracy-top10" in summaries[0].read_text()
     outputs = _outputs(root, "aggregate-rewards")
     assert sorted(o["parameterValues"]["Output"] for o in outputs) == [1, 2]  # the next round's index
@@ -101,7 +101,7 @@ def test_transfer_search_then_scheduled_retraining_run_locally(tmp_path, three_t
     steps.aggregate_rewards(source, 0, [steps.train_child(source, t) for t in trials])
 
     search_dir, root = tmp_path / "target", tmp_path / "pipeline_root"
-    run_local(build_pipeline(rounds=1, children_per_round=2, gpu=False),
+    run_local(build_pipeline(rounds=1, children_per_round=1, gpu=False),  # a child per round keeps it short
               {"search_dir": str(search_dir), "target_tasks": ["t3"], "source_search": str(source),
                "distance": "rank_correlation", "select": "all", "settings": {"search_id": "target", **table}}, root)
     distance = {(r["source"], r["target"]): r["mean"] for r in pq.read_table(search_dir / "distance.parquet").to_pylist()}
@@ -111,7 +111,7 @@ def test_transfer_search_then_scheduled_retraining_run_locally(tmp_path, three_t
     provenance = json.loads((search_dir / "transfer.json").read_text())
     assert provenance["mode"] == "warm_start" and provenance["sources"] == {"t3": ["t1", "t2"]}
     rows = Ledger(search_dir / "ledger").read().to_pylist()
-    assert [r["task"] for r in rows] == ["t3", "t3"] and {r["search_id"] for r in rows} == {"target"}
+    assert [r["task"] for r in rows] == ["t3"] and {r["search_id"] for r in rows} == {"target"}
     target = load_checkpoint(search_dir / "checkpoint.pt")
     assert target["step"] == 1 and target["tasks"] == ["t3"]
     # warm start: the target began with t1's task embedding (the closest source's)
@@ -124,10 +124,10 @@ def test_transfer_search_then_scheduled_retraining_run_locally(tmp_path, three_t
     from pipelines.scheduled_retraining.pipeline import build_pipeline as retraining
 
     root = tmp_path / "retraining_root"
-    run_local(retraining(rounds=1, children_per_round=2, gpu=False),
+    run_local(retraining(rounds=1, children_per_round=1, gpu=False),
               {"search_root": str(tmp_path), "tasks": ["t3"]}, root)
     rows = Ledger(search_dir / "ledger").read().to_pylist()
-    assert sorted(r["controller_step"] for r in rows) == [0, 0, 1, 1] and {r["task"] for r in rows} == {"t3"}
+    assert sorted(r["controller_step"] for r in rows) == [0, 1] and {r["task"] for r in rows} == {"t3"}
     assert load_checkpoint(search_dir / "checkpoint.pt")["step"] == 2
     [resumed] = _outputs(root, "resume-search")
     assert resumed["parameterValues"] == {"search_dir": str(search_dir), "round_index": 1}

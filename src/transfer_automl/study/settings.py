@@ -78,7 +78,7 @@ class SearchSettings:
                              help="init-from transfer: a new task's embedding: random, or its transfer sources' "
                                   "closest row or mean (needs transfer_sources)")
     transfer_sources: dict[str, list[str]] = setting(
-        factory=dict, cli=False, help="init-from transfer: {new task: [source tasks, closest first]}")
+        factory=dict, help='init-from transfer: JSON {"new task": ["source task", ...]}, closest first')
     batch_size: int = setting(1, low=1, high=100_000, help="trials per controller update (T-AML: 1)")
     seed: int = setting(0, low=0, high=MAX_SEED, help="seeds the search, its controller and every child")
     controller_lr: float | None = setting(None, low=0, high=1, low_open=True,

@@ -94,6 +94,7 @@ class Study:
         self._asked: dict[int, list[Trial]] = {}
         self._memory_rows: dict[int, list[LedgerRow]] = {}  # the ledger of an in-memory study
         self._history: TaskHistory | None = None
+        self._counted: set[str] = set()  # trial ids in the history
         self.trials_run = 0
         self.started = time.perf_counter()
 
@@ -218,9 +219,19 @@ class Study:
 
     @property
     def history(self) -> TaskHistory:
+        """Per-task accuracies of the committed trials, each counted once."""
         if self._history is None:
-            self._history = TaskHistory(r.to_dict() for r in self.rows())
+            rows = self.rows()
+            self._history = TaskHistory(r.to_dict() for r in rows)
+            self._counted = {r.trial_id for r in rows}
         return self._history
+
+    def _count(self, rows: list[LedgerRow]) -> None:
+        """Add a told round to the history unless the ledger it was built from already had it."""
+        history = self.history  # first: built from the ledger, it may hold the round already
+        new = [r for r in rows if r.trial_id not in self._counted]
+        history.add(r.to_dict() for r in new)
+        self._counted.update(r.trial_id for r in new)
 
     @property
     def rounds(self) -> int:
@@ -331,7 +342,7 @@ class Study:
             tracker.log_trial({**row.to_dict(), "ledger_file": ledger_file}, trial.config)
         metrics = self.search.tell(trials, [r.reward for r in rows])
         self._save_checkpoint()
-        self.history.add(r.to_dict() for r in rows)
+        self._count(rows)
         self._asked.pop(step, None)
         round_rewards = {f"reward/{task}/reward": _mean([r.reward for r in rows if r.task == task])
                          for task in sorted({r.task for r in rows})}
@@ -351,8 +362,11 @@ class Study:
             for key in (CHECKPOINT_NAME, SPACE_NAME, SETTINGS_NAME):
                 tracker.log_artifact(self.directory.local_copy(key))
         top = self.settings.top_n
-        tracker.finish({f"reward/{s.task}/best_val_accuracy": s.best_val_accuracy for s in per_task}
-                       | {f"reward/{s.task}/accuracy_top{top}": s.accuracy_top_n for s in per_task})
+        summary = {f"reward/{s.task}/best_val_accuracy": s.best_val_accuracy for s in per_task} \
+            | {f"reward/{s.task}/accuracy_top{top}": s.accuracy_top_n for s in per_task}
+        # At the last told step, whichever process finishes (a pipeline's last step knows no step).
+        tracker.log_controller(max(0, self.search.step - 1), {k: v for k, v in summary.items() if math.isfinite(v)})
+        tracker.finish({})
         champions = None
         if register and self.owns_tracker and self.directory is not None:
             from transfer_automl.study.champions import register_after_search
