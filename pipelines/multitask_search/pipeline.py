@@ -46,7 +46,8 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
                   description=f"Multitask architecture search: {rounds} rounds x {children_per_round} children.")
     def multitask_search(
         search_dir: str,
-        settings: dict = {"tasks": [], "method": "reinforce"},  # noqa: B006  (KFP reads defaults from the signature)
+        # One key: kfp writes a dict default's keys in hash order, and the compiled YAML must not vary.
+        settings: dict = {"tasks": []},  # noqa: B006  (KFP reads defaults from the signature)
     ):
         init = state_step(init_search(search_dir=search_dir, settings=settings, children_per_round=children_per_round,
                                       rounds=rounds), "init-search")

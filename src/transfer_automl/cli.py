@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     plr = plsub.add_parser("run", help="run a pipeline on this machine through kfp.local (lightweight components "
                                        "in subprocesses of this Python)",
                            **_examples("taml pipeline run --local multitask_search search_dir=runs/kfp "
-                                       "benchmark=nasbench201 --rounds 2 --children 2",
+                                       "'settings={\"benchmark\": \"nasbench201\"}' --rounds 2 --children 2",
                                        "taml pipeline run --local transfer_search search_dir=runs/kfp-t "
                                        "target_tasks=sst2 source_search=runs/demo"))
     plr.add_argument("--local", action="store_true", required=True, help="run with kfp.local (the only local runner)")
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _pipeline_target_flags(plr)
     pls = plsub.add_parser("submit", help="upload a pipeline to Kubeflow Pipelines and start a run",
                            **_examples("taml pipeline submit multitask_search --host http://localhost:8080 "
-                                       "search_dir=s3://taml/searches/demo tasks=sms_spam,mpqa"))
+                                       "search_dir=s3://taml/searches/demo 'settings={\"tasks\": [\"sms_spam\", \"mpqa\"]}'"))
     _pipeline_target_flags(pls)
     _kfp_flags(pls)
     pls.add_argument("--run-name", help="default: <pipeline>-<UTC time>")

@@ -68,3 +68,18 @@ def test_component_runs_in_the_project_image_and_installs_nothing(path):
     assert container.image == IMAGE
     command = " ".join(container.command or [])
     assert "pip install" not in command, command
+
+
+@pytest.mark.parametrize("path", COMPONENTS, ids=lambda p: p.parent.name)
+def test_search_settings_come_in_one_settings_mapping(path):
+    """A setting typed by hand in a second place drifts (STYLE.md): the components that make a
+    search take SearchSettings' fields as one `settings` dict, which init_search checks."""
+    from transfer_automl.study import SearchSettings
+
+    name = path.parent.name
+    inputs = getattr(importlib.import_module(f"components.{name}.component"), name).component_spec.inputs or {}
+    settings_fields = set(SearchSettings.__dataclass_fields__)
+    allowed = {"tasks"} if name == "resume_search" else set()  # which stored search to continue, not a setting
+    assert set(inputs) & settings_fields <= allowed, sorted(set(inputs) & settings_fields)
+    if name in ("init_search", "task_distance", "transfer_init"):
+        assert inputs["settings"].type == "Dict"

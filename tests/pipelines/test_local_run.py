@@ -31,6 +31,16 @@ def test_a_bad_parameter_is_refused_before_anything_runs(tmp_path, capsys):
     assert main([*argv, "seed=1", f"search_dir={tmp_path}"]) == 2  # a setting goes in `settings`
     assert ("pipeline parameter 'seed' is not an input of multitask-search; inputs: ['search_dir', 'settings']"
             in capsys.readouterr().err)
+    # the search's settings are checked by SearchSettings before any task runs
+    for settings, message in (('{"entropy_weight": NaN}', "settings.entropy_weight must be a finite number"),
+                              ('{"sead": 1}', "unknown setting(s) ['sead']"),
+                              ('{"trials": 8}', "['trials'] are set by the pipeline"),
+                              ('{"method": "re", "method_options": {"population": 5}}', "['population'] are not "
+                                                                                         "settings of method 're'")):
+        assert main([*argv, f"settings={settings}", f"search_dir={tmp_path / 's'}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "s").exists()
     assert main(argv) == 2
     assert "needs parameter(s) ['search_dir']" in capsys.readouterr().err
     assert main([*argv[:3], "no_such_pipeline", *argv[4:]]) == 2

@@ -6,8 +6,11 @@ kfp 2.17's local runner, as used here:
 * It swaps builtins.print for an indenting one around each task and, with tasks running in
   parallel (ParallelFor), restores the wrong one, so logs double after every round: the swap is
   turned off for the run and put back after.
+* Its per-task logging context swaps the root logger's handlers the same way, and with tasks in
+  parallel leaves its own handler (on the sys.stdout of that moment) behind: the root logger's
+  handlers and level are put back after the run too.
 * It runs at most 2 tasks at once whatever a ParallelFor's parallelism says, and ignores display
-  names, resources, node selectors and retries (it warns once per task).
+  names, resources and node selectors (it warns once per task); it does honour retries.
 * pipeline_root must be a local directory (the Output artifacts land there); the steps write the
   search's own state to search_dir themselves.
 """
@@ -24,12 +27,16 @@ from typing import Any
 def local_session(pipeline_root: str | Path) -> Iterator[Path]:
     """kfp.local initialized for subprocess runs into `pipeline_root`; the global state kfp.local
     keeps (its config and the print swap) is put back afterwards."""
+    import logging
+
     from kfp import local
     from kfp.local import config, logging_utils
 
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     saved_print, saved_config = logging_utils.indented_print, config.LocalExecutionConfig.instance
+    root_logger = logging.getLogger()
+    saved_handlers, saved_level = root_logger.handlers[:], root_logger.level
     logging_utils.indented_print = lambda num_spaces=4: contextlib.nullcontext()
     try:
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
@@ -37,6 +44,8 @@ def local_session(pipeline_root: str | Path) -> Iterator[Path]:
     finally:
         logging_utils.indented_print = saved_print
         config.LocalExecutionConfig.instance = saved_config
+        root_logger.handlers[:] = saved_handlers
+        root_logger.setLevel(saved_level)
 
 
 def run_local(pipeline_func, params: dict[str, Any], pipeline_root: str | Path) -> Any:

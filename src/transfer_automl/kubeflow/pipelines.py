@@ -100,6 +100,10 @@ def parse_params(pipeline_func, pairs: list[str]) -> dict[str, Any]:
     missing = sorted(n for n, spec in inputs.items() if n not in params and spec.default is None and not spec.optional)
     if missing:
         raise ConfigError(f"pipeline {pipeline_func.name} needs parameter(s) {missing} (give name=value)")
+    if isinstance(params.get("settings"), dict):  # the search's settings: refused here, not in a pod
+        from transfer_automl.study.settings import check_pipeline_settings
+
+        check_pipeline_settings(params["settings"], "pipeline parameter settings")
     return params
 
 

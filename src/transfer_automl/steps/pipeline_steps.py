@@ -24,24 +24,18 @@ from typing import Any
 from transfer_automl.errors import ConfigError
 from transfer_automl.rewards.summary import TaskSummary
 from transfer_automl.study import SearchDir, Study
+from transfer_automl.study.settings import check_pipeline_settings
 from transfer_automl.study.study import trial_from_record, trial_record
-
-# Settings a pipeline's shape fixes: the compiled rounds and children, and the search_dir.
-_SHAPED = {"out": "search_dir", "batch_size": "the pipeline's --children", "trials": "--rounds x --children",
-           "progress": "nothing (no progress bar in a pod)"}
 
 
 def init_search(search_dir: str | Path, settings: Mapping[str, Any], children_per_round: int, rounds: int) -> int:
     """Create (init_from scratch or transfer) or continue (resume) the search in `search_dir` with
     one settings mapping (SearchSettings' fields); returns the round the pipeline starts at. Its
     trials are `rounds` rounds of `children_per_round` more than where it starts."""
-    given = dict(settings)
-    shaped = sorted(set(given) & set(_SHAPED))
-    if shaped:
-        raise ConfigError(f"settings: {shaped} are set by the pipeline ("
-                          + "; ".join(f"{k}: {_SHAPED[k]}" for k in shaped) + "), not in the settings mapping")
+    given = check_pipeline_settings(settings)
     directory = SearchDir.of(search_dir)
-    start = int(directory.load_checkpoint()["step"]) if given.get("init_from") == "resume" else 0
+    resuming = given.get("init_from") == "resume" and directory.has_checkpoint()  # else Study.open says why not
+    start = int(directory.load_checkpoint()["step"]) if resuming else 0
     study = Study.open({**given, "out": directory.location, "batch_size": children_per_round,
                         "trials": (start + rounds) * children_per_round, "progress": False}, directory)
     return study.search.step

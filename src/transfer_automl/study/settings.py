@@ -174,6 +174,30 @@ class SearchSettings:
         return replace(self, **kept).validated(), recorded
 
 
+# -- pipelines ---------------------------------------------------------------------------------------
+
+# Settings a pipeline's shape fixes, not its settings mapping: the search_dir, the compiled rounds
+# and children.
+PIPELINE_SHAPED = {"out": "search_dir", "batch_size": "the pipeline's --children",
+                   "trials": "--rounds x --children", "progress": "nothing (no progress bar in a pod)"}
+
+
+def check_pipeline_settings(values: Mapping[str, Any], where: str = "settings") -> dict[str, Any]:
+    """A pipeline's settings mapping, checked field by field (type, range, choices, unknown keys,
+    keys the pipeline's shape sets) before anything runs; returns it coerced. Cross-field checks
+    wait for the whole settings (init_search)."""
+    shaped = sorted(set(values) & set(PIPELINE_SHAPED))
+    if shaped:
+        raise ConfigError(f"{where}: {shaped} are set by the pipeline ("
+                          + "; ".join(f"{k}: {PIPELINE_SHAPED[k]}" for k in shaped) + "), not in the settings mapping")
+    coerced = _coerced(values, where)
+    for name, value in coerced.items():
+        _check_field(SearchSettings.__dataclass_fields__[name], value, where)
+    if "method_options" in coerced:
+        _check_method_options(coerced.get("method", "reinforce"), coerced["method_options"], where)
+    return coerced
+
+
 # -- flags -------------------------------------------------------------------------------------------
 
 

@@ -95,6 +95,7 @@ class Study:
         self._memory_rows: dict[int, list[LedgerRow]] = {}  # the ledger of an in-memory study
         self._history: TaskHistory | None = None
         self._counted: set[str] = set()  # trial ids in the history
+        self._fresh: set[int] = set()  # rounds this object asked first (nothing of them recorded)
         self.trials_run = 0
         self.started = time.perf_counter()
 
@@ -120,7 +121,10 @@ class Study:
         existing = directory.has_checkpoint() or bool(directory.ledger.files())
         if existing:
             study = cls._retried_init(directory, settings, tracker, backend)
-            if study is not None:
+            if study is not None:  # finish what the first try may have left undone
+                if not directory.store.exists(SPACE_NAME):
+                    study._write_space()
+                study.tracker  # noqa: B018
                 return study
             raise ConfigError(f"out: {directory} already holds a search; pass --resume (init_from=resume) to "
                               "continue it or choose another --out")
@@ -291,6 +295,7 @@ class Study:
         if recorded is None and self.directory is not None:
             self.directory.write_json(trials_key(step), [trial_record(t, self.search.search_id) for t in trials],
                                       indent=1)
+            self._fresh.add(step)  # asked for the first time: no child of it has run anywhere yet
         self._asked[step] = trials
         return trials
 
@@ -426,7 +431,7 @@ class Study:
         return [trial_from_record(t) for t in self.directory.read_json(trials_key(step))]
 
     def _recorded_result(self, trial: Trial) -> LedgerRow | None:
-        if self.directory is None:
+        if self.directory is None or trial.controller_step in self._fresh:
             return None
         key = result_key(trial.controller_step, trial.index)
         if self.directory.store.exists(key):
