@@ -19,7 +19,7 @@ setup:
 
 test:
 	$(VENV)/bin/ruff check src tests components pipelines benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 test-fast:
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit -m "not slow and not e2e"

@@ -29,7 +29,7 @@ TAML = Path(sys.executable).parent / "taml"
 # The controller here is tiny: one intra-op thread. With two, a busy 2-core machine spends most
 # of each update spinning (a 100-trial search: 68 s instead of 25 s at load 9).
 _ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-KILLS = 12
+KILLS = 8
 TRIALS = 300
 
 

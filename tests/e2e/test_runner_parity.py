@@ -132,9 +132,27 @@ def _assert_identical(dirs: dict[str, Path], trials: int) -> dict:
 def test_the_three_runners_agree_on_a_benchmark_table(tmp_path):
     settings = {"benchmark": "nasbench201", "method": "reinforce", "seed": 5, "search_id": "parity",
                 "controller_lr": 0.01, "entropy_weight": 0.01, "method_options": {"max_grad_norm": 1.0}}
-    tracked = _assert_identical(_three_ways(tmp_path, settings, rounds=2, children=2), trials=4)
+    dirs = _three_ways(tmp_path, settings, rounds=2, children=2)
+    tracked = _assert_identical(dirs, trials=4)
     assert tracked["params"]["controller_lr"] == "0.01" and "space_fingerprint" in tracked["params"]
     assert tracked["champions"] == {}  # children looked up in a table: no model to register
+
+    # What the pipeline adds for the Kubeflow UI: per round a summary, metrics and the next round's
+    # index; the champions' summary; the HTML report.
+    root = tmp_path / "kfp-root"
+    stored = json.loads((dirs["pipeline"] / "settings.json").read_text())
+    assert (stored["trials"], stored["batch_size"], stored["method_options"]) == (4, 2, {"max_grad_norm": 1.0})
+    summaries = [p for p in root.rglob("summary") if "aggregate-rewards" in str(p)]
+    assert len(summaries) == 2 and "accuracy-top10" in summaries[0].read_text()
+    outputs = [json.loads(p.read_text()) for p in root.rglob("executor_output.json")
+               if p.parent.name.startswith("aggregate-rewards")]
+    assert sorted(o["parameterValues"]["Output"] for o in outputs) == [1, 2]  # the next round's index
+    logged = outputs[0]["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert "controller/loss" in logged and any(k.endswith("/accuracy_top10") for k in logged), sorted(logged)
+    [champion] = [p for p in root.rglob("summary") if "register-champion" in str(p)]
+    assert "none registered" in champion.read_text()
+    [html] = list(root.rglob("html"))  # the report component's HTML artifact
+    assert "<html" in html.read_text().lower() and "parity" in html.read_text()
 
 
 def test_the_three_runners_agree_on_a_real_text_task(tmp_path, samples_dir, feature_cache_dir):

@@ -52,41 +52,8 @@ def _outputs(root: Path, task_prefix: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in root.rglob("executor_output.json") if p.parent.name.startswith(task_prefix)]
 
 
-def test_two_rounds_of_two_children_run_locally(tmp_path, toy_table, capsys):
-    from transfer_automl.cli import main
-
-    search_dir, root = tmp_path / "search", tmp_path / "pipeline_root"
-    settings = {"table": str(toy_table), "metric_columns": ["t1", "t2"], "search_id": "local"}
-    assert main(["pipeline", "run", "--local", "multitask_search", "--pipelines-dir", str(REPO / "pipelines"),
-                 "--rounds", "2", "--children", "2", "--cpu", "--pipeline-root", str(root),
-                 f"search_dir={search_dir}", f"settings={json.dumps(settings)}"]) == 0
-    assert "pipeline multitask_search finished" in capsys.readouterr().out
-    stored = json.loads((search_dir / "settings.json").read_text())
-    assert (stored["trials"], stored["batch_size"], stored["metric_columns"]) == (4, 2, ["t1", "t2"])
-    rows = Ledger(search_dir / "ledger").read().to_pylist()
-    assert len(rows) == 4
-    assert len({r["trial_id"] for r in rows}) == 4
-    assert sorted(r["controller_step"] for r in rows) == [0, 0, 1, 1]
-    checkpoint = load_checkpoint(search_dir / "checkpoint.pt")
-    assert checkpoint["step"] == 2 and checkpoint["search_id"] == "local"
-    summaries = [p for p in root.rglob("summary") if "aggregate-rewards" in str(p)]
-    assert len(summaries) == 2 and "accuracy-top10" in summaries[0].read_text()
-    outputs = _outputs(root, "aggregate-rewards")
-    assert sorted(o["parameterValues"]["Output"] for o in outputs) == [1, 2]  # the next round's index
-    logged = outputs[0]["artifacts"]["metrics"]["artifacts"][0]["metadata"]
-    tasks = {r["task"] for r in rows if r["controller_step"] == 0}
-    assert all(f"reward/{task}/accuracy_top10" in logged for task in tasks), sorted(logged)
-    [html] = list(root.rglob("html"))  # the report component's HTML artifact
-    assert "<html" in html.read_text().lower() and "local" in html.read_text()
-    # register_champion ran Study.finish: the controller run closed, with one run per trial.
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{search_dir}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("taml/local").experiment_id])
-    assert sorted(r.data.tags["taml.role"] for r in runs) == ["child"] * 4 + ["controller"]
-    assert {r.info.status for r in runs} == {"FINISHED"}
-    [champion] = [p for p in root.rglob("summary") if "register-champion" in str(p)]
-    assert "none registered" in champion.read_text()
+# A multitask_search run through kfp.local, its outputs and its identity with `taml search`:
+# tests/e2e/test_runner_parity.py.
 
 
 @pytest.fixture()

@@ -63,7 +63,7 @@ def test_space_package_loads_without_torch():
 # Packages from the bottom up: a package imports only from layers below its own (function-level
 # imports included), so the graph has no cycle and a settings object never climbs back up.
 LAYERS = (
-    {"errors", "trial_status", "console"},
+    {"errors", "trial_status", "console", "paths"},
     {"registry"},
     {"space", "storage", "tracking"},
     {"tasks", "controllers", "rewards"},

@@ -20,12 +20,12 @@ same MLflow store on the same machine. Set MLFLOW_TRACKING_URI to track an S3 se
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from transfer_automl.errors import ConfigError
+from transfer_automl.paths import default_work_root
 from transfer_automl.search import Ledger, load_checkpoint, save_checkpoint
 from transfer_automl.space import SearchSpace
 from transfer_automl.storage import ArtifactStore, LocalStore, get_store
@@ -45,14 +45,6 @@ def trials_key(step: int) -> str:
 
 def result_key(step: int, index: int) -> str:
     return f"{round_prefix(step)}/results/{int(index):03d}.json"
-
-
-def default_work_root() -> Path:
-    """TAML_WORK_DIR, else $XDG_CACHE_HOME/transfer-automl, else ~/.cache/transfer-automl."""
-    if os.environ.get("TAML_WORK_DIR"):
-        return Path(os.environ["TAML_WORK_DIR"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "transfer-automl"
 
 
 class SearchDir:

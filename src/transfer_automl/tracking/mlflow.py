@@ -330,12 +330,44 @@ def _create_sqlite_store_atomically(uri: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.init")
     tmp.unlink(missing_ok=True)
+    if _EMPTY_STORE is None:
+        _EMPTY_STORE = _empty_store_template()
     if _EMPTY_STORE is not None:
         tmp.write_bytes(_EMPTY_STORE)
     else:
         MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)  # creates the schema
         _EMPTY_STORE = tmp.read_bytes()
+        _save_empty_store_template(_EMPTY_STORE)
     os.replace(tmp, path)
+
+
+def _template_path() -> Path:
+    """An empty store of this MLflow version, kept between processes (every pipeline step is one)."""
+    from importlib.metadata import version
+
+    from transfer_automl.paths import default_work_root
+
+    return default_work_root() / "mlflow-templates" / f"empty-{version('mlflow')}.db"
+
+
+def _empty_store_template() -> bytes | None:
+    try:
+        body = _template_path().read_bytes()
+    except OSError:
+        return None
+    return body if body.startswith(b"SQLite format 3\x00") else None  # anything else is rebuilt
+
+
+def _save_empty_store_template(body: bytes) -> None:
+    """Written whole or not at all (a temporary name, then a rename); a read-only cache is no error."""
+    target = _template_path()
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(body)
+        os.replace(tmp, target)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def _param(value: Any) -> str:
