@@ -365,10 +365,10 @@ def _check_field(f, value: Any, where: str) -> None:
     low, high = meta["low"], meta["high"]
     if low is None or isinstance(value, bool):
         return
-    number = float(value)
+    number = value if isinstance(value, int) else float(value)  # a float would round a 63-bit seed
     below = number <= low if meta["low_open"] else number < low
     above = number >= high if meta["high_open"] else number > high
-    if math.isnan(number) or math.isinf(number) or below or above:
+    if (isinstance(number, float) and not math.isfinite(number)) or below or above:
         lo = "(" if meta["low_open"] else "["
         hi = ")" if meta["high_open"] else "]"
         what = "an integer" if _kind(f) == "int" else "a finite number"

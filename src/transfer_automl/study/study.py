@@ -107,17 +107,14 @@ class Study:
         """Start (scratch, transfer) or continue (resume) the search in `store` (default:
         settings.out). For resume, `settings` may be a mapping of just the settings given again:
         the stored settings are continued with them (`SearchSettings.resumed`)."""
-        given = dict(settings) if isinstance(settings, Mapping) else None
-        init_from = (given or {}).get("init_from") if given is not None else settings.init_from
-        location = store if store is not None else (given or {}).get("out") if given is not None else settings.out
+        given = dict(settings) if isinstance(settings, Mapping) else _all_fields(settings)
+        location = store if store is not None else given.get("out")
         if not location:
             raise ConfigError("out: give the search directory")
         directory = SearchDir.of(location)
-        if init_from == "resume":
-            return cls._resume(directory, given if given is not None else _all_fields(settings), tracker, backend)
-        if given is not None:
-            settings = SearchSettings.from_mapping({**given, "out": str(location)})
-        settings = settings.validated()
+        if given.get("init_from") == "resume":
+            return cls._resume(directory, given, tracker, backend)
+        settings = SearchSettings.from_mapping({**given, "out": directory.location})
         existing = directory.has_checkpoint() or bool(directory.ledger.files())
         if existing:
             study = cls._retried_init(directory, settings, tracker, backend)
