@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
+from same_state import assert_same_state  # tests/ is on the path, like s3_fixtures
 from transfer_automl.errors import ConfigError
 from transfer_automl.search import Ledger, load_checkpoint
 from transfer_automl.steps import pipeline_steps as steps
@@ -45,21 +45,6 @@ def _ledger_rows(path):
 def _without_location(checkpoint: dict) -> dict:
     """The checkpoint records the settings, whose `out` is where the search lives."""
     return {**checkpoint, "search_settings": {k: v for k, v in checkpoint["search_settings"].items() if k != "out"}}
-
-
-def _assert_same(a, b, where="checkpoint"):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), (where, set(a) ^ set(b))
-        for key in a:
-            _assert_same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, (where, a, b)
 
 
 def _mlflow_runs(search_dir) -> dict[str, object]:
@@ -106,7 +91,7 @@ def test_steps_reproduce_run_search(tmp_path, toy_table, method):
     a = load_checkpoint(tmp_path / "steps" / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "loop" / "checkpoint.pt")
     assert a["step"] == rounds and a["search_settings"]["trials"] == rounds * children
-    _assert_same(_without_location(a), _without_location(b))
+    assert_same_state(_without_location(a), _without_location(b))
     # The same MLflow runs: one controller run, one child run per trial, the same values.
     view = _mlflow_view(tmp_path / "steps")
     assert len(view) == 1 + rounds * children

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
+from same_state import assert_same_state  # tests/ is on the path, like s3_fixtures
 from transfer_automl.cli import main
 from transfer_automl.search import Ledger, load_checkpoint
 from transfer_automl.study import SearchSettings, Study
@@ -73,21 +73,6 @@ def _checkpoint(directory: Path) -> dict:
     return body
 
 
-def _assert_same(a, b, where="checkpoint"):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), (where, set(a) ^ set(b))
-        for key in a:
-            _assert_same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, (where, a, b)
-
-
 def _mlflow(directory: Path) -> dict:
     """What MLflow holds of the search: controller params, metric keys, artifacts, child runs,
     registered champions."""
@@ -120,7 +105,7 @@ def _assert_identical(dirs: dict[str, Path], trials: int) -> dict:
     assert len(rows) == trials and len({r["trial_id"] for r in rows}) == trials
     for name, directory in dirs.items():
         assert _ledger(directory) == rows, name
-        _assert_same(_checkpoint(reference), _checkpoint(directory), f"{name} checkpoint")
+        assert_same_state(_checkpoint(reference), _checkpoint(directory), f"{name} checkpoint")
     tracked = _mlflow(reference)
     assert tracked["status"] == "FINISHED" and len(tracked["children"]) == trials
     assert tracked["artifacts"] == ["checkpoint.pt", "settings.json", "space.yaml"]

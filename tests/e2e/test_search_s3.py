@@ -10,9 +10,9 @@ import boto3
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
-import torch
 
 from s3_fixtures import moto_server, s3_bucket, s3_env  # noqa: F401
+from same_state import assert_same_state  # tests/ is on the path, like s3_fixtures
 from transfer_automl.cli import main
 from transfer_automl.errors import CheckpointError, ConfigError, TaskError
 from transfer_automl.search import Ledger, load_checkpoint
@@ -61,21 +61,6 @@ def _without_location(checkpoint: dict) -> dict:
     return {**checkpoint, "search_settings": settings}
 
 
-def _same_state(a, b, where="checkpoint") -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert set(a) == set(b), where
-        for key in a:
-            _same_state(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _same_state(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, (where, a, b)
-
-
 def test_a_search_on_s3_resumes_and_matches_a_local_one(s3_bucket, tmp_path, toy_table, work_dir):
     out = f"s3://{s3_bucket}/runs/demo"
     first = run_search(_settings(out, toy_table), tracker=MemoryTracker())
@@ -92,7 +77,7 @@ def test_a_search_on_s3_resumes_and_matches_a_local_one(s3_bucket, tmp_path, toy
     local = tmp_path / "local"
     run_search(_settings(local, toy_table, trials=6), tracker=MemoryTracker())
     assert _rows(f"{out}/ledger") == _rows(local / "ledger") and len(_rows(local / "ledger")) == 6
-    _same_state(_without_location(load_checkpoint(f"{out}/checkpoint.pt")),
+    assert_same_state(_without_location(load_checkpoint(f"{out}/checkpoint.pt")),
                 _without_location(load_checkpoint(local / "checkpoint.pt")))
     # The ledger on S3 is one Parquet dataset, as locally.
     fs, path = store.arrow_location("ledger")
@@ -148,7 +133,7 @@ def test_pipeline_steps_on_an_s3_search_dir(s3_bucket, tmp_path, toy_table, work
     loop = tmp_path / "loop"
     run_search(_settings(loop, toy_table), tracker=MemoryTracker())
     assert _rows(f"{search_dir}/ledger") == _rows(loop / "ledger") and len(_rows(loop / "ledger")) == 4
-    _same_state(_without_location(load_checkpoint(f"{search_dir}/checkpoint.pt")),
+    assert_same_state(_without_location(load_checkpoint(f"{search_dir}/checkpoint.pt")),
                 _without_location(load_checkpoint(loop / "checkpoint.pt")))
 
 
