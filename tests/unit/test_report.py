@@ -193,6 +193,11 @@ def test_text_search_report_tracks_input_modules(tmp_path, samples_dir, feature_
     assert [r[6] for r in summary] == ["majority class", "majority class"]
     assert all(0.0 < float(r[7]) < 1.0 for r in summary)
     _decoded_pngs(page)
+    # The search recorded its data directory: the references come from it without being told.
+    from transfer_automl.report import load_search
+
+    told, recorded = load_search(str(tmp_path / "run"), data_dir=str(samples_dir)), load_search(str(tmp_path / "run"))
+    assert recorded.references == told.references and recorded.references["mpqa"].source == str(samples_dir)
 
 
 def test_report_of_a_search_on_s3_reads_through_the_store(nb201, s3_bucket, tmp_path):

@@ -118,8 +118,8 @@ def load_search(location: str | Path, with_references: bool = True, data_dir: st
         decisions=_decisions(store, body, rows), distance=_distance(store, location),
         checkpoint_problem=checkpoint_problem,
     )
-    if with_references:
-        data.references = _references(data, data_dir)
+    if with_references:  # where the search's own tasks were: what it recorded, unless told otherwise
+        data.references = _references(data, data_dir or settings.get("data_dir"))
     return data
 
 
