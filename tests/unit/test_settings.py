@@ -82,3 +82,10 @@ def test_a_pipeline_mapping_may_not_set_what_the_pipeline_shape_sets():
     for key in ("trials", "batch_size", "out", "progress"):
         with pytest.raises(ConfigError, match=f"'{key}'.*set by the pipeline"):
             check_pipeline_settings({key: 1})
+
+
+def test_the_benchmark_flag_offers_exactly_the_registered_benchmarks():
+    from transfer_automl.study.settings import BENCHMARKS
+    from transfer_automl.tasks.benchmarks import BENCHMARKS as REGISTERED
+
+    assert sorted(BENCHMARKS) == sorted(REGISTERED)
