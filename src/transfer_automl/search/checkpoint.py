@@ -103,6 +103,7 @@ def load_checkpoint(path: str | Path, space: SearchSpace | None = None, tasks: l
     missing = [k for k in REQUIRED_KEYS if k not in body]
     if missing:
         raise CheckpointError(f"checkpoint {name} lacks field(s) {missing}")
+    _check_fields(body, name)
     if space is not None and body["space_fingerprint"] != space.fingerprint():
         raise CheckpointError(
             f"checkpoint {name} is for search space fingerprint {body['space_fingerprint']}, "
@@ -111,3 +112,21 @@ def load_checkpoint(path: str | Path, space: SearchSpace | None = None, tasks: l
     if tasks is not None and list(body["tasks"]) != list(tasks):
         raise CheckpointError(f"checkpoint {name} is for tasks {body['tasks']}, not {tasks}")
     return body
+
+
+def _check_fields(body: dict[str, Any], name: str) -> None:
+    """The fields every reader relies on, typed and in range: a checksum proves the bytes are the
+    ones written, not that what was written makes sense."""
+    step = body["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"checkpoint {name}: step must be an integer >= 0, got {step!r}")
+    for key in ("name", "search_id", "space_fingerprint"):
+        if not isinstance(body[key], str) or not body[key]:
+            raise CheckpointError(f"checkpoint {name}: {key} must be a non-empty string, got {body[key]!r}")
+    tasks = body["tasks"]
+    if not isinstance(tasks, list | tuple) or not tasks or not all(isinstance(t, str) and t for t in tasks):
+        raise CheckpointError(f"checkpoint {name}: tasks must be a non-empty list of names, got {tasks!r}")
+    if len(set(tasks)) != len(tasks):
+        raise CheckpointError(f"checkpoint {name}: tasks {list(tasks)} lists a task more than once")
+    if not isinstance(body["space"], dict):
+        raise CheckpointError(f"checkpoint {name}: space must be a mapping, got {type(body['space']).__name__}")

@@ -150,6 +150,26 @@ class Ledger:
         """(file name, rows by trial id) for every committed round, in step order."""
         return [(k, sorted(self._read_key(k).to_pylist(), key=lambda r: r["trial_id"])) for k in self._keys()]
 
+    def check(self, search_id: str) -> None:
+        """Every round file holds only this search's trials, of its own step, each once; a foreign
+        or duplicated row is refused with the file named (the ledger is never changed here)."""
+        seen: dict[str, str] = {}
+        for key in self._keys():
+            step = int(key[len("round-"):-len(".parquet")])
+            table = self._read_key(key, columns=["trial_id", "search_id", "controller_step"])
+            where = f"ledger file {self._location(key)}"
+            for trial_id, owner, row_step in zip(*(table.column(c).to_pylist() for c in table.column_names),
+                                                 strict=True):
+                if owner != search_id or not _is_trial_id(trial_id, search_id, step):
+                    raise LedgerError(f"{where} holds trial {trial_id!r} of search {owner!r}, not a trial of step "
+                                      f"{step} of search {search_id!r}; move the file out of the ledger")
+                if row_step != step:
+                    raise LedgerError(f"{where} holds trial {trial_id!r} of step {row_step}, not {step}")
+                if trial_id in seen:
+                    raise LedgerError(f"{where} holds trial {trial_id!r} twice"
+                                      + ("" if seen[trial_id] == key else f" (also in {self._location(seen[trial_id])})"))
+                seen[trial_id] = key
+
     def _read_key(self, key: str, columns: list[str] | None = None) -> pa.Table:
         fs, path = self.store.arrow_location(key)
         try:
@@ -177,3 +197,12 @@ class Ledger:
                                   f"(missing {missing or 'none'}, columns {schema.names})")
         table = ds.dataset(paths, filesystem=fs, format="parquet", schema=SCHEMA).to_table()
         return table.sort_by([("controller_step", "ascending"), ("trial_id", "ascending")])
+
+
+def _is_trial_id(trial_id: Any, search_id: str, step: int) -> bool:
+    """"<search_id>/<step, 6 digits>/<k, 3 or more digits>", as `Search.ask` names trials."""
+    if not isinstance(trial_id, str):
+        return False
+    parts = trial_id.split("/")
+    return (len(parts) >= 3 and "/".join(parts[:-2]) == search_id and parts[-2] == f"{step:06d}"
+            and parts[-1].isdigit() and len(parts[-1]) >= 3)

@@ -141,6 +141,9 @@ class SearchSettings:
         if (self.init_from == "transfer") != bool(self.source):
             raise ConfigError(f"{where}: init_from=transfer needs a source (--from: a search directory or "
                               "checkpoint), and a source needs init_from=transfer")
+        if self.benchmark and self.space:
+            raise ConfigError(f"{where}.space (--space) does not apply with a benchmark: its space is the "
+                              f"benchmark table's columns; leave it out, or use --table with your own space")
         if self.benchmark and self.table:
             raise ConfigError(f"{where}: benchmark and table (--benchmark, --table) are alternatives; give one")
         if self.table and not self.metric_columns:

@@ -222,7 +222,9 @@ class Study:
     def history(self) -> TaskHistory:
         """Per-task accuracies of the committed trials, each counted once."""
         if self._history is None:
-            rows = self.rows()
+            rows = self.rows()  # refuses a file of another schema
+            if self.directory is not None:  # and foreign or doubled rows, before they are counted
+                self.directory.ledger.check(self.search.search_id)
             self._history = TaskHistory(r.to_dict() for r in rows)
             self._counted = {r.trial_id for r in rows}
         return self._history

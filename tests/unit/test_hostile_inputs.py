@@ -1,0 +1,77 @@
+"""Files that look right but are not: a ledger with another search's or doubled rows, a checkpoint
+whose checksum is valid but whose fields are not, an option that does not apply. Each is one line,
+exit 2, and the search directory is left as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from transfer_automl.cli import main
+from transfer_automl.search import load_checkpoint, save_checkpoint
+
+pytestmark = pytest.mark.slow  # whole (tiny) searches through the command line
+
+
+def _search(out: Path, table: Path, search_id: str, *extra: str) -> list[str]:
+    args = ["search", "--table", str(table), "--metric-columns", "t1,t2", "--trials", "4", "--batch-size", "2",
+            "--method", "rs", "--search-id", search_id, "--out", str(out), "--no-progress", *extra]
+    assert main(args) == 0
+    return args
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "mlflow.db"}
+
+
+def _refused(args: list[str], capsys, *needles: str) -> None:
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(n in err[0] for n in needles), err
+
+
+def test_a_round_file_of_another_search_is_refused_by_name(tmp_path, toy_table, capsys):
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    args = _search(mine, toy_table, "mine")
+    _search(other, toy_table, "other")
+    shutil.copy(other / "ledger" / "round-000000.parquet", mine / "ledger" / "round-000099.parquet")
+    before = _digest(mine)
+    _refused([*args[:-1], "--trials", "8", "--resume"], capsys, "round-000099.parquet", "'other/000000/000'")
+    assert _digest(mine) == before
+
+
+def test_a_doubled_row_is_refused_by_name(tmp_path, toy_table, capsys):
+    out = tmp_path / "s"
+    args = _search(out, toy_table, "s")
+    path = out / "ledger" / "round-000001.parquet"
+    table = pq.read_table(path)
+    pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), path)
+    _refused([*args, "--trials", "8", "--resume"], capsys, "round-000001.parquet", "twice")
+
+
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("step", -3, "step must be an integer >= 0"), ("step", "seven", "step must be an integer >= 0"),
+    ("tasks", [], "tasks must be a non-empty list"), ("search_id", 7, "search_id must be a non-empty string"),
+])
+def test_a_checkpoint_with_a_valid_checksum_but_a_bad_field_is_refused(tmp_path, toy_table, capsys, field, value,
+                                                                        needle):
+    out = tmp_path / "s"
+    args = _search(out, toy_table, "s")
+    body = load_checkpoint(out / "checkpoint.pt")
+    save_checkpoint(out / "checkpoint.pt", {**body, field: value})  # re-framed: the checksum is valid
+    before = _digest(out)
+    _refused([*args, "--resume"], capsys, "checkpoint", needle)
+    assert _digest(out) == before
+
+
+def test_space_does_not_apply_with_a_benchmark(tmp_path, capsys):
+    _refused(["search", "--benchmark", "nasbench201", "--space", "taml-text", "--trials", "2", "--out",
+              str(tmp_path / "s"), "--no-progress"], capsys, "--space", "does not apply")
+    assert not (tmp_path / "s").exists()
