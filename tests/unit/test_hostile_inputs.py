@@ -75,3 +75,45 @@ def test_space_does_not_apply_with_a_benchmark(tmp_path, capsys):
     _refused(["search", "--benchmark", "nasbench201", "--space", "taml-text", "--trials", "2", "--out",
               str(tmp_path / "s"), "--no-progress"], capsys, "--space", "does not apply")
     assert not (tmp_path / "s").exists()
+
+
+def _lease_file(out: Path, host: str, pid: int, expires_in: float) -> None:
+    import json
+    import time
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lease.json").write_text(json.dumps({"host": host, "pid": pid, "expires_at": time.time() + expires_in}))
+
+
+def test_a_second_runner_on_one_directory_is_refused_naming_the_holder(tmp_path, toy_table, capsys):
+    import os
+
+    from transfer_automl.study import SearchDir
+    from transfer_automl.study.lease import Lease
+
+    out = tmp_path / "s"
+    args = ["search", "--table", str(toy_table), "--metric-columns", "t1,t2", "--trials", "2", "--out", str(out),
+            "--no-progress", "--method", "rs"]
+    with Lease(SearchDir(out), ttl_s=30):  # another runner holds it (here: this process)
+        _refused(args, capsys, "is being run by pid", str(os.getpid()))
+        assert not (out / "checkpoint.pt").exists()
+    assert not (out / "lease.json").exists()  # released
+    assert main(args) == 0 and not (out / "lease.json").exists()  # taken and given back
+
+
+def test_a_stale_lease_is_taken_over_and_a_live_one_elsewhere_is_not(tmp_path, toy_table, capsys):
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    out = tmp_path / "s"
+    args = ["search", "--table", str(toy_table), "--metric-columns", "t1,t2", "--trials", "2", "--out", str(out),
+            "--no-progress", "--method", "rs"]
+    _lease_file(out, socket.gethostname(), int(dead.stdout), expires_in=60)  # its process is gone
+    assert main(args) == 0
+    _lease_file(out, "elsewhere", 1, expires_in=-1)  # expired
+    assert main([*args, "--resume", "--trials", "4"]) == 0
+    _lease_file(out, "elsewhere", 1, expires_in=60)  # alive, on another host
+    _refused([*args, "--resume", "--trials", "6"], capsys, "pid 1 on elsewhere")

@@ -14,7 +14,7 @@ from transfer_automl.tracking import Tracker
 
 def run_search(settings: SearchSettings | Mapping[str, Any], tracker: Tracker | None = None) -> SearchResult:
     """Open the study (scratch, resume or transfer), run its pending rounds, finish it."""
-    study = Study.open(settings, tracker=tracker)
+    study = Study.open(settings, tracker=tracker, lease=True)  # one runner per directory
     progress = _progress(study)
     try:
         for step in study.pending_rounds():

@@ -43,6 +43,7 @@ from transfer_automl.search import (
 )
 from transfer_automl.space import space_from_dict
 from transfer_automl.study.backends import Backend, make_backend
+from transfer_automl.study.lease import Lease
 from transfer_automl.study.search_dir import (
     CHECKPOINT_NAME,
     SETTINGS_NAME,
@@ -96,6 +97,7 @@ class Study:
         self._history: TaskHistory | None = None
         self._counted: set[str] = set()  # trial ids in the history
         self._fresh: set[int] = set()  # rounds this object asked first (nothing of them recorded)
+        self.lease: Lease | None = None  # the directory's lease, held by a runner (study.lease)
         self.trials_run = 0
         self.started = time.perf_counter()
 
@@ -103,18 +105,22 @@ class Study:
 
     @classmethod
     def open(cls, settings: SearchSettings | Mapping[str, Any], store: str | Path | SearchDir | None = None, *,
-             tracker: Tracker | None = None, backend: Backend | None = None) -> Study:
+             tracker: Tracker | None = None, backend: Backend | None = None, lease: bool = False) -> Study:
         """Start (scratch, transfer) or continue (resume) the search in `store` (default:
         settings.out). For resume, `settings` may be a mapping of just the settings given again:
-        the stored settings are continued with them (`SearchSettings.resumed`)."""
+        the stored settings are continued with them (`SearchSettings.resumed`). With `lease`, the
+        study holds the directory's lease (study.lease) until `finish` or `abort`: a second runner
+        on the same directory is refused."""
         given = dict(settings) if isinstance(settings, Mapping) else _all_fields(settings)
         location = store if store is not None else given.get("out")
         if not location:
             raise ConfigError("out: give the search directory")
         directory = SearchDir.of(location)
         if given.get("init_from") == "resume":
-            return cls._resume(directory, given, tracker, backend)
+            return _leased(directory, lease, lambda: cls._resume(directory, given, tracker, backend))
         settings = SearchSettings.from_mapping({**given, "out": directory.location})
+        if lease:
+            return _leased(directory, lease, lambda: cls.open(settings, directory, tracker=tracker, backend=backend))
         existing = directory.has_checkpoint() or bool(directory.ledger.files())
         if existing:
             study = cls._retried_init(directory, settings, tracker, backend)
@@ -376,6 +382,7 @@ class Study:
             from transfer_automl.study.champions import register_after_search
 
             champions = register_after_search(self.settings, self.directory, tracker)
+        self.release()
         d = self.directory
         return SearchResult(
             self.search.search_id, self.settings.method, "memory" if d is None else d.store.root if d.is_local
@@ -384,9 +391,18 @@ class Study:
             time.perf_counter() - self.started, champions)
 
     def abort(self) -> None:
-        """Close the tracker's run as KILLED (an interrupted or failed runner)."""
-        if self._tracker is not None and self._tracker_started:
-            self._tracker.finish({}, status="KILLED")
+        """Close the tracker's run as KILLED (an interrupted or failed runner); release the lease."""
+        try:
+            if self._tracker is not None and self._tracker_started:
+                self._tracker.finish({}, status="KILLED")
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Give up the directory's lease, if this study holds it."""
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
 
     # -- files -----------------------------------------------------------------------------------------
 
@@ -443,6 +459,21 @@ class Study:
         if row.trial_id != trial.trial_id:
             raise ConfigError(f"{self.directory.where(key)} holds trial {row.trial_id!r}, not {trial.trial_id!r}")
         return row
+
+
+def _leased(directory: SearchDir, lease: bool, open_study) -> Study:
+    """`open_study()` under the directory's lease (taken before anything is written, kept by the
+    study); released again if opening fails."""
+    if not lease:
+        return open_study()
+    held = Lease(directory).acquire()
+    try:
+        study = open_study()
+    except BaseException:
+        held.release()
+        raise
+    study.lease = held
+    return study
 
 
 # -- the search itself ------------------------------------------------------------------------------
