@@ -35,7 +35,7 @@ run:
 # Recompile every Kubeflow pipeline into its checked-in YAML, pipelines/compiled/<name>.yaml (tests
 # compare the two). `make pipelines` is the old name.
 compile:
-	TAML_IMAGE_REGISTRY=$(REGISTRY) TAML_IMAGE_TAG=$(TAG) $(VENV)/bin/taml pipeline compile --out pipelines/compiled
+	TAML_IMAGE_REGISTRY=$(REGISTRY) TAML_IMAGE_TAG=$(TAG) $(VENV)/bin/taml pipeline compile --out pipelines/compiled --force
 
 pipelines: compile
 

@@ -137,12 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--workers", type=_positive_int, default=2, help="processes (one per core)")
     bs.add_argument("--data-dir", help="benchmark tables (default $TAML_BENCHMARK_DIR or ../shared/data/benchmarks)")
     bs.add_argument("--out", required=True)
+    bs.add_argument("--force", action="store_true", help="replace existing output files (a search's own files are never replaced)")
     bs.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     fu = sub.add_parser("fuse", help="FUSE: candidates trained jointly through a softmax(alpha) output mixture (image tasks)",
                         epilog="example: taml fuse --task mnist_test --candidates 4 --budget 20 --out runs/fuse")
     fu.add_argument("--task", required=True, help="image task: <source>, <source>:is<d> or <source>:odd_even")
     fu.add_argument("--out", required=True, help="directory for candidates.parquet and best.json")
+    fu.add_argument("--force", action="store_true", help="replace existing output files (a search's own files are never replaced)")
     fu.add_argument("--space", default="fuse-image", help="fuse-image or a .yaml/.json space with its decisions")
     fu.add_argument("--candidates", type=_positive_int, default=4, help="C: candidates trained jointly per round")
     fu.add_argument("--budget", type=_positive_int, default=20, help="candidate trainings in all (rounds = budget // C)")
@@ -156,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "taml distance --tasks sms_spam,mpqa,customer_reviews --repeats 3 --out runs/demo --json"))
     d.add_argument("--tasks", required=True, help="comma-separated tasks: image <source>[:is<d>|:odd_even] or text names")
     d.add_argument("--out", required=True, help="directory for distance.parquet and distance.png")
+    d.add_argument("--force", action="store_true", help="replace existing output files (a search's own files are never replaced)")
     d.add_argument("--repeats", type=_positive_int, default=10, help="probe initialisations averaged (paper: 10)")
     d.add_argument("--sigma", type=_positive_float, default=1e-3, help="sigma in log(F + sigma^2)")
     d.add_argument("--modality", choices=["auto", "text", "image"], default="auto",
@@ -178,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--target", required=True, help="the new task (a task name in --data-dir or a .parquet path)")
     tr.add_argument("--from", dest="source", required=True, help="a search directory or its checkpoint.pt")
     tr.add_argument("--out", required=True, help="directory for checkpoint.pt (or, with --reduce-space, space.yaml)")
+    tr.add_argument("--force", action="store_true", help="with --reduce-space: replace an existing space.yaml")
     tr.add_argument("--select", default="closest", help="closest, all, or one source task's name")
     tr.add_argument("--embedding", choices=["closest", "random", "mean"], default="closest",
                     help="the target's task embedding: the closest source's, the selected sources' mean, or random")
@@ -196,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     plc = plsub.add_parser("compile", help="compile every pipelines/<name>/pipeline.py to DIR/<name>.yaml",
                            **_examples("taml pipeline compile --out build/pipelines"))
     plc.add_argument("--out", required=True)
+    plc.add_argument("--force", action="store_true", help="replace existing output files (a search's own files are never replaced)")
     plc.add_argument("--pipelines-dir", default="pipelines", help="where the pipeline definitions live")
     _pipeline_shape_flags(plc)
     plr = plsub.add_parser("run", help="run a pipeline on this machine through kfp.local (lightweight components "
@@ -247,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "taml report runs/nb201 --last 50 --out nb201.html --json"))
     rp.add_argument("search_dir", help="the search directory (ledger/, checkpoint.pt, optional distance.parquet)")
     rp.add_argument("--out", required=True, help="the HTML file to write")
+    rp.add_argument("--force", action="store_true", help="replace --out if it exists (never a search's own file)")
     rp.add_argument("--compare", action="append", default=[], metavar="SEARCH_DIR",
                     help="another search on the same tasks (e.g. --method rs) drawn beside it; repeatable")
     rp.add_argument("--last", type=_positive_int, help="action heatmaps over each task's last N trials (default: all)")
@@ -351,9 +357,11 @@ def _task_summary(s) -> dict:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from transfer_automl.outputs import check_output_file
     from transfer_automl.report import build_report
     from transfer_automl.storage import atomic_write
 
+    check_output_file(args.out, args.force)
     with _working(f"drawing the report of {args.search_dir}", enabled=not args.json):
         report = build_report(args.search_dir, args.compare, args.last, args.data_dir)
     out = atomic_write(Path(args.out), lambda tmp: Path(tmp).write_text(report.html, encoding="utf-8"))
@@ -399,6 +407,9 @@ def _bench(args: argparse.Namespace) -> int:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))  # also the spawned workers' path
     from benchmarks.search_efficiency import BenchSettings, run_benchmark
+    from transfer_automl.outputs import check_output_dir
+
+    check_output_dir(args.out, ["summary.md", "results.parquet", "regret_*.png"], args.force)
 
     settings = BenchSettings(
         benchmark=args.benchmark, out=args.out, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
@@ -415,9 +426,11 @@ def _bench(args: argparse.Namespace) -> int:
 def _distance(args: argparse.Namespace) -> int:
     import time
 
+    from transfer_automl.outputs import check_output_dir
     from transfer_automl.transfer.distances import FisherLogDet
     from transfer_automl.transfer.fisher import ProbeConfig, load_probe_tasks
 
+    check_output_dir(args.out, ["distance.parquet", "distance.png"], args.force)
     start = time.perf_counter()
     tasks = load_probe_tasks(list(_csv(args.tasks)), modality=args.modality, data_dir=args.data_dir)
     distance = FisherLogDet(sigma=args.sigma, config=ProbeConfig(fisher_labels=args.fisher_labels))
@@ -435,8 +448,10 @@ def _distance(args: argparse.Namespace) -> int:
 
 
 def _fuse(args: argparse.Namespace) -> int:
-    from transfer_automl.search.fuse import FuseSettings, run_fuse
+    from transfer_automl.outputs import check_output_dir
+    from transfer_automl.search.fuse import BEST_FILE, LEDGER_FILE, FuseSettings, run_fuse
 
+    check_output_dir(args.out, [LEDGER_FILE, BEST_FILE], args.force)
     settings = FuseSettings(task=args.task, out=args.out, space=args.space, candidates=args.candidates,
                             budget=args.budget, patience=args.patience, steps=args.steps, seed=args.seed,
                             data_dir=args.data_dir)
@@ -449,8 +464,10 @@ def _fuse(args: argparse.Namespace) -> int:
 
 
 def _transfer(args: argparse.Namespace) -> int:
+    from transfer_automl.outputs import check_output_dir
     from transfer_automl.steps.transfer_steps import TransferSettings, run_transfer
 
+    check_output_dir(args.out, ["space.yaml"] if args.reduce_space else [], args.force)
     settings = TransferSettings(
         target=args.target, source=args.source, out=args.out, select=args.select, embedding=args.embedding,
         reduce_space=args.reduce_space, top_k=args.top_k, repeats=args.repeats, data_dir=args.data_dir,
@@ -484,7 +501,10 @@ def _pipeline(args: argparse.Namespace) -> int:
     options = kp.BuildOptions(rounds=args.rounds, children_per_round=args.children, gpu=not args.cpu,
                               parallelism=args.parallelism)
     if args.pipeline_command == "compile":
+        from transfer_automl.outputs import check_output_dir
+
         default = options == kp.BuildOptions()
+        check_output_dir(args.out, ["*.yaml"], args.force)
         for name, module in kp.pipeline_modules(args.pipelines_dir).items():
             written = module.compile_all(args.out) if default else \
                 [kp.compile_to(kp.build(module, options), Path(args.out) / f"{name}.yaml")]

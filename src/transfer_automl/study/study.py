@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from transfer_automl.errors import CheckpointError, ConfigError, StorageError
+from transfer_automl.outputs import check_output_dir
 from transfer_automl.rewards import reward_from_accuracy
 from transfer_automl.rewards.summary import TaskHistory, TaskSummary, summarize
 from transfer_automl.search import (
@@ -116,6 +117,8 @@ class Study:
         if not location:
             raise ConfigError("out: give the search directory")
         directory = SearchDir.of(location)
+        if directory.is_local:  # not a file, not inside another search's own files, writable
+            check_output_dir(directory.store.root, [], flag="out:")
         if given.get("init_from") == "resume":
             return _leased(directory, lease, lambda: cls._resume(directory, given, tracker, backend))
         settings = SearchSettings.from_mapping({**given, "out": directory.location})
