@@ -9,12 +9,16 @@
     taml runs show runs/demo # one search: per-task summary and best configurations
 
 Listing and reporting commands take `--json` (one JSON document on stdout).
-User errors (bad task, space file, setting, checkpoint) print one line and exit with code 2.
+User errors (bad task, space file, setting, checkpoint) and what the machine refuses (disk full, no
+permission) print one line and exit with code 2; a bug prints one line asking for a report and exits
+with code 1 (TAML_DEBUG=1 shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +27,7 @@ from transfer_automl.console import print_json, print_table
 from transfer_automl.errors import TamlError
 
 EXIT_USAGE = 2
+EXIT_BUG = 1
 
 
 def _positive_int(text: str) -> int:
@@ -300,6 +305,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("taml: interrupted; committed rounds are kept, continue with --resume", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        print(f"taml: error: {_os_error(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # a bug: one line and a request to report it, the traceback on demand
+        if os.environ.get("TAML_DEBUG"):
+            raise
+        print(f"taml: internal error ({type(exc).__name__}: {_first_line(exc)}); please report it with the command "
+              "line, and rerun with TAML_DEBUG=1 for the traceback", file=sys.stderr)
+        return EXIT_BUG
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else "no message"
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for what the machine refused: disk full, permissions, a read-only file system."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device{where}; rounds already committed are kept: free space, then --resume"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"not allowed to write{where}: {exc.strerror}"
+    return f"{exc.strerror or _first_line(exc)}{where}"
 
 
 def _csv(text: str) -> tuple[str, ...]:

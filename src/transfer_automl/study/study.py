@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -54,7 +55,7 @@ from transfer_automl.study.search_dir import (
     trials_key,
 )
 from transfer_automl.study.settings import SearchSettings, method_option_names
-from transfer_automl.tracking import Tracker
+from transfer_automl.tracking import Tracker, check_tracking_uri
 from transfer_automl.trial_status import STATUS_OK
 
 
@@ -117,6 +118,8 @@ class Study:
         if not location:
             raise ConfigError("out: give the search directory")
         directory = SearchDir.of(location)
+        if tracker is None:  # the default tracker reads it; refuse a bad one before writing anything
+            check_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
         if directory.is_local:  # not a file, not inside another search's own files, writable
             check_output_dir(directory.store.root, [], flag="out:")
         if given.get("init_from") == "resume":

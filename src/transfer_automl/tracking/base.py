@@ -8,6 +8,25 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+
+from transfer_automl.errors import ConfigError
+
+# The store schemes MLflow 3 accepts for tracking and the model registry (mlflow/tracking/registry.py).
+MLFLOW_SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks",
+                  "databricks-uc", "uc")
+
+
+def check_tracking_uri(uri: str | None, source: str = "MLFLOW_TRACKING_URI") -> None:
+    """Refuse, before a search writes anything, a tracking URI that MLflow would reject mid-search."""
+    if not uri:
+        return
+    scheme = urlparse(uri).scheme.split("+")[0]  # postgresql+psycopg2://...
+    if len(scheme) == 1:  # a Windows drive letter is a path
+        scheme = ""
+    if scheme not in MLFLOW_SCHEMES:
+        raise ConfigError(f"{source}={uri}: MLflow does not accept the scheme {scheme!r}; use a server "
+                          "(http://host:5000), a database (sqlite:///mlflow.db, postgresql://...) or a path")
 
 
 class Tracker:

@@ -19,14 +19,17 @@ puts them: `<out>/mlartifacts` for the embedded sqlite store, the server's artif
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Iterator
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from transfer_automl.tracking.base import Tracker
+from transfer_automl.tracking.base import Tracker, check_tracking_uri
 from transfer_automl.tracking.champion import (
     CHAMPION_ALIAS,
     ChampionCandidate,
@@ -38,6 +41,9 @@ from transfer_automl.tracking.champion import (
 _PARAM_MAX = 500  # MLflow's limit on param value length
 
 # MLflow's HTTP client settings (mlflow/environment_variables.py), set only where the user did not.
+_KEY_UNSAFE = re.compile(r"[^\w./\- :]")
+_KEY_MAX = 250
+
 _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -113,7 +119,8 @@ class MlflowTracker(Tracker):
 
         self.last_step = step
         now = _now_ms()
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _finite(v)]
+        keys = _keys(metrics)
+        batch = [Metric(keys[k], float(v), now, step) for k, v in metrics.items() if _finite(v)]
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)
 
@@ -143,10 +150,11 @@ class MlflowTracker(Tracker):
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=row["trial_id"])
         step = int(row["controller_step"])
         now = _now_ms()
+        keys = _keys(config)
         metrics = [Metric(f"child/{k}", float(row[k]), now, step)
                    for k in ("val_accuracy", "test_accuracy", "reward", "duration_s") if _finite(row[k])]
         self.client.log_batch(run.info.run_id, metrics=metrics,
-                              params=[Param(k, _param(v)) for k, v in sorted(config.items())])
+                              params=[Param(keys[k], _param(v)) for k, v in sorted(config.items())])
         status = "FINISHED" if row["status"] == "ok" else "FAILED"
         self.client.set_terminated(run.info.run_id, status=status)
         self.child_runs[row["trial_id"]] = (run.info.run_id, status)
@@ -157,7 +165,8 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Metric
 
         now = _now_ms()
-        batch = [Metric(k, float(v), now, self.last_step) for k, v in summary.items() if _finite(v)]
+        keys = _keys(summary)
+        batch = [Metric(keys[k], float(v), now, self.last_step) for k, v in summary.items() if _finite(v)]
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)
         self.client.set_terminated(self.run_id, status=status)
@@ -300,6 +309,7 @@ def _resolve_uri(uri: str | None, default_uri: str) -> str:
     """The URI given, else MLFLOW_TRACKING_URI, else the default; short HTTP retries; a new sqlite
     store created whole."""
     resolved = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri
+    check_tracking_uri(resolved, "tracking URI")
     if _is_http(resolved):
         for name, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
@@ -368,6 +378,17 @@ def _save_empty_store_template(body: bytes) -> None:
         os.replace(tmp, target)
     except OSError:
         tmp.unlink(missing_ok=True)
+
+
+def _keys(names: Iterable[str]) -> dict[str, str]:
+    """Metric or param keys MLflow accepts (letters, digits, `_-. :/`, at most 250 characters):
+    task names and table columns may hold anything, and MLflow refuses a whole batch for one bad
+    key. Unsafe characters become `_`; names that would then merge get a short hash each."""
+    names = list(names)
+    safe = {n: _KEY_UNSAFE.sub("_", n)[:_KEY_MAX] for n in names}
+    counts = Counter(safe.values())
+    return {n: k if counts[k] == 1 else f"{k[:_KEY_MAX - 9]}_{hashlib.sha1(n.encode()).hexdigest()[:8]}"
+            for n, k in safe.items()}
 
 
 def _param(value: Any) -> str:
