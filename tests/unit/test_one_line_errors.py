@@ -78,7 +78,7 @@ def test_task_names_mlflow_refuses_are_logged_under_safe_keys(tmp_path, capsys):
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     controller = next(r for r in runs if r.data.tags.get("taml.role") == "controller")
-    rewards = sorted(k for k in controller.data.metrics if k.startswith("reward/acc___/reward"))
+    rewards = sorted(k for k in controller.data.metrics if k.startswith("reward/acc___") and k.endswith("/reward"))
     # both tasks' metrics are there, under distinct keys, although both names sanitize to acc___
     assert len(rewards) == 2, sorted(controller.data.metrics)
 
@@ -88,5 +88,6 @@ def test_safe_keys_keep_good_names_and_never_merge_two():
 
     keys = _keys(["child/val_accuracy", "a b:c/d-e.f", "x(1)", "x[1]", "y" * 300])
     assert keys["child/val_accuracy"] == "child/val_accuracy" and keys["a b:c/d-e.f"] == "a b:c/d-e.f"
-    assert keys["x(1)"] != keys["x[1]"] and keys["x(1)"].startswith("x_1_")
+    assert keys["x(1)"] != keys["x[1]"] and keys["x(1)"].startswith("x_1__")
+    assert _keys(["reward/acc(%)/reward"])["reward/acc(%)/reward"].endswith("/reward")
     assert len(keys["y" * 300]) == 250

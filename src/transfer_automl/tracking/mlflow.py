@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -383,12 +382,18 @@ def _save_empty_store_template(body: bytes) -> None:
 def _keys(names: Iterable[str]) -> dict[str, str]:
     """Metric or param keys MLflow accepts (letters, digits, `_-. :/`, at most 250 characters):
     task names and table columns may hold anything, and MLflow refuses a whole batch for one bad
-    key. Unsafe characters become `_`; names that would then merge get a short hash each."""
-    names = list(names)
-    safe = {n: _KEY_UNSAFE.sub("_", n)[:_KEY_MAX] for n in names}
-    counts = Counter(safe.values())
-    return {n: k if counts[k] == 1 else f"{k[:_KEY_MAX - 9]}_{hashlib.sha1(n.encode()).hexdigest()[:8]}"
-            for n, k in safe.items()}
+    key. In each `/`-separated part, unsafe characters become `_` followed by a short hash of the
+    part, so two names never merge (`reward/acc(%)/reward` -> `reward/acc____5c1e0b/reward`)."""
+    return {name: _key(name) for name in names}
+
+
+def _key(name: str) -> str:
+    if not _KEY_UNSAFE.search(name) and len(name) <= _KEY_MAX:
+        return name
+    parts = [p if not _KEY_UNSAFE.search(p) else f"{_KEY_UNSAFE.sub('_', p)}_{hashlib.sha1(p.encode()).hexdigest()[:6]}"
+             for p in name.split("/")]
+    key = "/".join(parts)
+    return key if len(key) <= _KEY_MAX else f"{key[:_KEY_MAX - 9]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 def _param(value: Any) -> str:
