@@ -290,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the search's own mlflow.db")
     rr.add_argument("--data-dir", help="where the search's task names resolve (default: as for taml search)")
     _json_flag(rr)
+    rx = rsub.add_parser("repair", help="set aside ledger files that keep a search from resuming "
+                                        "(into DIR/quarantine/; nothing is deleted)",
+                         **_examples("taml runs repair runs/demo", "taml runs repair s3://taml/searches/demo --json"))
+    rx.add_argument("out", help="the search directory or s3:// uri")
+    _json_flag(rx)
     return parser
 
 
@@ -609,6 +614,18 @@ def _runs(args: argparse.Namespace) -> int:
             print_json({"search_id": report.search_id, "mlflow": report.tracking_location, **report.to_dict()})
         else:
             print("\n".join([f"search {report.search_id} -> {report.tracking_location or 'nothing'}", *report.lines()]))
+        return 0
+    if args.runs_command == "repair":
+        from transfer_automl.study.repair import repair_search
+
+        repaired = repair_search(args.out)
+        if args.json:
+            print_json({"search_id": repaired.search_id, "quarantine": repaired.quarantine,
+                        "actions": [{"file": name, "done": what} for name, what in repaired.actions]})
+        else:
+            print("\n".join(repaired.lines()))
+            if repaired.actions:
+                print(f"continue with: taml search --out {args.out} --resume")
         return 0
     from transfer_automl.study.tracking import sync_runs
 

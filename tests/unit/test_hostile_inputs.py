@@ -117,3 +117,54 @@ def test_a_stale_lease_is_taken_over_and_a_live_one_elsewhere_is_not(tmp_path, t
     assert main([*args, "--resume", "--trials", "4"]) == 0
     _lease_file(out, "elsewhere", 1, expires_in=60)  # alive, on another host
     _refused([*args, "--resume", "--trials", "6"], capsys, "pid 1 on elsewhere")
+
+
+def _quarantined(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (out / "quarantine").rglob("*") if p.is_file()}
+
+
+def test_repair_sets_a_foreign_round_aside_and_the_search_resumes(tmp_path, toy_table, capsys):
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    args = _search(mine, toy_table, "mine")
+    _search(other, toy_table, "other")
+    foreign = (other / "ledger" / "round-000000.parquet").read_bytes()
+    (mine / "ledger" / "round-000099.parquet").write_bytes(foreign)
+    (mine / "ledger" / "notes.txt").write_text("pyarrow would read me as part of the ledger")
+    capsys.readouterr()
+    assert main(["runs", "repair", str(mine)]) == 0
+    out = capsys.readouterr().out
+    assert "round-000099.parquet: moved to quarantine" in out and "notes.txt: moved to quarantine" in out
+    assert _quarantined(mine)["round-000099.parquet"] == foreign  # kept, byte for byte
+    assert sorted(p.name for p in (mine / "ledger").iterdir()) == ["round-000000.parquet", "round-000001.parquet"]
+    assert main([*args[:-1], "--trials", "8", "--resume"]) == 0
+    rows = pq.read_table(mine / "ledger").to_pylist()
+    assert len(rows) == 8 and all(r["search_id"] == "mine" for r in rows)
+    assert main(["runs", "repair", str(mine)]) == 0
+    assert "nothing to repair" in capsys.readouterr().out
+
+
+def test_repair_drops_a_doubled_row_keeping_the_original_aside(tmp_path, toy_table, capsys):
+    out = tmp_path / "s"
+    args = _search(out, toy_table, "s")
+    path = out / "ledger" / "round-000001.parquet"
+    table = pq.read_table(path)
+    pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), path)
+    doubled = path.read_bytes()
+    assert main(["runs", "repair", str(out), "--json"]) == 0
+    assert "1 row(s) doubled" in capsys.readouterr().out
+    assert pq.read_table(path).num_rows == table.num_rows
+    assert _quarantined(out)["round-000001.parquet"] == doubled
+    assert main([*args, "--trials", "8", "--resume"]) == 0
+
+
+def test_repair_refuses_a_directory_without_a_search_and_a_running_search(tmp_path, toy_table, capsys):
+    from transfer_automl.study import SearchDir
+    from transfer_automl.study.lease import Lease
+
+    _refused(["runs", "repair", str(tmp_path / "nothing")], capsys, "holds no search")
+    out = tmp_path / "s"
+    _search(out, toy_table, "s")
+    before = _digest(out)
+    with Lease(SearchDir(out), ttl_s=30):
+        _refused(["runs", "repair", str(out)], capsys, "is being run by pid")
+    assert _digest(out) == before

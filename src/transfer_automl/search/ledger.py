@@ -11,6 +11,7 @@ step never doubles a trial, and other trial ids are refused. Read the whole ledg
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -162,13 +163,70 @@ class Ledger:
                                                  strict=True):
                 if owner != search_id or not _is_trial_id(trial_id, search_id, step):
                     raise LedgerError(f"{where} holds trial {trial_id!r} of search {owner!r}, not a trial of step "
-                                      f"{step} of search {search_id!r}; move the file out of the ledger")
+                                      f"{step} of search {search_id!r}; `taml runs repair` sets it aside")
                 if row_step != step:
-                    raise LedgerError(f"{where} holds trial {trial_id!r} of step {row_step}, not {step}")
+                    raise LedgerError(f"{where} holds trial {trial_id!r} of step {row_step}, not {step}; "
+                                      "`taml runs repair` sets it aside")
                 if trial_id in seen:
                     raise LedgerError(f"{where} holds trial {trial_id!r} twice"
-                                      + ("" if seen[trial_id] == key else f" (also in {self._location(seen[trial_id])})"))
+                                      + ("" if seen[trial_id] == key else f" (also in {self._location(seen[trial_id])})")
+                                      + "; `taml runs repair` keeps it once")
                 seen[trial_id] = key
+
+    def repair(self, search_id: str, quarantine: ArtifactStore) -> list[tuple[str, str]]:
+        """Set aside what `check` and `read` refuse, so the search can resume: a foreign, unreadable
+        or misnamed file is moved into `quarantine` whole; a round file with foreign, misplaced or
+        doubled rows is copied there and rewritten with only its own rows, each once. Nothing is
+        deleted before its copy is in quarantine. Returns (file, what was done) per file touched."""
+        done: list[tuple[str, str]] = []
+        seen: set[str] = set()
+
+        def set_aside(key: str) -> None:
+            quarantine.put_bytes(key, self.store.get_bytes(key))
+
+        for key in sorted(k for k in self.store.list() if "/" not in k and not k.startswith((".", "_"))):
+            why = self._unusable(key)
+            if why:
+                set_aside(key)
+                self.store.delete(key)
+                done.append((key, f"moved to quarantine: {why}"))
+                continue
+            step = int(key[len("round-"):-len(".parquet")])
+            rows, dropped = [], Counter()
+            for row in self._read_key(key).to_pylist():
+                if row["search_id"] != search_id or not _is_trial_id(row["trial_id"], search_id, step):
+                    dropped["of another search or step"] += 1
+                elif row["controller_step"] != step:
+                    dropped["of another step"] += 1
+                elif row["trial_id"] in seen:
+                    dropped["doubled"] += 1
+                else:
+                    seen.add(row["trial_id"])
+                    rows.append(row)
+            if not dropped:
+                continue
+            set_aside(key)
+            what = ", ".join(f"{n} row(s) {why}" for why, n in sorted(dropped.items()))
+            if rows:
+                self.store.write_parquet(key, pa.Table.from_pylist(rows, schema=SCHEMA))
+                done.append((key, f"rewritten with its {len(rows)} own row(s), the original in quarantine: {what}"))
+            else:
+                self.store.delete(key)
+                done.append((key, f"moved to quarantine: {what}"))
+        return done
+
+    def _unusable(self, key: str) -> str:
+        """Why a file in the ledger directory cannot be part of this ledger ("" when it can)."""
+        if not _ROUND_NAME.fullmatch(key):
+            return "not a round file (round-<step>.parquet)"
+        fs, path = self.store.arrow_location(key)
+        try:
+            schema = pq.read_schema(path, filesystem=fs)
+        except (pa.ArrowException, OSError):
+            return "not readable Parquet"
+        if not schema.equals(SCHEMA, check_metadata=False):
+            return "a foreign schema"
+        return ""
 
     def _read_key(self, key: str, columns: list[str] | None = None) -> pa.Table:
         fs, path = self.store.arrow_location(key)

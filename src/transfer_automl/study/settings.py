@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
@@ -39,13 +40,15 @@ def _methods() -> list[str]:
 
 def setting(default: Any = MISSING, *, help: str, low: float | None = None, high: float | None = None,
             low_open: bool = False, high_open: bool = False, choices: tuple | Callable[[], list] | None = None,
-            flag: str | None = None, cli: bool = True, resume: str = "fixed", factory: Any = MISSING) -> Any:
+            flag: str | None = None, cli: bool = True, resume: str = "fixed", factory: Any = MISSING,
+            pattern: str | None = None) -> Any:
     """A dataclass field with the metadata the flags, the validation and the resume rule read.
 
     resume: "fixed" (a resumed search must keep the value) or "free" (it may change).
+    pattern: a regular expression a text value must match whole.
     """
     meta = {"help": help, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
-            "choices": choices, "flag": flag, "cli": cli, "resume": resume}
+            "choices": choices, "flag": flag, "cli": cli, "resume": resume, "pattern": pattern}
     if factory is not MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -107,7 +110,9 @@ class SearchSettings:
                                         "or the shipped samples)")
     cache_dir: str | None = setting(None, resume="free",
                                     help="frozen-feature cache, a directory or s3:// (default <out>/cache/features)")
-    search_id: str | None = setting(None, help="default: <out dir name>-<UTC time>")
+    # It names files, MLflow experiments and every trial id (<search_id>/<step>/<k>).
+    search_id: str | None = setting(None, pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}",
+                                    help="letters, digits, '.', '_', '-' (default: <out dir name>-<UTC time>)")
     top_n: int = setting(10, low=1, high=10_000, resume="free", help="accuracy-topN reported per task")
     progress: bool = setting(True, cli=False, resume="free", help="a progress bar on stderr")
 
@@ -360,6 +365,8 @@ def _check_field(f, value: Any, where: str) -> None:
     if value is None:
         return
     _coerce_one(f.name, _kind(f), value, where)  # the type (a frozen dataclass may be built directly)
+    if meta["pattern"] is not None and isinstance(value, str) and not re.fullmatch(meta["pattern"], value):
+        raise ConfigError(f"{label}: {value!r} must match {meta['pattern']}")
     choices = meta["choices"]
     if choices is not None:
         allowed = list(choices() if callable(choices) else choices)

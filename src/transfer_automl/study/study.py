@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -138,7 +139,7 @@ class Study:
             raise ConfigError(f"out: {directory} already holds a search; pass --resume (init_from=resume) to "
                               "continue it or choose another --out")
         backend = backend or make_backend(settings, directory)
-        search_id = settings.search_id or f"{directory.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        search_id = settings.search_id or f"{_id_safe(directory.name)}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
         search = _new_search(settings, backend, search_id)
         settings = replace(settings, search_id=search_id)
         study = cls(settings, directory, search, backend=backend, tracker=tracker)
@@ -650,3 +651,8 @@ def _mean(values: list[float]) -> float:
 
 __all__ = ["RoundReport", "SearchResult", "Study", "baseline_metrics", "describe", "method_option_names",
            "restore_search", "stored_settings", "trial_from_record", "trial_record", "trial_seed", "update_config"]
+
+
+def _id_safe(name: str) -> str:
+    """A directory name as the start of a search id (letters, digits, '.', '_', '-')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:100] or "search"
