@@ -92,6 +92,8 @@ class LocalStore(ArtifactStore):
 
     def get_bytes(self, key: str) -> bytes:
         path = self.path(key)
+        if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO would block the read forever
+            raise StorageError(f"{path} is not a regular file")
         try:
             return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):

@@ -534,6 +534,9 @@ def _stem(path: Path) -> str:
 
 
 def _read_table(path: Path, string_columns: Sequence[str] = ()) -> pa.Table:
+    from transfer_automl.limits import check_regular_file, limits
+
+    check_regular_file(path, "benchmark table", TaskError, limits().max_task_bytes, "TAML_MAX_TASK_BYTES")
     if not path.is_file():
         raise TaskError(f"benchmark table {path} does not exist")
     lower = path.name.lower()

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from transfer_automl.errors import StorageError, TaskError
+from transfer_automl.limits import check_regular_file, limits
 from transfer_automl.storage import is_remote, split_uri
 
 
@@ -18,9 +19,16 @@ def read_task_table(path: str | Path, required: tuple[str, ...], what: str) -> t
     """The table and the file's bytes (for content hashes); errors start with `what` (for
     example "task 'mpqa': <path or uri>") and name the file's problem: missing, unreadable, not Parquet,
     lacking a required column, or empty."""
+    bounds = limits()
+    if not is_remote(path):
+        check_regular_file(path, f"{what}: file", TaskError, bounds.max_task_bytes, "TAML_MAX_TASK_BYTES")
     data = _read_bytes(path, what)
     path = path if is_remote(path) else Path(path)
     try:
+        rows = pq.read_metadata(pa.BufferReader(data)).num_rows
+        if rows > bounds.max_task_rows:  # refused before the rows are decoded
+            raise TaskError(f"{what}: {path} has {rows:,} rows, over the limit of {bounds.max_task_rows:,} "
+                            "(TAML_MAX_TASK_ROWS); sample it down or raise the limit")
         table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowException, OSError) as exc:
         raise TaskError(f"{what}: {path} is not a readable Parquet file ({exc})") from None

@@ -7,6 +7,7 @@ split 80/10/10 with a fixed seed (as Transfer AutoML did), so every run sees the
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class TextTask:
     splits: dict[str, np.ndarray]  # split name -> row indices [n_split]
     content_hash: str  # hash of the file bytes: keys the feature cache
     source: str = ""
+    truncated_texts: int = 0  # texts cut to TAML_MAX_TEXT_CHARS characters (transfer_automl.limits)
     _majority: dict[str, float] = field(default_factory=dict, repr=False)
 
     @property
@@ -60,6 +62,7 @@ def load_text_task(path: str | Path, name: str | None = None) -> TextTask:
             raise TaskError(f"task {name!r}: {path} column {column!r} is null in row {bad}")
     if not all(isinstance(t, str) for t in texts):
         raise TaskError(f"task {name!r}: {path} column 'text' must hold strings")
+    texts, truncated, content_hash = _truncated(texts, name, path, data)
     unknown = sorted({s for s in split_raw if s is not None and s not in SPLITS})
     if unknown:
         raise TaskError(f"task {name!r}: {path} column 'split' has value(s) {unknown}; allowed {list(SPLITS)} or null")
@@ -80,8 +83,31 @@ def load_text_task(path: str | Path, name: str | None = None) -> TextTask:
             raise TaskError(f"task {name!r}: {path} label(s) {unseen} occur in {split!r} but not in 'train'")
     return TextTask(
         name=name, texts=texts, labels=labels, classes=classes, splits=splits,
-        content_hash=hashlib.sha256(data).hexdigest()[:16], source=str(path),
+        content_hash=content_hash, source=str(path), truncated_texts=truncated,
     )
+
+
+_WARNED: set[tuple[str, str]] = set()  # (source, hash) already warned about in this process
+
+
+def _truncated(texts: list[str], name: str, path: str | Path, data: bytes) -> tuple[list[str], int, str]:
+    """Texts cut to the limit (one huge text would take minutes and gigabytes to tokenize), how
+    many were cut, and the content hash, which names the limit when it cut something (it keys the
+    feature cache, and features of cut texts differ)."""
+    from transfer_automl.limits import limits
+
+    cap = limits().max_text_chars
+    digest = hashlib.sha256(data)
+    long = sum(len(t) > cap for t in texts)
+    if not long:
+        return texts, 0, digest.hexdigest()[:16]
+    digest.update(f"|max_text_chars={cap}".encode())
+    content_hash = digest.hexdigest()[:16]
+    if (str(path), content_hash) not in _WARNED:
+        _WARNED.add((str(path), content_hash))
+        print(f"taml: warning: task {name!r}: {long} text(s) in {path} longer than {cap:,} characters were "
+              "truncated (TAML_MAX_TEXT_CHARS)", file=sys.stderr)
+    return [t[:cap] for t in texts], long, content_hash
 
 
 def assign_splits(split_raw: list[str | None]) -> dict[str, np.ndarray]:
