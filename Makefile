@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-xor bench-table bench-transfer bench-children clean
+.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-xor bench-table bench-transfer bench-children fuzz clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ setup:
 test:
 	$(VENV)/bin/ruff check src tests components pipelines benchmarks
 	$(PY) -m pytest -q -n auto --dist worksteal
+
+# The property-based fuzz suite at length (2,000 examples per property, random seeds); `make test`
+# runs the same properties at 25 derandomized examples each.
+fuzz:
+	TAML_FUZZ_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
 
 test-fast:
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit -m "not slow and not e2e"

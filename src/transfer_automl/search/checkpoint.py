@@ -128,5 +128,9 @@ def _check_fields(body: dict[str, Any], name: str) -> None:
         raise CheckpointError(f"checkpoint {name}: tasks must be a non-empty list of names, got {tasks!r}")
     if len(set(tasks)) != len(tasks):
         raise CheckpointError(f"checkpoint {name}: tasks {list(tasks)} lists a task more than once")
+    generator_state = body["generator_state"]
+    if not (hasattr(generator_state, "dtype") and str(generator_state.dtype) == "torch.uint8"):
+        raise CheckpointError(f"checkpoint {name}: generator_state must be a torch.ByteTensor, got "
+                              f"{type(generator_state).__name__}")
     if not isinstance(body["space"], dict):
         raise CheckpointError(f"checkpoint {name}: space must be a mapping, got {type(body['space']).__name__}")

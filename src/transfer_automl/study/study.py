@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from transfer_automl.errors import CheckpointError, ConfigError, StorageError
+from transfer_automl.errors import CheckpointError, ConfigError, StorageError, TamlError
 from transfer_automl.outputs import check_output_dir
 from transfer_automl.rewards import reward_from_accuracy
 from transfer_automl.rewards.summary import TaskHistory, TaskSummary, summarize
@@ -550,12 +550,20 @@ def restore_search(body: Mapping[str, Any]) -> Search:
         raise CheckpointError(f"checkpoint is for search method {name!r}, which this taml does not have "
                               f"({sorted(SEARCHES)})")
     search_cls = SEARCHES[name]
-    if isinstance(search_cls, type) and issubclass(search_cls, ControllerSearch):
-        return ControllerSearch.from_checkpoint(dict(body))
-    search = make_search(name, space_from_dict(body["space"], source="checkpoint"), list(body["tasks"]),
-                         str(body["search_id"]), **dict(body.get("settings", {})))
-    search.load_state_dict(dict(body))
-    return search
+    try:
+        if isinstance(search_cls, type) and issubclass(search_cls, ControllerSearch):
+            return ControllerSearch.from_checkpoint(dict(body))
+        search = make_search(name, space_from_dict(body["space"], source="checkpoint"), list(body["tasks"]),
+                             str(body["search_id"]), **dict(body.get("settings", {})))
+        search.load_state_dict(dict(body))
+        return search
+    except TamlError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
+        # The checksum proves these are the bytes written, not that a method's own state in them
+        # is whole (a body edited and re-framed, or written by a broken build): a clean refusal.
+        raise CheckpointError(f"checkpoint of search {body.get('search_id')!r} ({name}) cannot be restored: "
+                              f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 def stored_settings(directory: SearchDir, fill: Mapping[str, Any] | None = None) -> SearchSettings:
