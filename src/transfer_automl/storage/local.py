@@ -104,6 +104,12 @@ class LocalStore(ArtifactStore):
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
+    def size(self, key: str) -> int:
+        try:
+            return self.path(key).stat().st_size
+        except OSError:
+            raise StorageError(f"{self.path(key)} does not exist") from None
+
     def list(self, prefix: str = "") -> list[str]:
         check_key(prefix, prefix=True)
         # Walk only the directory the prefix names ("a/b/ro" -> walk <root>/a/b).
