@@ -24,7 +24,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +297,31 @@ def save_serving_model(model: ServingModel, path: str | Path) -> Path:
     return Path(path)
 
 
+def load_serving_model(model_uri: str, tracking_uri: str | None = None) -> tuple[Any, list[str]]:
+    """A pyfunc model (`models:/taml-<task>@champion`, `runs:/...`, a local path, s3://...) and the
+    input columns its signature names ([] when it has none). The registry is the one at
+    `tracking_uri`, else MLFLOW_TRACKING_URI; a model MLflow cannot find is a one-line error."""
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    from transfer_automl.errors import PredictionError
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        check_tracking_uri(uri, "tracking URI")
+    elif model_uri.startswith("models:/"):
+        raise PredictionError(f"model {model_uri!r}: which registry? set MLFLOW_TRACKING_URI or pass --tracking-uri")
+    try:
+        with _fluent_tracking_uri(uri) if uri else nullcontext():
+            model = mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as exc:
+        raise PredictionError(f"model {model_uri!r} cannot be loaded{f' in MLflow {uri}' if uri else ''}: "
+                              f"{' '.join(str(exc).split())[:300]}") from None
+    signature = model.metadata.signature
+    names = signature.inputs.input_names() if signature is not None and signature.inputs.has_input_names() else []
+    return model, [str(n) for n in names]
+
+
 def _val_accuracy(version: Any) -> float | None:
     """The champion's validation accuracy; None (the alias moves) when a version lacks the tag."""
     if version is None:
@@ -309,7 +334,7 @@ def _val_accuracy(version: Any) -> float | None:
 
 @contextmanager
 def _fluent_tracking_uri(uri: str) -> Iterator[None]:
-    """mlflow.pytorch.log_model works on the global tracking URI; set it for the call and put back
+    """MLflow's fluent calls (log_model, load_model) work on the global tracking URI; set it for the call and put back
     both it and MLFLOW_TRACKING_URI (which mlflow.set_tracking_uri also changes)."""
     import mlflow
     from mlflow.tracking._tracking_service import utils
