@@ -7,6 +7,7 @@
     taml report runs/demo --compare runs/demo-rs --out report.html
     taml runs list runs      # the searches under a directory
     taml runs show runs/demo # one search: per-task summary and best configurations
+    taml predict --model models:/taml-mpqa@champion --input texts.csv --out predictions.parquet
 
 Listing and reporting commands take `--json` (one JSON document on stdout).
 User errors (bad task, space file, setting, checkpoint) and what the machine refuses (disk full, no
@@ -267,6 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--tracking-uri", help="with --mlflow: default $MLFLOW_TRACKING_URI, else the search's own mlflow.db")
     _json_flag(rp)
 
+    pr = sub.add_parser(
+        "predict", help="label the texts of a Parquet, CSV or JSON Lines file with a registered champion",
+        **_examples("taml predict --model models:/taml-mpqa@champion --input texts.csv --out predictions.parquet",
+                    "taml predict --model models:/taml-mpqa/3 --input s3://bucket/in.parquet --out s3://bucket/out.parquet "
+                    "--column body --json"))
+    pr.add_argument("--model", required=True, help="models:/taml-<task>@champion, models:/<name>/<version>, runs:/..., "
+                                                   "or a model directory")
+    pr.add_argument("--input", required=True, help="a .parquet, .csv or .jsonl file (local or s3://)")
+    pr.add_argument("--out", required=True, help="the Parquet file of predictions: row, label, prob_<class>...")
+    pr.add_argument("--column", default="text", help="the input column holding the texts (default: text)")
+    pr.add_argument("--batch-size", type=_positive_int, default=1024, help="rows per prediction batch (default 1024)")
+    pr.add_argument("--tracking-uri", help="the MLflow registry (default: $MLFLOW_TRACKING_URI)")
+    pr.add_argument("--force", action="store_true", help="replace --out if it exists")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _json_flag(pr)
+
     r = sub.add_parser("runs", help="the searches under a directory, one search's results, its MLflow runs")
     rsub = r.add_subparsers(dest="runs_command", required=True)
     rl = rsub.add_parser("list", help="the searches under a directory: id, method, tasks, trials, best per task",
@@ -303,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"search": _search, "spaces": _spaces, "tasks": _tasks, "modules": _modules, "runs": _runs,
                 "bench": _bench, "report": _report, "distance": _distance, "pipeline": _pipeline, "cluster": _cluster,
-                "transfer": _transfer, "fuse": _fuse}[args.command](args)
+                "transfer": _transfer, "fuse": _fuse, "predict": _predict}[args.command](args)
     except TamlError as exc:
         print(f"taml: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -599,6 +616,21 @@ def _cluster(args: argparse.Namespace) -> int:
         print("\nno GPU nodes for the children: taml pipeline compile --out DIR --cpu")
     print("ready" if report.ok else "not ready: fix the failed checks above")
     return 0 if report.ok else 1
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from transfer_automl.serving.predict import predict_file
+
+    summary = predict_file(args.model, args.input, args.out, column=args.column, batch_size=args.batch_size,
+                           tracking_uri=args.tracking_uri, progress=not args.no_progress and not args.json,
+                           force=args.force)
+    if args.json:
+        print_json({"model": args.model, "input": args.input, **summary.to_dict()})
+    else:
+        counts = ", ".join(f"{label} {n}" for label, n in summary.labels.items())
+        print(f"predicted {summary.rows} rows of {args.input} with {args.model} in {summary.seconds:.1f} s -> "
+              f"{summary.out} ({counts})")
+    return 0
 
 
 def _runs(args: argparse.Namespace) -> int:

@@ -86,7 +86,8 @@ def test_search_runs_metrics_artifacts_and_champion_arrive_through_the_server(
         mlflow_server, s3_bucket, tmp_path, samples_dir, feature_cache_dir, monkeypatch):
     import boto3
     import mlflow
-    import mlflow.pytorch
+    import mlflow.pyfunc
+    import pandas as pd
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
@@ -115,15 +116,16 @@ def test_search_runs_metrics_artifacts_and_champion_arrive_through_the_server(
     assert version.tags["taml.search_id"] == "server" and version.run_id in {r.info.run_id for r in children}
     mlflow.set_tracking_uri(mlflow_server)
     try:
-        model = mlflow.pytorch.load_model("models:/taml-mpqa@champion")
+        model = mlflow.pyfunc.load_model("models:/taml-mpqa@champion")
     finally:
         mlflow.set_tracking_uri(None)
-    assert type(model).__name__ == "WideDeepClassifier"
+    predicted = model.predict(pd.DataFrame({"text": ["a fine day", "a terrible day"]}))
+    assert list(predicted.columns) == ["label", "prob_neg", "prob_pos"] and set(predicted["label"]) <= {"neg", "pos"}
 
     # Every artifact is an object in the bucket: the server wrote it there over S3's HTTP API.
     keys = [o["Key"] for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
             for o in page.get("Contents", [])]
     assert all(k.startswith("mlartifacts/") for k in keys)
     names = {k.rsplit("/", 1)[-1] for k in keys}
-    assert {"checkpoint.pt", "space.yaml", "MLmodel", "model.pth", "requirements.txt"} <= names
+    assert {"checkpoint.pt", "space.yaml", "MLmodel", "child.safetensors", "meta.json", "requirements.txt"} <= names
     assert any(k.endswith(f"{controller.info.run_id}/artifacts/checkpoint.pt") for k in keys)

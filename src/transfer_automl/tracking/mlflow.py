@@ -24,7 +24,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from transfer_automl.tracking.champion import (
     CHAMPION_ALIAS,
     ChampionCandidate,
     RegisteredChampion,
+    ServingModel,
     moves_alias,
     registered_model_name,
 )
@@ -203,8 +204,7 @@ class MlflowModelRegistry:
         )
         return runs[0].info.run_id if runs else None
 
-    def register(self, candidate: ChampionCandidate, model: Any, run_id: str,
-                 pip_requirements: list[str]) -> RegisteredChampion:
+    def register(self, candidate: ChampionCandidate, model: ServingModel, run_id: str) -> RegisteredChampion:
         """Log `model` into `run_id` and register it (once per trial), then apply the champion rule."""
         name = registered_model_name(candidate.task)
         self._ensure_registered_model(name, candidate.task)
@@ -213,7 +213,7 @@ class MlflowModelRegistry:
         if version is None:
             # The registry resolves `models:/<id>` through the global tracking URI, so both calls sit in it.
             with _fluent_tracking_uri(self.uri):
-                model_uri, model_id = self._log_model(run_id, model, pip_requirements)
+                model_uri, model_id = self._log_model(run_id, model)
                 version = self.client.create_model_version(
                     name, source=model_uri, run_id=run_id, tags=candidate.tags(),
                     description=candidate.description(), model_id=model_id,
@@ -251,28 +251,75 @@ class MlflowModelRegistry:
         alias_version = self.client.get_registered_model(name).aliases.get(CHAMPION_ALIAS)
         return self.client.get_model_version(name, alias_version) if alias_version is not None else None
 
-    def _log_model(self, run_id: str, model: Any, pip_requirements: list[str]) -> tuple[str, str]:
-        """mlflow.pytorch.log_model into the trial run, reopened and closed again with the status it
-        had (a failed upload must not mark a good trial FAILED). Pickle, not torch.export (the
-        default), which needs an input example and fails on the model's data-dependent branches
-        (which tower, which input)."""
-        import logging
-
+    def _log_model(self, run_id: str, model: ServingModel) -> tuple[str, str]:
+        """`log_serving_model` into the trial run, reopened and closed again with the status it had
+        (a failed upload must not mark a good trial FAILED)."""
         import mlflow
-        import mlflow.pytorch
 
         status = self.client.get_run(run_id).info.status
-        pytorch_log = logging.getLogger("mlflow.pytorch")
-        level = pytorch_log.level
-        pytorch_log.setLevel(logging.ERROR)  # its warning that pickle is unsafe to load: we chose pickle knowingly
         mlflow.start_run(run_id=run_id)
         try:
-            info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
-                                            pip_requirements=list(pip_requirements))
+            info = log_serving_model(model)
         finally:
             mlflow.end_run(status=status if status in ("FINISHED", "FAILED", "KILLED") else "FINISHED")
-            pytorch_log.setLevel(level)
         return info.model_uri, info.model_id
+
+
+def serving_signature(model: ServingModel) -> Any:
+    """Input: one string column `text`; output: `label` and a double `prob_<class>` per class."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    outputs = [ColSpec("string", "label")] + [ColSpec("double", f"prob_{c}") for c in model.classes]
+    return ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema(outputs))
+
+
+def log_serving_model(model: ServingModel, name: str = "model") -> Any:
+    """mlflow.pyfunc.log_model from code (no cloudpickled python_model) into the active run."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    return mlflow.pyfunc.log_model(
+        name=name, python_model=model.code_file, artifacts={"bundle": model.bundle},
+        signature=serving_signature(model), input_example=pd.DataFrame({"text": model.input_example}),
+        pip_requirements=list(model.pip_requirements))
+
+
+def save_serving_model(model: ServingModel, path: str | Path) -> Path:
+    """The same model saved to a local directory (tests, benchmarks, `taml predict` on a path)."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    mlflow.pyfunc.save_model(
+        str(path), python_model=model.code_file, artifacts={"bundle": model.bundle},
+        signature=serving_signature(model), input_example=pd.DataFrame({"text": model.input_example}),
+        pip_requirements=list(model.pip_requirements))
+    return Path(path)
+
+
+def load_serving_model(model_uri: str, tracking_uri: str | None = None) -> tuple[Any, list[str]]:
+    """A pyfunc model (`models:/taml-<task>@champion`, `runs:/...`, a local path, s3://...) and the
+    input columns its signature names ([] when it has none). The registry is the one at
+    `tracking_uri`, else MLFLOW_TRACKING_URI; a model MLflow cannot find is a one-line error."""
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    from transfer_automl.errors import PredictionError
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        check_tracking_uri(uri, "tracking URI")
+    elif model_uri.startswith("models:/"):
+        raise PredictionError(f"model {model_uri!r}: which registry? set MLFLOW_TRACKING_URI or pass --tracking-uri")
+    try:
+        with _fluent_tracking_uri(uri) if uri else nullcontext():
+            model = mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as exc:
+        raise PredictionError(f"model {model_uri!r} cannot be loaded{f' in MLflow {uri}' if uri else ''}: "
+                              f"{' '.join(str(exc).split())[:300]}") from None
+    signature = model.metadata.signature
+    names = signature.inputs.input_names() if signature is not None and signature.inputs.has_input_names() else []
+    return model, [str(n) for n in names]
 
 
 def _val_accuracy(version: Any) -> float | None:
@@ -287,7 +334,7 @@ def _val_accuracy(version: Any) -> float | None:
 
 @contextmanager
 def _fluent_tracking_uri(uri: str) -> Iterator[None]:
-    """mlflow.pytorch.log_model works on the global tracking URI; set it for the call and put back
+    """MLflow's fluent calls (log_model, load_model) work on the global tracking URI; set it for the call and put back
     both it and MLFLOW_TRACKING_URI (which mlflow.set_tracking_uri also changes)."""
     import mlflow
     from mlflow.tracking._tracking_service import utils
