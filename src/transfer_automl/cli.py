@@ -113,10 +113,10 @@ def _version() -> str:
 
     try:
         return version("transfer-automl")
-    except PackageNotFoundError:
-        from transfer_automl import __version__
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        import transfer_automl
 
-        return __version__
+        return transfer_automl.__version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--data-dir", help="the search's --data-dir, for the reference figures (default: as for search)")
     rp.add_argument("--mlflow", action="store_true",
                     help="also log it as report.html into the search's controller run in MLflow")
-    rp.add_argument("--tracking-uri", help="with --mlflow: default $MLFLOW_TRACKING_URI, else the search's own mlflow.db")
+    rp.add_argument("--tracking-uri", help="with --mlflow: default $MLFLOW_TRACKING_URI, else the search's store (DIR/tracking.json)")
     _json_flag(rp)
 
     r = sub.add_parser("runs", help="the searches under a directory, one search's results, its MLflow runs",
@@ -315,13 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
                          **_examples("taml runs sync runs/demo",
                                      "taml runs sync runs/demo --tracking-uri http://mlflow:5000"))
     rs.add_argument("out", help="the search directory or s3:// uri (ledger/, checkpoint.pt)")
-    rs.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the search's own mlflow.db")
+    rs.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the search's store (DIR/tracking.json)")
     rr = rsub.add_parser("register", help="retrain each task's best child, log it to MLflow, register it "
                                           "(alias champion only if better)",
                          **_examples("taml runs register runs/demo",
                                      "taml runs register runs/demo --tracking-uri http://mlflow:5000 --json"))
     rr.add_argument("out", help="the search directory (ledger/, checkpoint.pt)")
-    rr.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the search's own mlflow.db")
+    rr.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the search's store (DIR/tracking.json)")
     rr.add_argument("--data-dir", help="where the search's task names resolve (default: as for taml search)")
     _json_flag(rr)
     rx = rsub.add_parser("repair", help="set aside ledger files that keep a search from resuming "
@@ -412,7 +412,8 @@ def _search(args: argparse.Namespace) -> int:
         print_json({"search_id": result.search_id, "method": result.method, "trials_run": result.trials_run,
                     "wall_s": result.wall_s, "out": str(result.out), "data": result.data_location,
                     "ledger": str(result.ledger_dir), "checkpoint": str(result.checkpoint),
-                    "mlflow": result.tracking_location, "tasks": [_task_summary(s) for s in result.per_task],
+                    "mlflow": result.tracking_location, "mlflow_runs_url": result.browse_url or None,
+                    "tasks": [_task_summary(s) for s in result.per_task],
                     "models": result.champions.to_dict() if result.champions is not None else None})
         return 0
     reference = result.per_task[0].reference if result.per_task else ""
@@ -426,7 +427,10 @@ def _search(args: argparse.Namespace) -> int:
     print(f"checkpoint: {result.checkpoint}")
     print(f"mlflow:     {result.tracking_location}")
     if result.tracking_location.startswith("sqlite:"):
-        print(f"browse:     mlflow ui --backend-store-uri {result.tracking_location}")
+        print(f"browse:     mlflow ui --backend-store-uri {result.tracking_location}, then {result.browse_url}"
+              if result.browse_url else f"browse:     mlflow ui --backend-store-uri {result.tracking_location}")
+    elif result.browse_url:
+        print(f"browse:     {result.browse_url}")
     for line in result.champions.lines() if result.champions is not None else []:
         print(line)
     return 0

@@ -72,8 +72,9 @@ class SearchSettings:
     trials: int = setting(0, low=1, high=10_000_000, resume="free",
                           help="trials in total, across tasks (a resumed search may grow it)")
     out: str = setting("", resume="free",
-                       help="run directory or s3://bucket/prefix (ledger/, checkpoint.pt, settings.json, space.yaml; "
-                            "mlflow.db locally, for s3:// in $TAML_WORK_DIR unless MLFLOW_TRACKING_URI is set)")
+                       help="run directory or s3://bucket/prefix (ledger/, checkpoint.pt, settings.json, space.yaml); "
+                            "MLflow: unless MLFLOW_TRACKING_URI is set, the store shared by the searches started "
+                            "here, ./mlflow.db or $TAML_HOME/mlflow.db (for s3:// one in $TAML_WORK_DIR)")
     space: str | None = setting(None, listed=_builtin_spaces,
                                 help="a built-in space or a .yaml/.json file; text default: taml-text")
     method: str = setting("reinforce", choices=_methods,
