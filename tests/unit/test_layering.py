@@ -71,7 +71,8 @@ LAYERS = (
     {"search"},
     {"transfer", "report"},
     {"study"},
-    {"steps", "kubeflow"},
+    {"kubeflow"},  # below the steps: continue_search submits the next window with kubeflow.continuation
+    {"steps"},
     {"cli"},
 )
 
