@@ -260,3 +260,26 @@ def test_settings_come_in_one_mapping_of_search_settings(name):
         assert inputs["settings"]["parameterType"] == "STRUCT"
         default = inputs["settings"].get("defaultValue", {})
         assert set(default) <= fields - _SHAPED, sorted(set(default) - (fields - _SHAPED))
+
+
+def test_the_yaml_does_not_grow_with_the_trial_budget(tmp_path):
+    """A run is a window of rounds; the budget is the run-time max_trials: 100 and 5,000 trials of
+    16 children compile to the same pipeline but for that default, under 1 MiB, and a window
+    longer than 10 rounds is refused (a budget is not expressed by unrolling)."""
+    from kfp import compiler
+
+    from pipelines.multitask_search.pipeline import MAX_WINDOW, build_pipeline
+
+    specs, sizes = {}, {}
+    for trials in (100, 5000):
+        path = tmp_path / f"{trials}.yaml"
+        compiler.Compiler().compile(build_pipeline(rounds=MAX_WINDOW, children_per_round=16, max_trials=trials),
+                                    str(path))
+        sizes[trials] = path.stat().st_size
+        spec = _documents(path)[0]
+        assert spec["root"]["inputDefinitions"]["parameters"]["max_trials"].pop("defaultValue") == trials
+        specs[trials] = spec
+    assert specs[100] == specs[5000]
+    assert abs(sizes[100] - sizes[5000]) <= 4 and max(sizes.values()) < 1024 * 1024, sizes
+    with pytest.raises(ValueError, match="at most 10 rounds"):
+        build_pipeline(rounds=MAX_WINDOW + 1)
