@@ -12,10 +12,11 @@ A run is a window of `rounds` rounds (unrolled when the pipeline is built: pipel
 so the YAML does not grow with the budget. `max_trials` (a run-time parameter; 0: just this run's
 rounds) is the whole budget: while rounds are left, continue_search submits the next window, one
 more run of the same pipeline version with init_from=resume, and the chain runs until max_trials
-is reached from one submit. A window past the budget runs empty rounds (no child trains). The
-ledger in search_dir decides what has run, so a retried or doubled window never runs a round
-twice (steps.pipeline_steps.continue_search). The state lives in search_dir (see transfer_automl.steps.pipeline_steps);
-every step is idempotent, so retried children and cached tasks never count twice.
+is reached from one submit. A window past the budget runs empty rounds (one empty pack each: no
+child trains). The ledger in search_dir decides what has run, so a retried or doubled window never
+runs a round twice (steps.pipeline_steps.continue_search). The state lives in search_dir (see
+transfer_automl.steps.pipeline_steps); every step is idempotent, so retried children and cached
+tasks never count twice.
 
     python pipelines/multitask_search/pipeline.py OUT_DIR   # writes OUT_DIR/multitask_search.yaml
 """

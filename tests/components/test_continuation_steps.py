@@ -56,9 +56,10 @@ def test_windows_continue_until_the_budget_then_stop(tmp_path, toy_table):
     assert steps.continue_search(search_dir, settings, 5, "run-b", submit) == {
         "status": "continued", "step": 2, "next_run": "next-1"}
     assert len(submit.calls) == 1
-    # The next window: round 2 (one trial left), then round 3 past the budget: empty packs, nothing runs.
+    # The next window: round 2 (one trial left), then round 3 past the budget: one empty pack (a
+    # ParallelFor over nothing is avoided), nothing runs.
     assert _window(search_dir, parameters["settings"], 2, 2, 2, 5, packs=2) == 4
-    assert steps.round_packs(search_dir, 3, 2, 2) == [{"round_index": 3, "pack_index": p, "trials": []} for p in (0, 1)]
+    assert steps.round_packs(search_dir, 3, 2, 2) == [{"round_index": 3, "pack_index": 0, "trials": []}]
     assert steps.continue_search(search_dir, settings, 5, "next-1", submit) == {"status": "done", "step": 3,
                                                                                "next_run": None}
     assert len(submit.calls) == 1

@@ -70,8 +70,8 @@ def round_packs(search_dir: str | Path, round_index: int, children: int, packs: 
     the pipeline's loop item is a STRUCT (pipelines/rounds.py). The same packs every time."""
     if packs < 1:
         raise ConfigError(f"packs: must be >= 1, got {packs}")
-    if round_index >= Study.load(search_dir).rounds:  # a window past the budget: empty packs, never an empty loop
-        return [{"round_index": round_index, "pack_index": p, "trials": []} for p in range(packs)]
+    if round_index >= Study.load(search_dir).rounds:  # a window past the budget: one empty pack, never an empty loop
+        return [{"round_index": round_index, "pack_index": 0, "trials": []}]
     trials = controller_step(search_dir, round_index, children)
     per_pack = math.ceil(len(trials) / min(packs, len(trials)))
     return [{"round_index": round_index, "pack_index": p, "trials": trials[start : start + per_pack]}
