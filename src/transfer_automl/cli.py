@@ -249,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     cld.add_argument("--namespace", default="taml",
                      help="where the runs go: taml (overlays/local, aws), kubeflow (standalone KFP), or a profile's")
     cld.add_argument("--kfp-namespace", default="kubeflow", help="where Kubeflow Pipelines itself is installed")
+    cld.add_argument("--probe-s3", action="store_true",
+                     help="an external S3 endpoint: list TAML_BUCKET from this machine (its AWS credentials)")
     cld.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config, else the in-cluster account")
     cld.add_argument("--context", help="kubeconfig context (default: the current one)")
     cld.add_argument("--children", type=_positive_int, default=4, help="children per round you plan to run")
@@ -602,7 +604,7 @@ def _cluster(args: argparse.Namespace) -> int:
 
     from transfer_automl.kubeflow.doctor import api_client, diagnose
 
-    report = diagnose(api_client(args.kubeconfig, args.context), args.namespace, args.kfp_namespace)
+    report = diagnose(api_client(args.kubeconfig, args.context), args.namespace, args.kfp_namespace, args.probe_s3)
     parallelism = min(report.suggested_parallelism, args.children) if report.suggested_parallelism else None
     if args.json:
         print(json.dumps({"namespace": report.namespace, "ok": report.ok, "gpus": report.gpus,

@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
+from s3_fixtures import moto_server, s3_bucket, s3_env  # noqa: F401
+
 NS = "/api/v1/namespaces/taml"
 
 
@@ -246,3 +248,19 @@ def test_a_profile_namespace_of_a_multi_user_kfp_with_mlflow_and_minio_in_taml(c
                                                 "metadata": {"name": "kubeflow"}, "status": {"phase": "Active"}}
     _doctor(kubeconfig, "--json", "--namespace", "kubeflow")
     assert "--namespace <profile>" in _checks(capsys)[1]["run namespace"][1]
+
+
+def test_probe_s3_lists_an_external_bucket_from_here(cluster, capsys, s3_bucket, s3_env, monkeypatch):
+    responses, kubeconfig, _ = cluster
+    data = responses[f"{NS}/configmaps/taml-endpoints"]["data"]
+    data["AWS_ENDPOINT_URL"], data["TAML_BUCKET"] = s3_env, s3_bucket  # moto: external to the cluster
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # the ConfigMap's endpoint is the one probed
+    assert _doctor(kubeconfig, "--json", "--probe-s3") == 0
+    checks = _checks(capsys)[1]
+    assert checks["bucket"] == ("ok", f"s3://{s3_bucket} at {s3_env} answers (from this machine, with its AWS "
+                                      "credentials)")
+    data["TAML_BUCKET"] = "no-such-bucket-here"
+    assert _doctor(kubeconfig, "--json", "--probe-s3") == 1
+    assert _checks(capsys)[1]["bucket"][0] == "fail"
+    assert _doctor(kubeconfig, "--json") == 0  # without --probe-s3 nothing is sent to the store
+    assert "bucket" not in _checks(capsys)[1]

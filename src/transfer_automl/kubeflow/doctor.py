@@ -12,7 +12,9 @@
     nodes with the label the train_pack node selector asks for.
 
 Only the Kubernetes API is read: whether the bucket answers from inside the namespace is not
-checked (a probe pod would be a write); an in-cluster store is checked down to ready pods.
+checked (a probe pod would be a write); an in-cluster store is checked down to ready pods, and with
+--probe-s3 an external endpoint's bucket (TAML_BUCKET) is listed from this machine, with its AWS
+credentials and the ConfigMap's endpoint.
 
 From the GPUs it suggests the ParallelFor parallelism (children trained at once: one GPU each).
 Each check is ok, warn (works, with a caveat) or fail (a pipeline run would fail).
@@ -93,7 +95,7 @@ def api_client(kubeconfig: str | None = None, context: str | None = None):
         raise ClusterError(f"no Kubernetes configuration: {type(exc).__name__}: {exc}") from None
 
 
-def diagnose(api, namespace: str = NAMESPACE, kfp_namespace: str = KFP_NAMESPACE) -> Report:
+def diagnose(api, namespace: str = NAMESPACE, kfp_namespace: str = KFP_NAMESPACE, probe_s3: bool = False) -> Report:
     """Run every check with the kubernetes ApiClient `api`."""
     from kubernetes import client
 
@@ -120,7 +122,7 @@ def diagnose(api, namespace: str = NAMESPACE, kfp_namespace: str = KFP_NAMESPACE
     mlflow_namespace = service_namespace(endpoints.get("MLFLOW_TRACKING_URI", ""), MLFLOW_SERVICE) or namespace
     _secret(report, core, mlflow_namespace, POSTGRES_SECRET, POSTGRES_SECRET_KEYS, optional=False)
     _service(report, core, mlflow_namespace, "mlflow", MLFLOW_SERVICE, MLFLOW_PORT)
-    _object_store(report, core, namespace, endpoints)
+    _object_store(report, core, namespace, endpoints, probe_s3)
     _gpus(report, core)
     return report
 
@@ -219,7 +221,7 @@ def _service(report: Report, core, namespace: str, check: str, name: str, port: 
         report.add(check, FAIL, f"Service {name}:{port} has no ready pods (kubectl -n {namespace} get pods)")
 
 
-def _object_store(report: Report, core, namespace: str, endpoints: dict[str, str]) -> None:
+def _object_store(report: Report, core, namespace: str, endpoints: dict[str, str], probe_s3: bool = False) -> None:
     url = endpoints.get("AWS_ENDPOINT_URL", "")
     for service in (MINIO_SERVICE, KFP_MINIO_SERVICE):
         if not url and service == MINIO_SERVICE or url.startswith((f"http://{service}.", f"http://{service}:")):
@@ -228,6 +230,32 @@ def _object_store(report: Report, core, namespace: str, endpoints: dict[str, str
             return
     report.add("object store", OK, f"external S3 endpoint {url} (whether the bucket answers from the namespace "
                                    "is not checked: no probe pod)")
+    if probe_s3:
+        _probe_bucket(report, url, endpoints.get("TAML_BUCKET", ""))
+
+
+def _probe_bucket(report: Report, url: str, bucket: str) -> None:
+    """List the bucket through the ArtifactStore from this machine (one attempt, 10 s)."""
+    import os
+
+    from transfer_automl.errors import StorageError
+    from transfer_automl.storage.s3 import S3Store
+
+    if not bucket:
+        report.add("bucket", FAIL, "taml-endpoints has no TAML_BUCKET")
+        return
+    saved = os.environ.get("AWS_ENDPOINT_URL")
+    os.environ["AWS_ENDPOINT_URL"] = url
+    try:
+        S3Store(f"s3://{bucket}", max_attempts=1, timeout_s=10).list("taml-doctor-probe/")
+        report.add("bucket", OK, f"s3://{bucket} at {url} answers (from this machine, with its AWS credentials)")
+    except StorageError as exc:
+        report.add("bucket", FAIL, f"s3://{bucket} at {url}: {str(exc)[:300]}")
+    finally:
+        if saved is None:
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL"] = saved
 
 
 def _gpus(report: Report, core) -> None:
