@@ -18,7 +18,7 @@ TAG = _setting("TAML_IMAGE_TAG", "0.1.0")
 
 # CPU steps: init_search, controller_step, aggregate_rewards, task_distance, transfer_init, report.
 RUNTIME_IMAGE = f"{REGISTRY}/taml-runtime:{TAG}"
-# train_child on GPU nodes: CUDA build of torch.
+# train_pack (the child trainer) on GPU nodes: CUDA build of torch; every pod that asks for a GPU.
 TRAINER_GPU_IMAGE = f"{REGISTRY}/taml-trainer-gpu:{TAG}"
 # The image of every component that does not say otherwise.
 IMAGE = RUNTIME_IMAGE

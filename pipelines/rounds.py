@@ -3,9 +3,11 @@ gets from the cluster, and the report.
 
 KFP v2 has no loops, so `search_rounds` unrolls `rounds` rounds when the pipeline is built:
 
-    [controller_step -> ParallelFor(train_child) -> aggregate_rewards] x rounds
+    [controller_step -> ParallelFor(train_pack) -> aggregate_rewards] x rounds
 
-Each aggregate_rewards outputs the next round's index, which the next controller_step takes, so
+controller_step splits a round's children into packs, one per GPU (`parallelism`, default one
+child per pack); each train_pack pod trains its pack together on one GPU (children/packing.py),
+in the CUDA image. Each aggregate_rewards outputs the next round's index, which the next controller_step takes, so
 the rounds run in order and a search continued from its checkpoint starts where it stopped.
 
 Caching and retries, deliberately:
@@ -13,18 +15,19 @@ Caching and retries, deliberately:
   transfer, resume, distance, report, champion) never come from the cache: a cached output would
   skip the state change or report a state that has moved on. They are idempotent, so they are
   retried once (a storage or API hiccup), after 10 s.
-* train_child is cached and retried twice with exponential backoff from 30 s: a child's inputs
-  (search_dir, trial id, config) fix its result, and a retried child returns the result already
-  written for its trial id, so neither a cache hit nor a retry counts a trial twice.
+* train_pack is cached and retried twice with exponential backoff from 30 s: a pack's inputs
+  (search_dir, trial ids, configs) fix its results, and a retried pack returns the results already
+  written for its trial ids, so neither a cache hit nor a retry counts a trial twice.
 """
 
 from kfp import dsl, kubernetes
 
 from components.aggregate_rewards.component import aggregate_rewards
 from components.controller_step.component import controller_step
+from components.image import RUNTIME_IMAGE, TRAINER_GPU_IMAGE
 from components.register_champion.component import register_champion
 from components.report.component import report
-from components.train_child.component import train_child
+from components.train_pack.component import train_pack
 
 # Where a child trains: one GPU on a GPU node. Kept here so a cluster admin can see them.
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -32,13 +35,19 @@ GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
 CHILD_CPU_LIMIT = "4"
 CHILD_MEMORY_LIMIT = "16G"
 CHILD_RETRIES = 2
+# GPU queueing: Kueue's pod integration admits a labelled pod through the LocalQueue and orders it
+# by the WorkloadPriorityClass (manifests/README.md); without Kueue the labels do nothing. KFP
+# 2.17 has no per-task priorityClassName, so this is how the PriorityClass of the GPU pods is set.
+GPU_QUEUE_LABEL = ("kueue.x-k8s.io/queue-name", "taml-gpu")
+GPU_PRIORITY_LABEL = ("kueue.x-k8s.io/priority-class", "taml-gpu-training")
 STEP_RETRIES = 1
 
 
 # What every step's pod gets (manifests/README.md): the endpoints from the ConfigMap, the object
 # store's keys from the Secret (optional: with IRSA there is none), and the images' non-root user.
 ENDPOINTS_CONFIGMAP = "taml-endpoints"
-ENDPOINTS_ENV = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "TAML_BUCKET", "TAML_ARTIFACT_ROOT")
+ENDPOINTS_ENV = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "TAML_BUCKET", "TAML_ARTIFACT_ROOT",
+                 "TAML_KFP_HOST")
 S3_SECRET = "taml-s3-credentials"
 S3_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 IMAGE_USER = 10001  # images/*/Dockerfile
@@ -60,18 +69,22 @@ def state_step(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
 
 def search_rounds(search_dir, start_round, rounds: int, children_per_round: int, gpu: bool = True,
                   parallelism: int | None = None) -> dsl.PipelineTask:
-    """Add `rounds` rounds from `start_round` (a task output); returns the last aggregate task."""
+    """Add `rounds` rounds from `start_round` (a task output); returns the last aggregate task.
+
+    parallelism: the GPUs the search holds at once. A round's children are split into that many
+    packs (default: one child per pack), one pack per pod, all of them at once."""
     if rounds < 1 or children_per_round < 1:
         raise ValueError(f"rounds and children_per_round must be >= 1, got {rounds} and {children_per_round}")
     if parallelism is not None and parallelism < 1:
         raise ValueError(f"parallelism must be >= 1, got {parallelism}")
+    packs = min(parallelism or children_per_round, children_per_round)
     round_index = start_round
     for r in range(rounds):
-        ask = controller_step(search_dir=search_dir, round_index=round_index, children=children_per_round)
+        ask = controller_step(search_dir=search_dir, round_index=round_index, children=children_per_round, packs=packs)
         state_step(ask, f"round-{r}-controller")
-        with dsl.ParallelFor(ask.output, parallelism=min(parallelism or children_per_round, children_per_round)) as trial:
-            child = train_child(search_dir=search_dir, trial=trial)
-            child_resources(child.set_display_name(f"round-{r}-child"), gpu)
+        with dsl.ParallelFor(ask.output, parallelism=packs) as pack:
+            child = train_pack(search_dir=search_dir, pack_item=pack)
+            child_resources(child.set_display_name(f"round-{r}-pack"), gpu)
         agg = aggregate_rewards(search_dir=search_dir, round_index=round_index, results=dsl.Collected(child.output))
         state_step(agg, f"round-{r}-aggregate")
         round_index = agg.outputs["Output"]
@@ -92,14 +105,19 @@ def rounds_pipeline(rounds: int, children_per_round: int, gpu: bool = True, para
 
 
 def child_resources(task: dsl.PipelineTask, gpu: bool) -> None:
-    """CPU/memory limits and retries; with gpu, one GPU on a GPU node (selector + toleration)."""
+    """CPU/memory limits and retries; with gpu, one GPU on a GPU node (selector + toleration) in
+    the CUDA image, queued through Kueue with the GPU priority class (labels), else the CPU
+    runtime image."""
     cluster_env(task)
+    task.set_container_image(TRAINER_GPU_IMAGE if gpu else RUNTIME_IMAGE)
     task.set_cpu_limit(CHILD_CPU_LIMIT).set_memory_limit(CHILD_MEMORY_LIMIT)
     task.set_retry(num_retries=CHILD_RETRIES, backoff_duration="30s", backoff_factor=2)
     if gpu:
         task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
         kubernetes.add_node_selector(task, label_key=GPU_NODE_LABEL[0], label_value=GPU_NODE_LABEL[1])
         kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+        for key, value in (GPU_QUEUE_LABEL, GPU_PRIORITY_LABEL):
+            kubernetes.add_pod_label(task, key, value)
 
 
 def search_report(search_dir, after: dsl.PipelineTask) -> dsl.PipelineTask:

@@ -1,5 +1,7 @@
 """aggregate_rewards: commit a round to the ledger, update the controller, report it."""
 
+from typing import Any
+
 from kfp import dsl
 
 from components.image import IMAGE
@@ -9,7 +11,7 @@ from components.image import IMAGE
 def aggregate_rewards(
     search_dir: str,
     round_index: int,
-    results: list,
+    results: list[list[dict[str, Any]]],  # the packs' rows (dsl.Collected over the packs)
     metrics: dsl.Output[dsl.Metrics],
     summary: dsl.Output[dsl.Markdown],
 ) -> int:

@@ -1,6 +1,6 @@
 """scheduled_retraining: continue the newest search for a set of tasks, register the champions.
 
-    resume_search -> rounds: [controller_step -> ParallelFor(train_child) -> aggregate_rewards] x rounds
+    resume_search -> rounds: [controller_step -> ParallelFor(train_pack) -> aggregate_rewards] x rounds
                   -> register_champion -> report
 
 (the rounds are a nested pipeline, since search_dir is resume_search's output: pipelines/rounds.py)

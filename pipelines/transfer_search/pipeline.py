@@ -1,6 +1,6 @@
 """transfer_search: a search for new tasks that starts from a previous search.
 
-    task_distance -> transfer_init -> [controller_step -> ParallelFor(train_child) -> aggregate_rewards] x rounds -> report
+    task_distance -> transfer_init -> [controller_step -> ParallelFor(train_pack) -> aggregate_rewards] x rounds -> report
 
 task_distance ranks the source search's tasks against each target (distance.parquet in
 search_dir) and chooses the closest; transfer_init starts the target tasks' search from the

@@ -82,9 +82,15 @@ class _IntermixedParser(_Parser):
 
 
 def _pipeline_shape_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rounds", type=_positive_int, help="rounds unrolled into the pipeline (default: its own)")
+    parser.add_argument("--rounds", type=_positive_int,
+                        help="rounds per run, unrolled into the pipeline (at most 10; default: its own)")
+    parser.add_argument("--max-trials", type=_positive_int,
+                        help="multitask_search: the default budget; each run is a window of --rounds rounds and "
+                             "submits the next until the budget is spent (the YAML does not grow with it)")
     parser.add_argument("--children", type=_positive_int, help="children per round (default: the pipeline's)")
-    parser.add_argument("--parallelism", type=_positive_int, help="children trained at once (default: all of a round)")
+    parser.add_argument("--parallelism", "--gpus", dest="parallelism", type=_positive_int,
+                        help="GPUs held at once: a round's children are split into that many packs, one pack per "
+                             "GPU pod, trained together (default: one child per pod, all of a round at once)")
     parser.add_argument("--cpu", action="store_true", help="children ask for no GPU node (CPU-only cluster)")
 
 
@@ -100,6 +106,11 @@ def _kfp_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", required=True, help="Kubeflow Pipelines API URL, e.g. http://ml-pipeline-ui.kubeflow")
     parser.add_argument("--experiment", default="taml", help="experiment the runs go to (created if missing)")
     parser.add_argument("--namespace", help="the user namespace of a multi-user Kubeflow")
+    parser.add_argument("--existing-token", help="multi-user Kubeflow: a bearer token for the API (e.g. `kubectl "
+                        "create token default-editor -n PROFILE --audience pipelines.kubeflow.org`); default "
+                        "$KF_PIPELINES_SA_TOKEN_PATH's token, when set")
+    parser.add_argument("--cookie", help="multi-user Kubeflow: the login session cookie, NAME=VALUE "
+                        "(e.g. authservice_session=... or oauth2_proxy_kubeflow=...)")
     parser.add_argument("--service-account", default="taml-pipeline-runner",
                         help="service account of the run's pods (manifests/base/rbac.yaml); '' for the server's default")
 
@@ -265,7 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     clsub = cl.add_subparsers(dest="cluster_command", required=True)
     cld = clsub.add_parser("doctor", help="namespace, service account, secrets, MLflow, object store, GPUs",
                            **_examples("taml cluster doctor", "taml cluster doctor --namespace taml --context kind-taml"))
-    cld.add_argument("--namespace", default="taml")
+    cld.add_argument("--namespace", default="taml",
+                     help="where the runs go: taml (overlays/local, aws), kubeflow (standalone KFP), or a profile's")
+    cld.add_argument("--kfp-namespace", default="kubeflow", help="where Kubeflow Pipelines itself is installed")
+    cld.add_argument("--probe-s3", action="store_true",
+                     help="an external S3 endpoint: list TAML_BUCKET from this machine (its AWS credentials)")
     cld.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config, else the in-cluster account")
     cld.add_argument("--context", help="kubeconfig context (default: the current one)")
     cld.add_argument("--children", type=_positive_int, default=4, help="children per round you plan to run")
@@ -607,7 +622,7 @@ def _pipeline(args: argparse.Namespace) -> int:
     from transfer_automl.kubeflow import pipelines as kp
 
     options = kp.BuildOptions(rounds=args.rounds, children_per_round=args.children, gpu=not args.cpu,
-                              parallelism=args.parallelism)
+                              parallelism=args.parallelism, max_trials=args.max_trials)
     if args.pipeline_command == "compile":
         from transfer_automl.outputs import check_output_dir
 
@@ -615,7 +630,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         check_output_dir(args.out, ["*.yaml"], args.force)
         for name, module in kp.pipeline_modules(args.pipelines_dir).items():
             written = module.compile_all(args.out) if default else \
-                [kp.compile_to(kp.build(module, options), Path(args.out) / f"{name}.yaml")]
+                [kp.compile_to(kp.build(module, options, strict=False), Path(args.out) / f"{name}.yaml")]
             for path in written:
                 print(f"wrote {path}")
         return 0
@@ -633,17 +648,23 @@ def _pipeline(args: argparse.Namespace) -> int:
 
     from transfer_automl.kubeflow import client
 
+    if args.cookie is not None and "=" not in args.cookie:
+        from transfer_automl.errors import ConfigError
+
+        raise ConfigError(f"--cookie: expected NAME=VALUE (the session cookie's name and value), got "
+                          f"{len(args.cookie)} characters without '='")
+    auth = client.Auth(token=args.existing_token or None, cookie=args.cookie or None)
     with tempfile.TemporaryDirectory() as tmp:
         package = kp.compile_to(pipeline_func, Path(tmp) / f"{args.pipeline}.yaml")
         if args.pipeline_command == "submit":
             name = args.run_name or f"{args.pipeline}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
             done = client.submit(package, args.host, params, name, args.experiment, args.namespace,
-                                 args.service_account)
+                                 args.service_account, auth=auth)
             print(f"run {done.run_id} ({name}) of pipeline version {done.version_name} in experiment {args.experiment}")
         else:
             name = args.name or f"{args.pipeline}-schedule"
             done = client.schedule(package, args.host, args.cron, params, name, args.experiment, args.namespace,
-                                   args.service_account)
+                                   args.service_account, auth=auth)
             print(f"recurring run {done.recurring_run_id} ({name}) on cron {done.cron!r} (KFP's six fields) of "
                   f"pipeline version {done.version_name} in experiment {args.experiment}")
     return 0
@@ -655,18 +676,19 @@ def _cluster(args: argparse.Namespace) -> int:
 
     from transfer_automl.kubeflow.doctor import api_client, diagnose
 
-    report = diagnose(api_client(args.kubeconfig, args.context), args.namespace)
+    report = diagnose(api_client(args.kubeconfig, args.context), args.namespace, args.kfp_namespace, args.probe_s3)
     parallelism = min(report.suggested_parallelism, args.children) if report.suggested_parallelism else None
     if args.json:
         print(json.dumps({"namespace": report.namespace, "ok": report.ok, "gpus": report.gpus,
-                          "suggested_parallelism": parallelism,
+                          "suggested_parallelism": parallelism, "kfp_version": report.kfp_version,
+                          "kfp_mode": report.kfp_mode,
                           "checks": [c.__dict__ for c in report.checks]}, indent=1))
         return 0 if report.ok else 1
     for c in report.checks:
         print(f"{c.status.upper():<5} {c.name:<28} {c.detail}")
     if parallelism:
         print(f"\n{report.gpus} GPU(s): train up to {parallelism} children at once, e.g. "
-              f"taml pipeline compile --out DIR --children {args.children} --parallelism {parallelism}")
+              f"taml pipeline compile --out DIR --children {args.children} --gpus {parallelism}")
     else:
         print("\nno GPU nodes for the children: taml pipeline compile --out DIR --cpu")
     print("ready" if report.ok else "not ready: fix the failed checks above")

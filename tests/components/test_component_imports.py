@@ -35,7 +35,7 @@ def _allowed(name: str) -> bool:
 
 def test_there_are_components():
     assert {p.parent.name for p in COMPONENTS} >= {
-        "init_search", "controller_step", "train_child", "aggregate_rewards", "task_distance", "transfer_init",
+        "init_search", "controller_step", "train_pack", "aggregate_rewards", "task_distance", "transfer_init",
         "resume_search", "register_champion", "report"}
 
 
@@ -60,12 +60,15 @@ def test_component_body_calls_only_the_steps(path):
 
 @pytest.mark.parametrize("path", COMPONENTS, ids=lambda p: p.parent.name)
 def test_component_runs_in_the_project_image_and_installs_nothing(path):
-    from components.image import IMAGE
+    """The child trainer runs the CUDA image (it asks for a GPU; a CPU-only pipeline sets the
+    runtime image on its task), every other step the CPU runtime image."""
+    from components.image import IMAGE, TRAINER_GPU_IMAGE
 
     name = path.parent.name
     component = getattr(importlib.import_module(f"components.{name}.component"), name)
     container = component.component_spec.implementation.container
-    assert container.image == IMAGE
+    assert container.image == (TRAINER_GPU_IMAGE if name == "train_pack" else IMAGE)
+    assert IMAGE != TRAINER_GPU_IMAGE
     command = " ".join(container.command or [])
     assert "pip install" not in command, command
 

@@ -127,10 +127,11 @@ def test_transfer_init_refuses_what_cannot_work(tmp_path, source, three_task_tab
         transfer_steps.transfer_init(tmp_path / "t", ["t3"], rs, {"t3": ["t1"]}, three_task_table)
 
 
-def test_reduce_space_searches_only_the_sources_top_choices(tmp_path):
+def test_reduce_space_searches_only_the_sources_top_choices(tmp_path, samples_dir):
     space = get_space("mnms-text")
     source = tmp_path / "source"
-    steps.init_search(source, {"tasks": ["sms_spam", "mpqa"], "space": "mnms-text", "search_id": "text"}, 2, 1)
+    steps.init_search(source, {"tasks": ["sms_spam", "mpqa"], "space": "mnms-text", "search_id": "text",
+                               "data_dir": str(samples_dir)}, 2, 1)
     configs = [{d.name: d.choices[i % len(d.choices)] for d in space.decisions} for i in (0, 1)]
     now = datetime.now(UTC)
     Ledger(source / "ledger").append_round(0, [
@@ -189,9 +190,10 @@ def test_register_champion_finishes_the_search_and_says_why_a_table_has_no_model
         "checkpoint.pt", "settings.json", "space.yaml"}
 
 
-def test_fisher_distance_from_the_tasks_data(tmp_path):
+def test_fisher_distance_from_the_tasks_data(tmp_path, samples_dir):
     source = tmp_path / "source"
-    steps.init_search(source, {"tasks": ["sms_spam", "mpqa"], "space": "mnms-text", "search_id": "text"}, 2, 1)
+    steps.init_search(source, {"tasks": ["sms_spam", "mpqa"], "space": "mnms-text", "search_id": "text",
+                               "data_dir": str(samples_dir)}, 2, 1)
     chosen = transfer_steps.task_distance(tmp_path / "t", ["customer_reviews"], source, distance="fisher_ld",
                                           select="all", repeats=2)
     rows = {r["source"]: r for r in pq.read_table(tmp_path / "t" / "distance.parquet").to_pylist()}

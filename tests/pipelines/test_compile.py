@@ -67,35 +67,50 @@ def test_multitask_search_unrolls_its_rounds(tmp_path):
     tasks = _documents(path)[0]["root"]["dag"]["tasks"]
     names = sorted(t["taskInfo"]["name"] for t in tasks.values())
     assert [n for n in names if not n.startswith("for-loop")] == [
-        "init-search", "register-champion", "report", "round-0-aggregate", "round-0-controller", "round-1-aggregate",
-        "round-1-controller"]
+        "continue-search", "init-search", "register-champion", "report", "round-0-aggregate", "round-0-controller",
+        "round-1-aggregate", "round-1-controller"]
     assert len([n for n in names if n.startswith("for-loop")]) == 2
     # Round 1 asks only after round 0 is aggregated: it takes round 0's next_round output.
     r1 = next(t for t in tasks.values() if t["taskInfo"]["name"] == "round-1-controller")
     source = r1["inputs"]["parameters"]["round_index"]["taskOutputParameter"]
     assert tasks[source["producerTask"]]["taskInfo"]["name"] == "round-0-aggregate"
-    # The search ends after its last round: finish (register_champion), then the report.
+    # The window ends after its last round: the next window submitted (while the budget lasts),
+    # finish (register_champion), then the report.
     by_name = {t["taskInfo"]["name"]: t for t in tasks.values()}
-    assert [tasks[d]["taskInfo"]["name"] for d in by_name["register-champion"]["dependentTasks"]] == ["round-1-aggregate"]
+    assert [tasks[d]["taskInfo"]["name"] for d in by_name["continue-search"]["dependentTasks"]] == ["round-1-aggregate"]
+    assert by_name["continue-search"]["inputs"]["parameters"]["run_id"] == {
+        "runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
+    assert [tasks[d]["taskInfo"]["name"] for d in by_name["register-champion"]["dependentTasks"]] == ["continue-search"]
     assert [tasks[d]["taskInfo"]["name"] for d in by_name["report"]["dependentTasks"]] == ["register-champion"]
 
 
 @pytest.mark.parametrize("name", PIPELINES)
-def test_every_child_asks_for_a_gpu_node_and_retries(name):
+def test_every_pack_asks_for_a_gpu_node_in_the_cuda_image_and_retries(name):
+    from components.image import RUNTIME_IMAGE, TRAINER_GPU_IMAGE
+
     spec, platform = _documents(COMPILED / f"{name}.yaml")
-    children = [n for n in spec["deploymentSpec"]["executors"] if "train-child" in n]
+    executors = spec["deploymentSpec"]["executors"]
+    children = [n for n in executors if "train-pack" in n]
     rounds = importlib.import_module(f"pipelines.{name}.pipeline").DEFAULT_ROUNDS
     assert len(children) == rounds
+    # The CUDA image exactly where a GPU is requested, the CPU image everywhere else.
+    gpu = {n for n, e in executors.items() if "accelerator" in e["container"].get("resources", {})}
+    assert gpu == set(children)
+    assert {n for n, e in executors.items() if e["container"]["image"] == TRAINER_GPU_IMAGE} == gpu
+    assert {e["container"]["image"] for n, e in executors.items() if n not in gpu} == {RUNTIME_IMAGE}
+    assert "taml-trainer-gpu" in TRAINER_GPU_IMAGE
     for executor in children:
-        resources = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
+        resources = executors[executor]["container"]["resources"]
         assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
         assert resources["accelerator"]["resourceCount"] == "1"
         assert resources["resourceCpuLimit"] == "4" and resources["resourceMemoryLimit"] == "16G"
         k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][executor]
         assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
         assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
+        assert k8s["podMetadata"]["labels"] == {"kueue.x-k8s.io/queue-name": "taml-gpu",
+                                                "kueue.x-k8s.io/priority-class": "taml-gpu-training"}
     tasks = _tasks(spec)
-    child_tasks = [t for n, t in tasks.items() if n.endswith("-child")]
+    child_tasks = [t for n, t in tasks.items() if n.endswith("-pack")]
     assert len(child_tasks) == rounds
     assert all(t["retryPolicy"]["maxRetryCount"] == 2 and t["retryPolicy"]["backoffDuration"] == "30s"
                for t in child_tasks)
@@ -110,8 +125,8 @@ def test_state_steps_are_never_cached_and_retried_once_children_are_cached(name)
             assert not task.get("cachingOptions", {}).get("enableCache", False), task_name
             continue
         cached = task.get("cachingOptions", {}).get("enableCache", False)
-        if task_name.endswith("-child"):
-            assert cached, task_name  # a child's inputs fix its result: a cache hit is safe
+        if task_name.endswith("-pack"):
+            assert cached, task_name  # a pack's inputs fix its results: a cache hit is safe
         else:
             assert not cached, f"{task_name} reads or writes search state and must not be cached"
             assert task["retryPolicy"]["maxRetryCount"] == 1, task_name
@@ -151,6 +166,9 @@ def test_pipeline_shapes():
         spec = _documents(COMPILED / f"{name}.yaml")[0]
         tasks = _tasks(spec)
         last = f"round-{importlib.import_module(f'pipelines.{name}.pipeline').DEFAULT_ROUNDS - 1}-aggregate"
+        if name == "multitask_search":  # a window: the continuation first
+            assert display(spec, tasks["continue-search"]["dependentTasks"]) == [last], name
+            last = "continue-search"
         assert display(spec, tasks["register-champion"]["dependentTasks"]) == [last], name
         assert display(spec, tasks["report"]["dependentTasks"]) == ["register-champion"], name
     spec = _documents(COMPILED / "scheduled_retraining.yaml")[0]
@@ -168,15 +186,23 @@ def test_pipeline_shapes():
     assert {"round-0-controller", "round-1-aggregate"} <= set(retraining)
 
 
-def test_parallelism_caps_the_children_trained_at_once(tmp_path):
+def test_parallelism_is_the_gpus_one_pack_each(tmp_path):
     from kfp import compiler
 
     from pipelines.multitask_search.pipeline import build_pipeline
 
     path = tmp_path / "p.yaml"
     compiler.Compiler().compile(build_pipeline(rounds=1, children_per_round=8, parallelism=3), str(path))
-    loops = [t for t in _documents(path)[0]["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
+    tasks = _documents(path)[0]["root"]["dag"]["tasks"]
+    loops = [t for t in tasks.values() if "parameterIterator" in t]
     assert [t["iteratorPolicy"]["parallelismLimit"] for t in loops] == [3]
+    [ask] = [t for t in tasks.values() if t["taskInfo"]["name"] == "round-0-controller"]
+    assert ask["inputs"]["parameters"]["packs"] == {"runtimeValue": {"constant": 3}}  # 3 packs of 3, 3, 2
+    path = tmp_path / "cpu.yaml"
+    compiler.Compiler().compile(build_pipeline(rounds=1, children_per_round=2, gpu=False), str(path))
+    executors = _documents(path)[0]["deploymentSpec"]["executors"]
+    assert all("accelerator" not in e["container"].get("resources", {}) for e in executors.values())
+    assert {e["container"]["image"].split("/")[-1].split(":")[0] for e in executors.values()} == {"taml-runtime"}
     with pytest.raises(ValueError, match="parallelism"):
         build_pipeline(rounds=1, children_per_round=2, parallelism=0)
 
@@ -214,12 +240,12 @@ def test_taml_pipeline_compile_writes_the_checked_in_yaml(tmp_path, monkeypatch,
 # What a pipeline takes; every setting of the search comes in the one `settings` mapping
 # (SearchSettings' fields), checked by init_search, so none is typed by hand a second time.
 INPUTS = {
-    "multitask_search": {"search_dir", "settings"},
+    "multitask_search": {"search_dir", "settings", "max_trials"},
     "transfer_search": {"search_dir", "target_tasks", "source_search", "distance", "select", "repeats",
                         "probe_trials", "mode", "top_k", "settings"},
     "scheduled_retraining": {"search_root", "tasks"},  # tasks: which stored search to continue
 }
-_SHAPED = {"out", "batch_size", "trials", "progress"}  # set by the pipeline's shape, refused in settings
+_SHAPED = {"out", "batch_size", "trials", "progress", "pack"}  # set by the pipeline's shape, refused in settings
 
 
 @pytest.mark.parametrize("name", PIPELINES)
@@ -234,3 +260,26 @@ def test_settings_come_in_one_mapping_of_search_settings(name):
         assert inputs["settings"]["parameterType"] == "STRUCT"
         default = inputs["settings"].get("defaultValue", {})
         assert set(default) <= fields - _SHAPED, sorted(set(default) - (fields - _SHAPED))
+
+
+def test_the_yaml_does_not_grow_with_the_trial_budget(tmp_path):
+    """A run is a window of rounds; the budget is the run-time max_trials: 100 and 5,000 trials of
+    16 children compile to the same pipeline but for that default, under 1 MiB, and a window
+    longer than 10 rounds is refused (a budget is not expressed by unrolling)."""
+    from kfp import compiler
+
+    from pipelines.multitask_search.pipeline import MAX_WINDOW, build_pipeline
+
+    specs, sizes = {}, {}
+    for trials in (100, 5000):
+        path = tmp_path / f"{trials}.yaml"
+        compiler.Compiler().compile(build_pipeline(rounds=MAX_WINDOW, children_per_round=16, max_trials=trials),
+                                    str(path))
+        sizes[trials] = path.stat().st_size
+        spec = _documents(path)[0]
+        assert spec["root"]["inputDefinitions"]["parameters"]["max_trials"].pop("defaultValue") == trials
+        specs[trials] = spec
+    assert specs[100] == specs[5000]
+    assert abs(sizes[100] - sizes[5000]) <= 4 and max(sizes.values()) < 1024 * 1024, sizes
+    with pytest.raises(ValueError, match="at most 10 rounds"):
+        build_pipeline(rounds=MAX_WINDOW + 1)

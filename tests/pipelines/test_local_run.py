@@ -29,7 +29,7 @@ def test_a_bad_parameter_is_refused_before_anything_runs(tmp_path, capsys):
     assert main([*argv, "settings={'seed': 1}", f"search_dir={tmp_path}"]) == 2  # not JSON
     assert "pipeline parameter settings: \"{'seed': 1}\" is not a valid Dict" in capsys.readouterr().err
     assert main([*argv, "seed=1", f"search_dir={tmp_path}"]) == 2  # a setting goes in `settings`
-    assert ("pipeline parameter 'seed' is not an input of multitask-search; inputs: ['search_dir', 'settings']"
+    assert ("pipeline parameter 'seed' is not an input of multitask-search; inputs: ['max_trials', 'search_dir', 'settings']"
             in capsys.readouterr().err)
     # the search's settings are checked by SearchSettings before any task runs
     for settings, message in (('{"entropy_weight": NaN}', "settings.entropy_weight must be a finite number"),
@@ -111,3 +111,29 @@ def test_transfer_search_then_scheduled_retraining_run_locally(tmp_path, three_t
     [champion] = [p for p in root.rglob("summary") if "register-champion" in str(p)]
     assert "none registered" in champion.read_text()  # a table search has no model to register
     assert list(root.rglob("html"))
+
+
+def test_text_children_train_in_packs_one_per_gpu_locally(tmp_path, samples_dir):
+    """`--gpus 2 --children 4 --cpu`: each round's 4 text children in 2 packs of 2, each pack one
+    train_pack task (stacked training on CPU here, as on a GPU in the CUDA image)."""
+    from transfer_automl.cli import main
+
+    space = tmp_path / "space.yaml"
+    space.write_text("\n".join(["name: tiny-packed", "decisions:"] + [
+        f"  - {{name: {name}, choices: {choices}}}" for name, choices in [
+            ("input_module", "[random-hashed-64]"), ("fine_tune", "[false]"), ("hidden_layers", "[1]"),
+            ("hidden_size", "[8]"), ("activation", "[relu]"), ("normalization", "[none]"), ("dropout", "[0.0]"),
+            ("deep_lr", "[0.1, 0.3]"), ("deep_reg", "[0.0, 0.001]"), ("wide_lr", "[0.1]"),
+            ("wide_reg", "[disable_wide_tower]"), ("training_samples", "[1000, 3000]")]]) + "\n")
+    search_dir, root = tmp_path / "search", tmp_path / "root"
+    settings = {"tasks": ["mpqa"], "space": str(space), "data_dir": str(samples_dir), "method": "rs", "seed": 3,
+                "search_id": "packed"}
+    assert main(["pipeline", "run", "--local", "multitask_search", "--pipelines-dir", str(REPO / "pipelines"),
+                 "--pipeline-root", str(root), "--rounds", "1", "--children", "4", "--gpus", "2", "--cpu",
+                 f"search_dir={search_dir}", f"settings={json.dumps(settings)}"]) == 0
+    packs = _outputs(root, "train-pack")
+    assert sorted(len(p["parameterValues"]["Output"]) for p in packs) == [2, 2]
+    rows = Ledger(search_dir / "ledger").read().to_pylist()
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert sorted(r["trial_id"] for p in packs for r in p["parameterValues"]["Output"]) == \
+        sorted(r["trial_id"] for r in rows)

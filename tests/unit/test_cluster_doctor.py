@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
+from s3_fixtures import moto_server, s3_bucket, s3_env  # noqa: F401
+
 NS = "/api/v1/namespaces/taml"
 
 
@@ -35,8 +37,24 @@ def _node(name: str, gpus: int, labelled: bool) -> dict:
     return {"metadata": {"name": name, "labels": labels}, "status": {"allocatable": allocatable}}
 
 
-# What a healthy cluster with the local overlay (in-cluster MinIO) answers.
+KFP = "/apis/apps/v1/namespaces/kubeflow/deployments/ml-pipeline"
+
+
+def _kfp_api(version: str = "2.15.0", multi_user: bool = False, ready: int = 1) -> dict:
+    container = {"name": "ml-pipeline-api-server", "image": f"ghcr.io/kubeflow/kfp-api-server:{version}",
+                 "env": [{"name": "MULTIUSER", "value": str(multi_user).lower()}]}
+    return {"kind": "Deployment", "apiVersion": "apps/v1",
+            "metadata": {"name": "ml-pipeline", "namespace": "kubeflow"},
+            "spec": {"selector": {"matchLabels": {"app": "ml-pipeline"}},
+                     "template": {"metadata": {"labels": {"app": "ml-pipeline"}}, "spec": {"containers": [container]}}},
+            "status": {"readyReplicas": ready}}
+
+
+# What a healthy cluster with the local overlay (in-cluster MinIO) and a standalone KFP answers.
 HEALTHY = {
+    KFP: _kfp_api(),
+    f"{NS}/configmaps/kfp-launcher": {**_meta("ConfigMap", "kfp-launcher"),
+                                      "data": {"defaultPipelineRoot": "s3://taml/pipeline-root"}},
     NS: {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "taml"}, "status": {"phase": "Active"}},
     f"{NS}/serviceaccounts/taml-pipeline-runner": _meta("ServiceAccount", "taml-pipeline-runner"),
     f"{NS}/secrets/taml-s3-credentials": {**_meta("Secret", "taml-s3-credentials"), "type": "Opaque",
@@ -111,13 +129,17 @@ def test_a_ready_cluster_passes_and_gets_a_parallelism(cluster, capsys):
     responses, kubeconfig, requested = cluster
     assert _doctor(kubeconfig, "--children", "4") == 0
     out = capsys.readouterr().out
-    assert "ready" in out and "--children 4 --parallelism 2" in out
+    assert "ready" in out and "--children 4 --gpus 2" in out
     assert _doctor(kubeconfig, "--json", "--children", "4") == 0
     body, checks = _checks(capsys)
     assert body["ok"] is True and body["gpus"] == 2 and body["suggested_parallelism"] == 2
     assert {name: status for name, (status, _) in checks.items()} == {
-        "namespace": "ok", "service account": "ok", "secret taml-s3-credentials": "ok", "secret taml-postgres": "ok",
-        "configmap taml-endpoints": "ok", "mlflow": "ok", "object store": "ok", "gpus": "ok"}
+        "kubeflow pipelines": "ok", "namespace": "ok", "service account": "ok", "configmap kfp-launcher": "ok",
+        "secret taml-s3-credentials": "ok", "secret taml-postgres": "ok", "configmap taml-endpoints": "ok",
+        "mlflow": "ok", "object store": "ok", "gpus": "ok"}
+    assert body["kfp_version"] == "2.15.0" and body["kfp_mode"] == "standalone"
+    assert checks["kubeflow pipelines"][1] == "2.15.0, standalone, in kubeflow"
+    assert checks["configmap kfp-launcher"][1] == "defaultPipelineRoot=s3://taml/pipeline-root"
     assert "AWS_SECRET_ACCESS_KEY" in checks["secret taml-s3-credentials"][1]
     assert "c2VjcmV0" not in json.dumps(body)  # secret values are never printed
     assert f"{NS}/endpoints/minio" in requested and "/api/v1/nodes" in requested
@@ -170,8 +192,8 @@ def test_a_missing_namespace_stops_early_and_forbidden_nodes_warn(cluster, capsy
     requested.clear()
     assert _doctor(kubeconfig, "--json") == 1
     body, checks = _checks(capsys)
-    assert list(checks) == ["namespace"] and "kubectl apply -k" in checks["namespace"][1]
-    assert requested == [NS]
+    assert list(checks) == ["kubeflow pipelines", "namespace"] and "kubectl apply -k" in checks["namespace"][1]
+    assert requested == [KFP, NS]
     assert _doctor(kubeconfig, "--json", "--namespace", "other") == 1
     assert "other not found" in _checks(capsys)[1]["namespace"][1]
 
@@ -184,3 +206,61 @@ def test_no_configuration_or_no_server_is_one_line(tmp_path, cluster, capsys):
     assert _doctor(kubeconfig) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Kubernetes API unreachable" in err
+
+
+def test_kfp_missing_or_not_ready_fails_and_a_missing_launcher_config_only_warns(cluster, capsys):
+    responses, kubeconfig, _ = cluster
+    del responses[f"{NS}/configmaps/kfp-launcher"]
+    assert _doctor(kubeconfig, "--json") == 0  # standalone: KFP's launcher has built-in defaults
+    assert _checks(capsys)[1]["configmap kfp-launcher"][0] == "warn"
+    responses[KFP] = _kfp_api(ready=0)
+    assert _doctor(kubeconfig, "--json") == 1
+    assert "no ready replica" in _checks(capsys)[1]["kubeflow pipelines"][1]
+    del responses[KFP]
+    assert _doctor(kubeconfig, "--json") == 1
+    body, checks = _checks(capsys)
+    assert checks["kubeflow pipelines"][0] == "fail" and "not installed" in checks["kubeflow pipelines"][1]
+    assert body["kfp_version"] is None
+
+
+def test_a_profile_namespace_of_a_multi_user_kfp_with_mlflow_and_minio_in_taml(cluster, capsys):
+    """overlays/profile: the runner's objects in the profile, MLflow, PostgreSQL and MinIO in `taml`."""
+    responses, kubeconfig, requested = cluster
+    profile = "/api/v1/namespaces/team-a"
+    responses[KFP] = _kfp_api("2.16.1", multi_user=True)
+    responses[profile] = {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "team-a"},
+                          "status": {"phase": "Active"}}
+    for key in ("serviceaccounts/taml-pipeline-runner", "secrets/taml-s3-credentials", "configmaps/taml-endpoints"):
+        responses[f"{profile}/{key}"] = copy.deepcopy(responses[f"{NS}/{key}"])
+    assert _doctor(kubeconfig, "--json", "--namespace", "team-a") == 1  # the profile controller's ConfigMap is missing
+    body, checks = _checks(capsys)
+    assert body["kfp_mode"] == "multi-user" and checks["configmap kfp-launcher"][0] == "fail"
+    responses[f"{profile}/configmaps/kfp-launcher"] = copy.deepcopy(responses[f"{NS}/configmaps/kfp-launcher"])
+    requested.clear()
+    assert _doctor(kubeconfig, "--json", "--namespace", "team-a") == 0
+    body, checks = _checks(capsys)
+    assert {status for status, _ in checks.values()} == {"ok"}, checks
+    # MLflow, its database secret and MinIO were looked for where their URLs point: in taml
+    assert f"{NS}/endpoints/mlflow" in requested and f"{NS}/secrets/taml-postgres" in requested
+    assert f"{NS}/endpoints/minio" in requested and f"{profile}/services/mlflow" not in requested
+    # multi-user KFP, but the runs pointed at KFP's own namespace: a warning that names --namespace
+    responses["/api/v1/namespaces/kubeflow"] = {"kind": "Namespace", "apiVersion": "v1",
+                                                "metadata": {"name": "kubeflow"}, "status": {"phase": "Active"}}
+    _doctor(kubeconfig, "--json", "--namespace", "kubeflow")
+    assert "--namespace <profile>" in _checks(capsys)[1]["run namespace"][1]
+
+
+def test_probe_s3_lists_an_external_bucket_from_here(cluster, capsys, s3_bucket, s3_env, monkeypatch):
+    responses, kubeconfig, _ = cluster
+    data = responses[f"{NS}/configmaps/taml-endpoints"]["data"]
+    data["AWS_ENDPOINT_URL"], data["TAML_BUCKET"] = s3_env, s3_bucket  # moto: external to the cluster
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # the ConfigMap's endpoint is the one probed
+    assert _doctor(kubeconfig, "--json", "--probe-s3") == 0
+    checks = _checks(capsys)[1]
+    assert checks["bucket"] == ("ok", f"s3://{s3_bucket} at {s3_env} answers (from this machine, with its AWS "
+                                      "credentials)")
+    data["TAML_BUCKET"] = "no-such-bucket-here"
+    assert _doctor(kubeconfig, "--json", "--probe-s3") == 1
+    assert _checks(capsys)[1]["bucket"][0] == "fail"
+    assert _doctor(kubeconfig, "--json") == 0  # without --probe-s3 nothing is sent to the store
+    assert "bucket" not in _checks(capsys)[1]

@@ -4,18 +4,15 @@ fake we accept: no KFP API server can run here)."""
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import json
 import re
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
+
+from kfp_fixtures import kfp_server  # noqa: F401
 
 # MLflow stores, HTTP servers, whole searches: part of `make test`, not `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -25,125 +22,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 API = "/apis/v2beta1"
-
-
-class FakeKfp:
-    """Pipelines, versions, experiments, runs and recurring runs in memory; `requests` records
-    (method, path, query, body) with JSON bodies decoded and uploaded files as text."""
-
-    def __init__(self):
-        self.requests: list[dict] = []
-        self.pipelines: dict[str, dict] = {}
-        self.versions: dict[str, list[dict]] = {}
-        self.experiments: dict[str, dict] = {}
-        self.fail: dict[tuple[str, str], int] = {}  # (method, path) -> HTTP status to answer with
-        self.ids = 0
-
-    def new_id(self, kind: str) -> str:
-        self.ids += 1
-        return f"{kind}-{self.ids}"
-
-    def handle(self, method: str, path: str, query: dict, body) -> tuple[int, dict]:
-        if (method, path) in self.fail:
-            return self.fail[(method, path)], {"error": "injected", "message": "injected failure"}
-        if (method, path) == ("GET", f"{API}/healthz"):
-            return 200, {"multi_user": False}
-        if (method, path) == ("GET", f"{API}/pipelines"):
-            name = _filter_value(query)
-            return 200, {"pipelines": [p for p in self.pipelines.values() if p["display_name"] == name],
-                         "total_size": len(self.pipelines)}
-        if (method, path) == ("POST", f"{API}/pipelines/upload"):
-            pid = self.new_id("pipeline")
-            self.pipelines[pid] = {"pipeline_id": pid, "display_name": query["name"][0]}
-            self.versions[pid] = [{"pipeline_id": pid, "pipeline_version_id": self.new_id("version"),
-                                   "display_name": query["name"][0]}]
-            return 200, self.pipelines[pid]
-        if (method, path) == ("POST", f"{API}/pipelines/upload_version"):
-            pid = query["pipelineid"][0]
-            version = {"pipeline_id": pid, "pipeline_version_id": self.new_id("version"), "display_name": query["name"][0]}
-            self.versions[pid].append(version)
-            return 200, version
-        m = re.fullmatch(f"{API}/pipelines/([^/]+)/versions", path)
-        if method == "GET" and m:
-            name = _filter_value(query)
-            versions = [v for v in self.versions.get(m.group(1), []) if name is None or v["display_name"] == name]
-            return 200, {"pipeline_versions": versions, "total_size": len(versions)}
-        if (method, path) == ("GET", f"{API}/experiments"):
-            name = _filter_value(query)
-            return 200, {"experiments": [e for e in self.experiments.values() if e["display_name"] == name]}
-        if (method, path) == ("POST", f"{API}/experiments"):
-            eid = self.new_id("experiment")
-            self.experiments[eid] = {**body, "experiment_id": eid}
-            return 200, self.experiments[eid]
-        if (method, path) == ("POST", f"{API}/runs"):
-            return 200, {**body, "run_id": self.new_id("run"), "state": "PENDING"}
-        if (method, path) == ("POST", f"{API}/recurringruns"):
-            return 200, {**body, "recurring_run_id": self.new_id("recurring")}
-        return 404, {"error": f"no route {method} {path}"}
-
-    def paths(self) -> list[tuple[str, str]]:
-        return [(r["method"], r["path"]) for r in self.requests]
-
-    def bodies(self, method: str, path: str) -> list:
-        return [r["body"] for r in self.requests if (r["method"], r["path"]) == (method, path)]
-
-
-def _filter_value(query: dict) -> str | None:
-    if "filter" not in query:
-        return None
-    [predicate] = json.loads(query["filter"][0])["predicates"]
-    assert predicate["operation"] in ("EQUALS", 1) and predicate["key"] == "display_name"  # enum name or number
-    return predicate["stringValue"]
-
-
-def _decode(content_type: str, raw: bytes):
-    if not raw:
-        return None
-    if content_type.startswith("multipart/form-data"):
-        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
-        return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True).decode()
-                for part in message.iter_parts()}
-    return json.loads(raw)
-
-
-@pytest.fixture()
-def kfp_server(monkeypatch, tmp_path):
-    monkeypatch.setenv("HOME", str(tmp_path))  # no KFP context file from the user's home
-    for var in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
-    fake = FakeKfp()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self):
-            url = urlparse(self.path)
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = _decode(self.headers.get("Content-Type", ""), raw)
-            query = parse_qs(url.query)
-            fake.requests.append({"method": self.command, "path": url.path, "query": query, "body": body})
-            try:
-                status, answer = fake.handle(self.command, url.path, query, body)
-            except Exception as exc:  # a request the fake did not expect: make it visible
-                status, answer = 500, {"error": f"fake server: {type(exc).__name__}: {exc}"}
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_DELETE = _serve
-
-        def log_message(self, *args):  # quiet
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield fake
-    server.shutdown()
-    server.server_close()
 
 
 def _taml(*argv) -> int:
@@ -159,7 +37,8 @@ def _in_repo(monkeypatch):
 
 def test_submit_uploads_once_and_runs(kfp_server, capsys):
     args = ["pipeline", "submit", "multitask_search", "--host", kfp_server.url, "--rounds", "1", "--children", "2",
-            "search_dir=s3://taml/searches/demo", 'settings={"tasks": ["sms_spam", "mpqa"], "budget_scale": 0.1}']
+            "search_dir=s3://taml/searches/demo",
+            'settings={"tasks": ["sms_spam", "mpqa"], "budget_scale": 0.1, "data_dir": "s3://taml/data"}']
     assert _taml(*args, "--run-name", "first") == 0
     assert kfp_server.paths() == [
         ("GET", f"{API}/healthz"),
@@ -185,7 +64,8 @@ def test_submit_uploads_once_and_runs(kfp_server, capsys):
     assert run["display_name"] == "first" and run["experiment_id"] == "experiment-3"
     assert run["pipeline_version_reference"] == {"pipeline_id": "pipeline-1", "pipeline_version_id": "version-2"}
     assert run["runtime_config"]["parameters"] == {"search_dir": "s3://taml/searches/demo", "settings": {
-        "tasks": ["sms_spam", "mpqa"], "budget_scale": 0.1}}
+        "tasks": ["sms_spam", "mpqa"], "budget_scale": 0.1, "data_dir": "s3://taml/data"}}
+    assert "authorization" not in upload["headers"] and "cookie" not in upload["headers"]  # standalone: none
     assert run["service_account"] == "taml-pipeline-runner"
     assert "pipeline_spec" not in run  # the run refers to the uploaded version
     assert "run run-4 (first)" in capsys.readouterr().out
@@ -242,3 +122,27 @@ def test_missing_required_parameter_and_unreachable_host(capsys):
     assert _taml("pipeline", "submit", "multitask_search", "--host", "http://127.0.0.1:9", "search_dir=/x") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "127.0.0.1:9" in err
+
+
+def test_multi_user_credentials_reach_every_request(kfp_server, capsys, monkeypatch, tmp_path):
+    """--existing-token and --cookie (a multi-user Kubeflow), else the projected service-account
+    token at $KF_PIPELINES_SA_TOKEN_PATH; never printed."""
+    args = ["pipeline", "submit", "scheduled_retraining", "--host", kfp_server.url, "--rounds", "1",
+            "search_root=s3://taml/searches", "--namespace", "kubeflow-user-example-com"]
+    assert _taml(*args, "--existing-token", "tok-123", "--cookie", "authservice_session=abc") == 0
+    assert kfp_server.requests and all(r["headers"].get("authorization") == "Bearer tok-123" and
+                                       "authservice_session=abc" in r["headers"].get("cookie", "")
+                                       for r in kfp_server.requests)
+    assert "tok-123" not in capsys.readouterr().out
+    kfp_server.requests.clear()
+    token = tmp_path / "token"
+    token.write_text("projected-456\n")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    assert _taml(*args) == 0
+    assert all(r["headers"].get("authorization") == "Bearer projected-456" for r in kfp_server.requests)
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "missing"))
+    kfp_server.requests.clear()
+    assert _taml(*args) == 2
+    assert "KF_PIPELINES_SA_TOKEN_PATH" in capsys.readouterr().err and kfp_server.requests == []
+    assert _taml(*args, "--cookie", "no-equals-sign") == 2
+    assert "--cookie: expected NAME=VALUE" in capsys.readouterr().err

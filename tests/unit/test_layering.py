@@ -75,7 +75,8 @@ LAYERS = (
     {"search", "serving"},
     {"transfer", "report"},
     {"study"},
-    {"steps", "kubeflow"},
+    {"kubeflow"},  # below the steps: continue_search submits the next window with kubeflow.continuation
+    {"steps"},
     {"cli"},
 )
 

@@ -4,13 +4,18 @@ Both compile the pipeline, upload it once (a pipeline per name; a version per co
 named `<pipeline>-<content hash>`, so submitting the same YAML twice reuses its version), find or
 create the experiment, then create a run (`submit`) or a recurring run (`schedule`).
 
-Credentials come from kfp.Client's usual sources (a KFP context, an in-cluster token, or
-`--existing-token`-style environment settings), never from taml's arguments.
+Credentials, for a multi-user Kubeflow (`Auth`): `--existing-token` (a bearer token, e.g. `kubectl
+create token default-editor -n <profile> --audience pipelines.kubeflow.org`), `--cookie` (the
+session cookie of Kubeflow's login, e.g. `authservice_session=...` or `oauth2_proxy_kubeflow=...`),
+else a projected service-account token at $KF_PIPELINES_SA_TOKEN_PATH (or KFP's default path
+/var/run/secrets/kubeflow/pipelines/token when it exists: inside the cluster), else none (a
+standalone KFP).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,17 +53,53 @@ def kfp_cron(expression: str) -> str:
     return " ".join(["0", *fields] if len(fields) == 5 else fields)
 
 
-def connect(host: str, namespace: str | None = None):
+SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"  # kfp.client.KF_PIPELINES_SA_TOKEN_PATH
+
+
+@dataclass(frozen=True)
+class Auth:
+    """How to authenticate to a multi-user Kubeflow Pipelines API (none: a standalone KFP)."""
+
+    token: str | None = None  # a bearer token (kfp.Client's existing_token)
+    cookie: str | None = None  # "name=value[; name=value]": Kubeflow's login session
+
+    def __repr__(self) -> str:  # never print a credential
+        return f"Auth(token={'***' if self.token else None}, cookie={'***' if self.cookie else None})"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """kfp.Client's keywords: the token or cookie given, else the service-account token file."""
+        kwargs: dict[str, Any] = {}
+        if self.cookie:
+            kwargs["cookies"] = self.cookie
+        if self.token:
+            kwargs["existing_token"] = self.token
+            return kwargs
+        path = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH")
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"KF_PIPELINES_SA_TOKEN_PATH {path!r}: no such file (a projected service-account "
+                              "token with audience pipelines.kubeflow.org)")
+        path = path or (SA_TOKEN_PATH if os.path.isfile(SA_TOKEN_PATH) else None)
+        if path:
+            from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+            kwargs["credentials"] = ServiceAccountTokenVolumeCredentials(path)
+        return kwargs
+
+
+def connect(host: str, namespace: str | None = None, auth: Auth | None = None):
     import warnings
 
-    import kfp
+    from kfp import Client
 
     if not re.match(r"^https?://", host or ""):
         raise ConfigError(f"--host {host!r} is not an http(s) URL of the Kubeflow Pipelines API")
     with warnings.catch_warnings():  # "This client only works with KFP v2.0.0-beta.2 and later": we know
         warnings.simplefilter("ignore", FutureWarning)
         try:
-            return kfp.Client(host=host, namespace=namespace) if namespace else kfp.Client(host=host)
+            kwargs = (auth or Auth()).client_kwargs()
+            return Client(host=host, namespace=namespace, **kwargs) if namespace else Client(host=host, **kwargs)
+        except TamlError:
+            raise
         except Exception as exc:
             raise KubeflowError(f"Kubeflow Pipelines API at {host} unreachable: {_reason(exc)}") from None
 
@@ -83,10 +124,10 @@ def upload(client, package: Path, pipeline_name: str, description: str, version_
 
 def submit(package: Path, host: str, params: dict[str, Any], run_name: str, experiment: str = DEFAULT_EXPERIMENT,
            namespace: str | None = None, service_account: str | None = DEFAULT_SERVICE_ACCOUNT,
-           version_name: str | None = None) -> Submitted:
+           version_name: str | None = None, auth: Auth | None = None) -> Submitted:
     """Upload the compiled pipeline at `package` and start one run of it."""
     client, pipeline_id, version_id, version, experiment_id = _prepare(package, host, experiment, namespace,
-                                                                       version_name)
+                                                                       version_name, auth)
     run = _call(host, lambda: client.run_pipeline(
         experiment_id, run_name, params=params, pipeline_id=pipeline_id, version_id=version_id,
         service_account=service_account or None))
@@ -96,12 +137,12 @@ def submit(package: Path, host: str, params: dict[str, Any], run_name: str, expe
 def schedule(package: Path, host: str, cron: str, params: dict[str, Any], name: str,
              experiment: str = DEFAULT_EXPERIMENT, namespace: str | None = None,
              service_account: str | None = DEFAULT_SERVICE_ACCOUNT, max_concurrency: int = 1,
-             version_name: str | None = None) -> Submitted:
+             version_name: str | None = None, auth: Auth | None = None) -> Submitted:
     """Upload the compiled pipeline and create a recurring run on `cron`. One run at a time and no
     catch-up: a retraining that missed its slot runs once, not once per missed slot."""
     expression = kfp_cron(cron)
     client, pipeline_id, version_id, version, experiment_id = _prepare(package, host, experiment, namespace,
-                                                                       version_name)
+                                                                       version_name, auth)
     job = _call(host, lambda: client.create_recurring_run(
         experiment_id, name, cron_expression=expression, params=params, pipeline_id=pipeline_id,
         version_id=version_id, max_concurrency=max_concurrency, no_catchup=True,
@@ -110,7 +151,8 @@ def schedule(package: Path, host: str, cron: str, params: dict[str, Any], name: 
                      cron=expression)
 
 
-def _prepare(package: Path, host: str, experiment: str, namespace: str | None, version_name: str | None):
+def _prepare(package: Path, host: str, experiment: str, namespace: str | None, version_name: str | None,
+             auth: Auth | None = None):
     import yaml
 
     from transfer_automl.kubeflow.pipelines import spec_digest
@@ -119,7 +161,7 @@ def _prepare(package: Path, host: str, experiment: str, namespace: str | None, v
     info = spec.get("pipelineInfo", {})
     pipeline_name, description = info.get("name", Path(package).stem), info.get("description", "")
     version = version_name or f"{pipeline_name}-{spec_digest(package)}"
-    client = connect(host, namespace)
+    client = connect(host, namespace, auth)
     pipeline_id, version_id = _call(host, lambda: upload(client, Path(package), pipeline_name, description, version))
     exp = _call(host, lambda: client.create_experiment(experiment, namespace=namespace))
     return client, pipeline_id, version_id, version, exp.experiment_id

@@ -1,11 +1,20 @@
 """`taml cluster doctor`: is this cluster ready to run the pipelines? Read-only checks with the
 `kubernetes` client against what manifests/ deploys:
 
-    namespace taml; ServiceAccount taml-pipeline-runner; Secrets taml-s3-credentials (not needed
-    with IRSA, the aws overlay) and taml-postgres; ConfigMap taml-endpoints; Service mlflow:5000
-    with ready endpoints; the object store (Service minio:9000 when taml-endpoints points at it,
-    else an external S3 endpoint); allocatable nvidia.com/gpu on nodes with the label the
-    train_child node selector asks for.
+    Kubeflow Pipelines installed (Deployment ml-pipeline in --kfp-namespace, default kubeflow),
+    its version and mode (standalone or multi-user: the API server's MULTIUSER); the namespace the
+    runs go to (--namespace: taml, kubeflow, or a profile's); ServiceAccount taml-pipeline-runner;
+    KFP's kfp-launcher ConfigMap there (read, never written); Secrets taml-s3-credentials (not
+    needed with IRSA, the aws overlay) and taml-postgres (where MLflow runs); ConfigMap
+    taml-endpoints; Service mlflow:5000 with ready endpoints, in the namespace its URL names; the
+    object store (Service minio:9000 or KFP's minio-service when taml-endpoints points at one, in
+    the namespace its URL names, else an external S3 endpoint); allocatable nvidia.com/gpu on
+    nodes with the label the train_pack node selector asks for.
+
+Only the Kubernetes API is read: whether the bucket answers from inside the namespace is not
+checked (a probe pod would be a write); an in-cluster store is checked down to ready pods, and with
+--probe-s3 an external endpoint's bucket (TAML_BUCKET) is listed from this machine, with its AWS
+credentials and the ConfigMap's endpoint.
 
 From the GPUs it suggests the ParallelFor parallelism (children trained at once: one GPU each).
 Each check is ok, warn (works, with a caveat) or fail (a pipeline run would fail).
@@ -28,6 +37,10 @@ ENDPOINTS_CONFIGMAP = "taml-endpoints"
 ENDPOINTS_KEYS = ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL")
 MLFLOW_SERVICE, MLFLOW_PORT = "mlflow", 5000
 MINIO_SERVICE, MINIO_PORT = "minio", 9000
+KFP_MINIO_SERVICE = "minio-service"  # standalone KFP's own MinIO (overlays/kubeflow)
+KFP_NAMESPACE = "kubeflow"
+KFP_API_DEPLOYMENT = "ml-pipeline"
+KFP_LAUNCHER_CONFIGMAP = "kfp-launcher"
 GPU_RESOURCE = "nvidia.com/gpu"  # as pipelines/rounds.py
 GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
@@ -51,6 +64,8 @@ class Report:
     checks: list[Check] = field(default_factory=list)
     gpus: int = 0  # allocatable nvidia.com/gpu on nodes the children can be scheduled on
     suggested_parallelism: int | None = None
+    kfp_version: str | None = None
+    kfp_mode: str | None = None  # "standalone" | "multi-user"
 
     @property
     def ok(self) -> bool:
@@ -80,12 +95,13 @@ def api_client(kubeconfig: str | None = None, context: str | None = None):
         raise ClusterError(f"no Kubernetes configuration: {type(exc).__name__}: {exc}") from None
 
 
-def diagnose(api, namespace: str = NAMESPACE) -> Report:
+def diagnose(api, namespace: str = NAMESPACE, kfp_namespace: str = KFP_NAMESPACE, probe_s3: bool = False) -> Report:
     """Run every check with the kubernetes ApiClient `api`."""
     from kubernetes import client
 
     core = client.CoreV1Api(api)
     report = Report(namespace)
+    _kfp(report, client.AppsV1Api(api), kfp_namespace)
     ns = _get(report, "namespace", lambda: core.read_namespace(namespace))
     if ns is None:
         report.add("namespace", FAIL, f"namespace {namespace} not found: kubectl apply -k manifests/overlays/<env>")
@@ -100,13 +116,63 @@ def diagnose(api, namespace: str = NAMESPACE) -> Report:
     elif not _failed(report, "service account"):
         report.add("service account", FAIL, f"{SERVICE_ACCOUNT} not found in {namespace}")
 
+    _launcher(report, core, namespace)
     _secret(report, core, namespace, S3_SECRET, S3_SECRET_KEYS, optional=irsa)
-    _secret(report, core, namespace, POSTGRES_SECRET, POSTGRES_SECRET_KEYS, optional=False)
     endpoints = _config(report, core, namespace)
-    _service(report, core, namespace, "mlflow", MLFLOW_SERVICE, MLFLOW_PORT)
-    _object_store(report, core, namespace, endpoints)
+    mlflow_namespace = service_namespace(endpoints.get("MLFLOW_TRACKING_URI", ""), MLFLOW_SERVICE) or namespace
+    _secret(report, core, mlflow_namespace, POSTGRES_SECRET, POSTGRES_SECRET_KEYS, optional=False)
+    _service(report, core, mlflow_namespace, "mlflow", MLFLOW_SERVICE, MLFLOW_PORT)
+    _object_store(report, core, namespace, endpoints, probe_s3)
     _gpus(report, core)
     return report
+
+
+def service_namespace(url: str, service: str) -> str | None:
+    """The namespace an in-cluster URL names: http://<service>.<namespace>[.svc...][:port]."""
+    from urllib.parse import urlparse
+
+    parts = (urlparse(url).hostname or "").split(".")
+    return parts[1] if len(parts) >= 2 and parts[0] == service else None
+
+
+def _kfp(report: Report, apps, kfp_namespace: str) -> None:
+    """KFP installed: its API server's Deployment; the version from its image tag, the mode from
+    its MULTIUSER setting."""
+    deployment = _get(report, "kubeflow pipelines", lambda: apps.read_namespaced_deployment(KFP_API_DEPLOYMENT,
+                                                                                           kfp_namespace))
+    if deployment is None:
+        if not _failed(report, "kubeflow pipelines"):
+            report.add("kubeflow pipelines", FAIL, f"not installed: no Deployment {KFP_API_DEPLOYMENT} in "
+                                                   f"{kfp_namespace} (--kfp-namespace if it lives elsewhere)")
+        return
+    containers = deployment.spec.template.spec.containers or []
+    image = next((c.image for c in containers if "api-server" in (c.image or "") or c.name == "ml-pipeline-api-server"),
+                 containers[0].image if containers else "")
+    report.kfp_version = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "unknown"
+    env = {e.name: e.value for c in containers for e in (c.env or [])}
+    report.kfp_mode = "multi-user" if str(env.get("MULTIUSER", "false")).lower() == "true" else "standalone"
+    ready = getattr(deployment.status, "ready_replicas", None) or 0
+    report.add("kubeflow pipelines", OK if ready else FAIL,
+               f"{report.kfp_version}, {report.kfp_mode}, in {kfp_namespace}"
+               + ("" if ready else f"; no ready replica of {KFP_API_DEPLOYMENT}"))
+    if report.kfp_mode == "multi-user" and report.namespace == kfp_namespace:
+        report.add("run namespace", WARN, f"multi-user KFP runs pipelines in profile namespaces, not in {kfp_namespace}: "
+                                          "--namespace <profile> (manifests/overlays/profile)")
+
+
+def _launcher(report: Report, core, namespace: str) -> None:
+    """KFP's own launcher settings in the run namespace: read, never written."""
+    check = f"configmap {KFP_LAUNCHER_CONFIGMAP}"
+    cm = _get(report, check, lambda: core.read_namespaced_config_map(KFP_LAUNCHER_CONFIGMAP, namespace))
+    if cm is not None:
+        root = (cm.data or {}).get("defaultPipelineRoot")
+        report.add(check, OK, f"defaultPipelineRoot={root}" if root else "present; KFP's default pipeline root")
+    elif not _failed(report, check):
+        if report.kfp_mode == "multi-user":
+            report.add(check, FAIL, f"not in {namespace}: KFP's profile controller creates it in every profile "
+                                    "namespace; is this a profile's namespace?")
+        else:
+            report.add(check, WARN, f"not in {namespace}: KFP's launcher uses its built-in defaults (KFP's MinIO)")
 
 
 def _secret(report: Report, core, namespace: str, name: str, keys: tuple[str, ...], optional: bool) -> None:
@@ -155,12 +221,41 @@ def _service(report: Report, core, namespace: str, check: str, name: str, port: 
         report.add(check, FAIL, f"Service {name}:{port} has no ready pods (kubectl -n {namespace} get pods)")
 
 
-def _object_store(report: Report, core, namespace: str, endpoints: dict[str, str]) -> None:
+def _object_store(report: Report, core, namespace: str, endpoints: dict[str, str], probe_s3: bool = False) -> None:
     url = endpoints.get("AWS_ENDPOINT_URL", "")
-    if not url or f"{MINIO_SERVICE}." in url or url.startswith(f"http://{MINIO_SERVICE}:"):
-        _service(report, core, namespace, "object store", MINIO_SERVICE, MINIO_PORT)
-    else:
-        report.add("object store", OK, f"external S3 endpoint {url} (not reachable from here: not checked)")
+    for service in (MINIO_SERVICE, KFP_MINIO_SERVICE):
+        if not url and service == MINIO_SERVICE or url.startswith((f"http://{service}.", f"http://{service}:")):
+            where = service_namespace(url, service) or namespace
+            _service(report, core, where, "object store", service, MINIO_PORT)
+            return
+    report.add("object store", OK, f"external S3 endpoint {url} (whether the bucket answers from the namespace "
+                                   "is not checked: no probe pod)")
+    if probe_s3:
+        _probe_bucket(report, url, endpoints.get("TAML_BUCKET", ""))
+
+
+def _probe_bucket(report: Report, url: str, bucket: str) -> None:
+    """List the bucket through the ArtifactStore from this machine (one attempt, 10 s)."""
+    import os
+
+    from transfer_automl.errors import StorageError
+    from transfer_automl.storage.s3 import S3Store
+
+    if not bucket:
+        report.add("bucket", FAIL, "taml-endpoints has no TAML_BUCKET")
+        return
+    saved = os.environ.get("AWS_ENDPOINT_URL")
+    os.environ["AWS_ENDPOINT_URL"] = url
+    try:
+        S3Store(f"s3://{bucket}", max_attempts=1, timeout_s=10).list("taml-doctor-probe/")
+        report.add("bucket", OK, f"s3://{bucket} at {url} answers (from this machine, with its AWS credentials)")
+    except StorageError as exc:
+        report.add("bucket", FAIL, f"s3://{bucket} at {url}: {str(exc)[:300]}")
+    finally:
+        if saved is None:
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL"] = saved
 
 
 def _gpus(report: Report, core) -> None:
@@ -182,7 +277,7 @@ def _gpus(report: Report, core) -> None:
         report.add("gpus", OK, f"{labelled} allocatable {GPU_RESOURCE} on nodes labelled {label}")
     elif total:
         report.add("gpus", FAIL, f"{total} allocatable {GPU_RESOURCE}, but on no node labelled {label}: "
-                                 "train_child's node selector would never match (label the GPU nodes, or "
+                                 "train_pack's node selector would never match (label the GPU nodes, or "
                                  "install the NVIDIA GPU operator, which does)")
     else:
         report.suggested_parallelism = None

@@ -20,15 +20,17 @@ from transfer_automl.errors import ConfigError
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """Compile-time shape of a pipeline (KFP v2 has no loops: rounds are unrolled)."""
+    """Compile-time shape of a pipeline (KFP v2 has no loops: a run's rounds are unrolled)."""
 
     rounds: int | None = None  # None: the pipeline's default
     children_per_round: int | None = None
-    gpu: bool = True  # train_child asks for a GPU node
-    parallelism: int | None = None  # children trained at once; None: all of a round
+    gpu: bool = True  # train_pack asks for a GPU node (and runs the CUDA image)
+    parallelism: int | None = None  # GPUs at once = packs per round; None: one child per pack
+    max_trials: int | None = None  # the default budget of a pipeline that continues itself (multitask_search)
 
     def kwargs(self) -> dict[str, Any]:
-        given = {"rounds": self.rounds, "children_per_round": self.children_per_round, "parallelism": self.parallelism}
+        given = {"rounds": self.rounds, "children_per_round": self.children_per_round, "parallelism": self.parallelism,
+                 "max_trials": self.max_trials}
         return {"gpu": self.gpu, **{k: v for k, v in given.items() if v is not None}}
 
 
@@ -60,10 +62,19 @@ def _load(path: Path) -> ModuleType:
     return module
 
 
-def build(module: ModuleType, options: BuildOptions = BuildOptions()):
-    """The pipeline function with `options`; ValueError from the definition becomes a ConfigError."""
+def build(module: ModuleType, options: BuildOptions = BuildOptions(), strict: bool = True):
+    """The pipeline function with `options`; ValueError from the definition becomes a ConfigError.
+    An option the pipeline does not take (max_trials: only a search that continues itself) is
+    refused when `strict`, else left out (compiling every pipeline)."""
+    import inspect
+
+    kwargs = options.kwargs()
+    accepted = inspect.signature(module.build_pipeline).parameters
+    extra = sorted(k for k in kwargs if k not in accepted)
+    if extra and strict:
+        raise ConfigError(f"pipeline {module.NAME}: takes no {extra} (--max-trials: multitask_search)")
     try:
-        return module.build_pipeline(**options.kwargs())
+        return module.build_pipeline(**{k: v for k, v in kwargs.items() if k in accepted})
     except ValueError as exc:
         raise ConfigError(f"pipeline {module.NAME}: {exc}") from None
 
@@ -101,9 +112,11 @@ def parse_params(pipeline_func, pairs: list[str]) -> dict[str, Any]:
     if missing:
         raise ConfigError(f"pipeline {pipeline_func.name} needs parameter(s) {missing} (give name=value)")
     if isinstance(params.get("settings"), dict):  # the search's settings: refused here, not in a pod
-        from transfer_automl.study.settings import check_pipeline_settings
+        from transfer_automl.study.settings import check_pipeline_settings, require_data_dir
 
         check_pipeline_settings(params["settings"], "pipeline parameter settings")
+        if "search_dir" in inputs and "target_tasks" not in inputs:  # a search that starts here: where its data is
+            require_data_dir(params["settings"], "pipeline parameter settings")
     return params
 
 

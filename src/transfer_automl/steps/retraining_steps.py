@@ -6,7 +6,7 @@ A recurring run (`taml pipeline schedule scheduled_retraining --cron ...`) point
 (a local directory or s3:// prefix), or at a directory of searches; `resume_search` picks the
 newest one whose tasks are the given set (the one with the latest finished trial in its ledger),
 checks that it runs the pipeline's children per round, and returns it with the round to continue
-at. The rounds that follow are the multitask search's (controller_step, train_child,
+at. The rounds that follow are the multitask search's (controller_step, train_pack,
 aggregate_rewards), so a run adds rounds to the ledger and checkpoint and a retried run never
 counts a trial twice. `register_champion` then registers each task's best child; the alias
 `champion` moves only to a strictly better model (transfer_automl.study.champions).

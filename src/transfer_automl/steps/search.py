@@ -18,11 +18,10 @@ def run_search(settings: SearchSettings | Mapping[str, Any], tracker: Tracker | 
     progress = _progress(study)
     try:
         for step in study.pending_rounds():
-            rows = []
-            for trial in study.ask_round(step):
-                progress.set_postfix_str(f"training {trial.task} (round {step})")
-                rows.append(study.run_trial(trial))
-                progress.update(1)
+            trials = study.ask_round(step)
+            progress.set_postfix_str(f"training {len(trials)} children (round {step})")
+            rows = study.run_trials(trials)  # settings.pack at once (automatic: packed on CUDA)
+            progress.update(len(rows))
             study.tell_round(step, rows)
             progress.set_postfix_str(f"round {step}: best val {max(r.val_accuracy for r in rows):.3f}")
     except BaseException:

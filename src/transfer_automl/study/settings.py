@@ -123,6 +123,9 @@ class SearchSettings:
     # It names files, MLflow experiments and every trial id (<search_id>/<step>/<k>).
     search_id: str | None = setting(None, pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}",
                                     help="letters, digits, '.', '_', '-' (default: <out dir name>-<UTC time>)")
+    pack: int | None = setting(None, low=1, high=4096, resume="free",
+                               help="text children trained at once on one device, stacked (children/packing.py); "
+                                    "the same trials and seeds as one at a time (default: 64 on CUDA, 1 on CPU)")
     top_n: int = setting(10, low=1, high=10_000, resume="free", help="accuracy-topN reported per task")
     progress: bool = setting(True, cli=False, resume="free", help="a progress bar on stderr")
 
@@ -197,7 +200,8 @@ class SearchSettings:
 # Settings a pipeline's shape fixes, not its settings mapping: the search_dir, the compiled rounds
 # and children.
 PIPELINE_SHAPED = {"out": "search_dir", "batch_size": "the pipeline's --children",
-                   "trials": "--rounds x --children", "progress": "nothing (no progress bar in a pod)"}
+                   "trials": "--rounds x --children", "progress": "nothing (no progress bar in a pod)",
+                   "pack": "the pipeline's --gpus (a round's children split into one pack per GPU pod)"}
 
 
 def check_pipeline_settings(values: Mapping[str, Any], where: str = "settings") -> dict[str, Any]:
@@ -214,6 +218,21 @@ def check_pipeline_settings(values: Mapping[str, Any], where: str = "settings") 
     if "method_options" in coerced:
         _check_method_options(coerced.get("method", "reinforce"), coerced["method_options"], where)
     return coerced
+
+
+def require_data_dir(values: Mapping[str, Any], where: str = "settings") -> None:
+    """A pipeline's text or image tasks name where their data is: without `data_dir` a pod would
+    resolve them to the 1,000-row samples shipped in the package (tasks/registry.py), and train on
+    those without a word. Tables (`benchmark`, `table`), tasks given as .parquet paths and a
+    resumed search (its stored settings) need none."""
+    if values.get("data_dir") or values.get("benchmark") or values.get("table") or values.get("init_from") == "resume":
+        return
+    tasks = values.get("tasks") or ()
+    if tasks and all(str(t).endswith(".parquet") for t in tasks):
+        return
+    raise ConfigError(f"{where}.data_dir: not given; the pipeline's pods would train on the 1,000-row samples "
+                      "shipped in the package instead of your data. Give data_dir: an s3://bucket/prefix of "
+                      "<task>.parquet files, or a directory mounted in the pods")
 
 
 # -- flags -------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ the same four calls:
     study = Study.open(settings)            # scratch, resume or transfer
     for step in study.pending_rounds():
         trials = study.ask_round(step)      # idempotent: the same trials however often it is called
-        rows = [study.run_trial(t) for t in trials]   # a trial already run is not run again
+        rows = study.run_trials(trials)     # a trial already run is not run again; packed on a GPU
         study.tell_round(step, rows)        # ledger, then tell, then checkpoint, then the tracker
     result = study.finish()                 # summary, artifacts, champions in the model registry
 
@@ -319,13 +319,38 @@ class Study:
     def run_trial(self, trial: Trial) -> LedgerRow:
         """Train (or look up) the trial's child; a trial already run (its result file, or its
         committed round) is returned as it was, never run again."""
-        recorded = self._recorded_result(trial)
-        if recorded is not None:
-            return recorded
-        started_at = datetime.now(UTC)
+        return self.run_trials([trial], pack=1)[0]
+
+    def run_trials(self, trials: Sequence[Trial], pack: int | None = None) -> list[LedgerRow]:
+        """`run_trial` for several trials, in their order; up to `pack` of them train at once on
+        one device (children/packing.py) when the trainer can pack them.
+
+        pack: None is `settings.pack`, else automatic (`resolve_pack`). The children are the same
+        whatever the pack: each trial keeps its configuration and its seed (`trial_seed`), so a
+        packed child starts from the weights and batch order it would start from alone and ends
+        within float rounding and dropout noise of it (tests/unit/test_study_packing.py)."""
+        rows: list[LedgerRow | None] = [self._recorded_result(t) for t in trials]
+        todo = [i for i, row in enumerate(rows) if row is None]
+        k = resolve_pack(self.settings.pack if pack is None else pack, self.backend.trainer)
+        for start in range(0, len(todo), k):
+            chunk = [trials[i] for i in todo[start : start + k]]
+            started_at = datetime.now(UTC)
+            for i, trial, result in zip(todo[start : start + k], chunk, self._train(chunk, k), strict=True):
+                rows[i] = self._record(trial, result, started_at)
+        return rows  # type: ignore[return-value]
+
+    def _train(self, trials: list[Trial], pack: int) -> list[Any]:
         backend = self.backend
-        result = backend.trainer.train(trial.config, backend.task_objects[trial.task],
-                                       seed=trial_seed(self.settings.seed, trial.controller_step, trial.index))
+        items = [(t.config, backend.task_objects[t.task], trial_seed(self.settings.seed, t.controller_step, t.index))
+                 for t in trials]
+        if pack > 1 and len(items) > 1 and can_pack(backend.trainer):
+            from transfer_automl.children.packing import PackedTextTrainer
+
+            return PackedTextTrainer(backend.trainer, max_pack=pack).train_many(items)
+        return [backend.trainer.train(config, task, seed=seed) for config, task, seed in items]
+
+    def _record(self, trial: Trial, result: Any, started_at: datetime) -> LedgerRow:
+        """The trial's ledger row, written to its result file (the first write wins)."""
         ok = result.status == STATUS_OK
         row = LedgerRow(
             trial_id=trial.trial_id, search_id=self.search.search_id, task=trial.task,
@@ -607,6 +632,25 @@ def _all_fields(settings: SearchSettings) -> dict[str, Any]:
     return {f.name: getattr(settings, f.name) for f in fields(settings)}
 
 
+def can_pack(trainer: Any) -> bool:
+    """Whether `trainer` trains children in packs: the text trainer (frozen-feature children)."""
+    from transfer_automl.children.trainer import TextChildTrainer
+
+    return isinstance(trainer, TextChildTrainer)
+
+
+AUTO_PACK_CUDA = 64  # children per pack on a GPU (children/packing.py: PackedTextTrainer's max_pack)
+
+
+def resolve_pack(pack: int | None, trainer: Any) -> int:
+    """Children trained at once: `pack` when given; automatic (None or 0) is AUTO_PACK_CUDA when the
+    trainer trains on CUDA, else 1 (on a CPU one process already uses every core)."""
+    if pack:
+        return int(pack)
+    device = getattr(trainer, "device", None)
+    return AUTO_PACK_CUDA if can_pack(trainer) and getattr(device, "type", "cpu") == "cuda" else 1
+
+
 def describe(search: Search) -> dict[str, Any]:
     if isinstance(search, ControllerSearch):
         return {"controller": search.controller.kind, "controller_config": search.controller.config.to_dict(),
@@ -671,8 +715,9 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-__all__ = ["RoundReport", "SearchResult", "Study", "baseline_metrics", "describe", "method_option_names",
-           "restore_search", "stored_settings", "trial_from_record", "trial_record", "trial_seed", "update_config"]
+__all__ = ["RoundReport", "SearchResult", "Study", "baseline_metrics", "can_pack", "describe",
+           "method_option_names", "resolve_pack", "restore_search", "stored_settings", "trial_from_record",
+           "trial_record", "trial_seed", "update_config"]
 
 
 def _id_safe(name: str) -> str:
