@@ -260,25 +260,29 @@ def test_packs_are_the_rounds_trials_and_train_as_the_children_would(tmp_path, t
     """round_packs splits a round's trials into packs in trial order (one per GPU pod); train_pack
     gives each child's row as train_child does; aggregate_rewards takes the packs' lists."""
     alone, packed = tmp_path / "alone", tmp_path / "packed"
-    for d in (alone, packed):
-        steps.init_search(d, _settings(toy_table), 5, 2)
+    for d in (alone, packed):  # two search ids: one shared MLflow store holds both searches
+        steps.init_search(d, _settings(toy_table, search_id=d.name), 5, 2)
+
+    def same(value):  # packed's trials and rows, named as alone's
+        return json.loads(json.dumps(value).replace('"packed/', '"alone/').replace('"packed"', '"alone"'))
+
     for k in range(2):
         trials = steps.controller_step(alone, k, 5)
         packs = steps.round_packs(packed, k, 5, 2)
         assert [p["pack_index"] for p in packs] == [0, 1] and {p["round_index"] for p in packs} == {k}
         assert [len(p["trials"]) for p in packs] == [3, 2]
-        assert [t for p in packs for t in p["trials"]] == trials  # the same trials, in order
+        assert same([t for p in packs for t in p["trials"]]) == trials  # the same trials, in order
         assert steps.round_packs(packed, k, 5, 2) == packs  # asked again: the same packs
         assert [len(p["trials"]) for p in steps.round_packs(packed, k, 5, 9)] == [1] * 5  # at most one pack a child
         rows = [steps.train_pack(packed, p) for p in reversed(packs)]  # any order
         assert steps.train_pack(packed, packs[0]) == rows[1]  # retried: the rows written, nothing trained
         one = [steps.train_child(alone, t) for t in trials]
         volatile = ("started_at", "ended_at", "duration_s")
-        assert [{c: v for c, v in r.items() if c not in volatile} for r in rows[1] + rows[0]] == \
+        assert [{c: v for c, v in r.items() if c not in volatile} for r in same(rows[1] + rows[0])] == \
             [{c: v for c, v in r.items() if c not in volatile} for r in one]
         assert steps.aggregate_rewards(packed, k, rows)["next_round"] == k + 1
         steps.aggregate_rewards(alone, k, one)
-    assert _ledger_rows(packed) == _ledger_rows(alone)
+    assert same(_ledger_rows(packed)) == _ledger_rows(alone)
     with pytest.raises(ConfigError, match="packs: must be >= 1"):
         steps.round_packs(packed, 2, 5, 0)
     with pytest.raises(ConfigError, match="pack: not a pack of trials"):
