@@ -102,6 +102,8 @@ def test_a_search_id_taken_in_the_shared_store_is_refused(tmp_path, toy_table, c
     err = capsys.readouterr().err.strip()
     assert err.startswith("taml: error: search_id 'same' is taken in MLflow") and len(err.splitlines()) == 1
     assert f"by the search in {tmp_path / 'one'}" in err and f"({tmp_path / 'two'})" in err
+    assert not (tmp_path / "two").exists()  # refused before anything was written: free to choose another id
+    assert _search(tmp_path / "two", toy_table, "--search-id", "other") == 0
 
 
 def test_a_damaged_tracking_record_is_refused_naming_it(tmp_path):

@@ -33,6 +33,18 @@ def default_tracker(directory: SearchDir | None) -> Tracker:
     )
 
 
+def refuse_taken_search_id(directory: SearchDir, search_id: str) -> None:
+    """Before a new search writes anything: refuse `search_id` when another directory's search
+    holds it in the sqlite store this one would log to (a server is asked later, when the tracker
+    starts, so that a server that is down costs no wait here)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or directory.default_tracking_uri()
+    if not uri.startswith("sqlite:///") or not os.path.exists(uri[len("sqlite:///"):]):
+        return
+    from transfer_automl.tracking.mlflow import refuse_another_search
+
+    refuse_another_search(uri, search_id, directory.tracking_tags()["taml.search_dir"])
+
+
 def task_datasets(task_objects: dict[str, object]) -> list[TaskData]:
     """The data files of a backend's tasks (text and image tasks; a table's tasks, looked up in one
     benchmark table, have none of their own)."""

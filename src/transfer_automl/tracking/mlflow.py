@@ -510,6 +510,20 @@ def _dataset_entity(data: Any):
                    source=described["source"], profile=json.dumps({"num_rows": int(data.rows)}))
 
 
+def refuse_another_search(uri: str, search_id: str, search_dir: str) -> None:
+    """ConfigError when the store at `uri` holds `search_id` for a search in another directory."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(search_experiment(search_id))
+    if experiment is None:
+        return
+    runs = client.search_runs([experiment.experiment_id], max_results=1, filter_string=(
+        f"tags.`taml.search_id` = '{search_id}' and tags.`taml.role` = 'controller'"))
+    if runs:
+        _refuse_another_search(runs[0], search_id, search_dir, uri)
+
+
 def _refuse_another_search(run: Any, search_id: str, search_dir: str | None, location: str) -> None:
     """Searches share a store: one whose id is already taken by a search elsewhere must not log
     into the other's runs."""
