@@ -56,11 +56,16 @@ def task_datasets(task_objects: dict[str, object]) -> list[TaskData]:
 
 
 def artifact_root(directory: SearchDir, tracking_uri: str | None) -> Path | None:
-    """Where MLflow stores artifacts: beside the default sqlite store; for an S3 search tracked by
-    a server (MLFLOW_TRACKING_URI or --tracking-uri), the server's own default."""
-    if not directory.is_local and (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+    """Where MLflow stores artifacts: beside the sqlite store (the one given, else the default);
+    for an S3 search tracked by a server (MLFLOW_TRACKING_URI or --tracking-uri), the server's own
+    default (a server always stores artifacts itself)."""
+    given = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not directory.is_local and given:
         return None
-    root = directory.default_tracking()[1]
+    if given and given.startswith("sqlite:///"):
+        root = Path(given[len("sqlite:///"):]).absolute().parent / "mlartifacts"
+    else:
+        root = directory.default_tracking()[1]
     root.mkdir(parents=True, exist_ok=True)
     return root
 
