@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -57,11 +58,27 @@ def _one_torch_thread():
     torch.set_num_threads(threads)
 
 
+_MLFLOW_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")
+# Whatever runs outside a test's own fixtures never writes the working directory's ./mlflow.db.
+os.environ["TAML_HOME"] = tempfile.mkdtemp(prefix="taml-home-session-")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_taml_home(tmp_path_factory):
+    """A module-scoped fixture (a search a module's tests share) logs into a store of the module's
+    own: autouse fixtures of a scope run before the others of that scope."""
+    with pytest.MonkeyPatch.context() as mp:
+        for var in _MLFLOW_VARIABLES:
+            mp.delenv(var, raising=False)
+        mp.setenv("TAML_HOME", str(tmp_path_factory.mktemp("taml-home-module")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def taml_home(monkeypatch, tmp_path_factory) -> Path:
     """No test may log into a user's MLflow server or into the shared store of the directory the
     tests run in: each test's searches share the store `<taml_home>/mlflow.db` (TAML_HOME)."""
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID", "TAML_DATA_DIR"):
+    for var in (*_MLFLOW_VARIABLES, "TAML_DATA_DIR"):
         monkeypatch.delenv(var, raising=False)
     home = tmp_path_factory.mktemp("taml-home")
     monkeypatch.setenv("TAML_HOME", str(home))

@@ -365,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:  # at once: building the parser imports the search settings, and torch with them
+        print(f"taml {_version()}")
+        return 0
     args = build_parser().parse_args(argv)
     try:
         code = {"search": _search, "spaces": _spaces, "tasks": _tasks, "modules": _modules, "runs": _runs,

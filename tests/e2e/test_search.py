@@ -112,8 +112,10 @@ def test_ledger_and_mlflow_hold_exactly_the_trials_run(tmp_path, space_file, sam
 def test_resume_continues_without_losing_or_doubling_trials(tmp_path, space_file, samples_dir, feature_cache_dir):
     # Reference: 6 trials in one go.
     reference = tmp_path / "reference"
-    run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, out=str(reference), trials=6, batch_size=1),
-               tracker=MemoryTracker())  # same search id as the run below: kept out of the shared MLflow store
+    with pytest.MonkeyPatch.context() as mp:  # the same search id as the search below: a store of its own
+        mp.setenv("TAML_HOME", str(tmp_path / "reference-store"))
+        run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, out=str(reference), trials=6,
+                             batch_size=1))
 
     out = tmp_path / "run"
     run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=4, batch_size=1))

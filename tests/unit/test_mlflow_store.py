@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from transfer_automl.cli import main
+from transfer_automl.errors import ConfigError
 from transfer_automl.search import Ledger
 from transfer_automl.study import SearchDir
 
@@ -51,8 +52,9 @@ def test_searches_share_one_store_kept_from_any_directory(tmp_path, toy_table, t
     shared = f"sqlite:///{taml_home}/mlflow.db"
     assert f"mlflow:     {shared}" in capsys.readouterr().out
     for name in ("a", "b"):
-        assert json.loads((runs / name / "tracking.json").read_text()) == {
-            "tracking_uri": shared, "artifact_root": str(taml_home / "mlartifacts")}
+        record = json.loads((runs / name / "tracking.json").read_text())
+        assert record == {"tracking_uri": shared, "artifact_root": str(taml_home / "mlartifacts"),
+                          "search_uid": record["search_uid"]} and len(record["search_uid"]) == 32
         assert not (runs / name / "mlflow.db").exists()
     client = _client(shared)
     assert {e.name: e.tags.get(EXPERIMENT_KIND_TAG) for e in client.search_experiments() if e.name != "Default"} == \
@@ -102,13 +104,38 @@ def test_a_search_id_taken_in_the_shared_store_is_refused(tmp_path, toy_table, c
     err = capsys.readouterr().err.strip()
     assert err.startswith("taml: error: search_id 'same' is taken in MLflow") and len(err.splitlines()) == 1
     assert f"by the search in {tmp_path / 'one'}" in err and f"({tmp_path / 'two'})" in err
+    assert not (tmp_path / "two").exists()  # refused before anything was written: free to choose another id
+    assert _search(tmp_path / "two", toy_table, "--search-id", "other") == 0
+
+
+def test_a_moved_search_keeps_its_runs_and_a_namesake_is_refused(tmp_path, toy_table, taml_home, capsys):
+    """A search is known by the random id in its tracking.json, which moves with the directory."""
+    import shutil
+
+    from transfer_automl.tracking.mlflow import MlflowTracker
+
+    assert _search(tmp_path / "one", toy_table, "--search-id", "s") == 0
+    uid = json.loads((tmp_path / "one" / "tracking.json").read_text())["search_uid"]
+    shutil.move(tmp_path / "one", tmp_path / "moved")
+    assert main(["search", "--out", str(tmp_path / "moved"), "--resume", "--trials", "3", "--no-progress"]) == 0
+    shared = f"sqlite:///{taml_home}/mlflow.db"
+    assert len(_children(shared, "s")) == 3
+    client = _client(shared)
+    (controller,) = client.search_runs([client.get_experiment_by_name("taml/s").experiment_id],
+                                       filter_string="tags.`taml.role` = 'controller'")
+    assert controller.data.tags["taml.search_uid"] == uid
+    assert controller.data.tags["taml.search_dir"] == str(tmp_path / "moved")
+    # Another search that calls itself "s" (its own tracking.json) never logs into those runs.
+    capsys.readouterr()
+    tracker = MlflowTracker(shared)
+    with pytest.raises(ConfigError, match=f"search_id 's' is taken in MLflow {shared} by the search in "
+                                          f"{tmp_path / 'moved'}"):
+        tracker.start("s", {}, {"taml.search_uid": "another", "taml.search_dir": str(tmp_path / "other")})
 
 
 def test_a_damaged_tracking_record_is_refused_naming_it(tmp_path):
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "tracking.json").write_text('{"tracking_uri": 3}')
-    from transfer_automl.errors import ConfigError
-
     with pytest.raises(ConfigError, match=r"s/tracking.json: expected .*tracking_uri"):
         SearchDir(tmp_path / "s").default_tracking_uri()
 

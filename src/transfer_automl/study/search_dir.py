@@ -8,7 +8,7 @@
     rounds/<step>/results/<k>.json     one finished child's ledger row (Study.run_trial)
     cache/features/...                 frozen features, unless --cache-dir says otherwise
 
-    tracking.json                      the MLflow store a local search logs to (written at its start)
+    tracking.json                      a local search's default MLflow store and its random id (at its start)
 
 Every file goes through one ArtifactStore, so `--out` and a pipeline's `search_dir` may be either.
 What cannot live on S3 lives in a local working directory (`work_dir`): the default MLflow
@@ -133,8 +133,18 @@ class SearchDir:
         return target
 
     def tracking_tags(self) -> dict[str, str]:
-        """Tags that tie the search's MLflow runs to this directory (searches share a store)."""
-        return {"taml.search_dir": str(self.store.root) if self.is_local else self.store.uri}
+        """Tags that tie the search's MLflow runs to it (searches share a store): where it lives and
+        the random id `tracking.json` records (which moves with the directory), if it has one."""
+        tags = {"taml.search_dir": str(self.store.root.resolve()) if self.is_local else self.store.uri}
+        uid = self.search_uid()
+        return {**tags, "taml.search_uid": uid} if uid else tags
+
+    def search_uid(self) -> str | None:
+        """The search's random id in `tracking.json` (None: no record, a remote search)."""
+        if not self.is_local or not self.store.exists(TRACKING_NAME):
+            return None
+        uid = self.read_json(TRACKING_NAME).get("search_uid")
+        return uid if isinstance(uid, str) and uid else None
 
     def default_tracking_uri(self) -> str:
         """The search's MLflow store when none is given (the module docstring says which)."""
@@ -167,5 +177,8 @@ class SearchDir:
         store it started with, whichever directory or TAML_HOME it is resumed from)."""
         if not self.is_local or self.store.exists(TRACKING_NAME):
             return
+        import uuid
+
         uri, artifacts = self.default_tracking()
-        self.write_json(TRACKING_NAME, {"tracking_uri": uri, "artifact_root": str(artifacts.resolve())}, indent=1)
+        self.write_json(TRACKING_NAME, {"tracking_uri": uri, "artifact_root": str(artifacts.resolve()),
+                                        "search_uid": uuid.uuid4().hex}, indent=1)

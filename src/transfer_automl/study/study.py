@@ -139,6 +139,10 @@ class Study:
                 return study
             raise ConfigError(f"out: {directory} already holds a search; pass --resume (init_from=resume) to "
                               "continue it or choose another --out")
+        if tracker is None and settings.search_id:  # searches share a store: refuse a taken id before writing
+            from transfer_automl.study.tracking import refuse_taken_search_id
+
+            refuse_taken_search_id(directory, settings.search_id)
         backend = backend or make_backend(settings, directory)
         search_id = settings.search_id or f"{_id_safe(directory.name)}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
         search = _new_search(settings, backend, search_id)

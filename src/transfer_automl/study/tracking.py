@@ -33,6 +33,18 @@ def default_tracker(directory: SearchDir | None) -> Tracker:
     )
 
 
+def refuse_taken_search_id(directory: SearchDir, search_id: str) -> None:
+    """Before a new search writes anything: refuse `search_id` when another directory's search
+    holds it in the sqlite store this one would log to (a server is asked later, when the tracker
+    starts, so that a server that is down costs no wait here)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or directory.default_tracking_uri()
+    if not uri.startswith("sqlite:///") or not os.path.exists(uri[len("sqlite:///"):]):
+        return
+    from transfer_automl.tracking.mlflow import refuse_another_search
+
+    refuse_another_search(uri, search_id, directory.tracking_tags()["taml.search_dir"])
+
+
 def task_datasets(task_objects: dict[str, object]) -> list[TaskData]:
     """The data files of a backend's tasks (text and image tasks; a table's tasks, looked up in one
     benchmark table, have none of their own)."""
@@ -44,11 +56,16 @@ def task_datasets(task_objects: dict[str, object]) -> list[TaskData]:
 
 
 def artifact_root(directory: SearchDir, tracking_uri: str | None) -> Path | None:
-    """Where MLflow stores artifacts: beside the default sqlite store; for an S3 search tracked by
-    a server (MLFLOW_TRACKING_URI or --tracking-uri), the server's own default."""
-    if not directory.is_local and (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+    """Where MLflow stores artifacts: beside the sqlite store (the one given, else the default);
+    for an S3 search tracked by a server (MLFLOW_TRACKING_URI or --tracking-uri), the server's own
+    default (a server always stores artifacts itself)."""
+    given = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not directory.is_local and given:
         return None
-    root = directory.default_tracking()[1]
+    if given and given.startswith("sqlite:///"):
+        root = Path(given[len("sqlite:///"):]).absolute().parent / "mlartifacts"
+    else:
+        root = directory.default_tracking()[1]
     root.mkdir(parents=True, exist_ok=True)
     return root
 

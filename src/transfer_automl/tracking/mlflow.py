@@ -35,12 +35,12 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from transfer_automl.tracking.base import Tracker, check_tracking_uri
+from transfer_automl.tracking.base import TaskData, Tracker, check_tracking_uri
 from transfer_automl.tracking.champion import (
     CHAMPION_ALIAS,
     ChampionCandidate,
@@ -100,8 +100,8 @@ class MlflowTracker(Tracker):
             max_results=1,
         )
         if existing:  # a resumed search keeps logging into its controller run
-            _refuse_another_search(existing[0], search_id, tags.get("taml.search_dir"), self.location)
             self.run_id = existing[0].info.run_id
+            self._adopt(existing[0], search_id, tags)
             self.previous_status = existing[0].info.status
             self.client.update_run(self.run_id, status="RUNNING")
         else:
@@ -129,6 +129,18 @@ class MlflowTracker(Tracker):
             if not token:
                 return
 
+    def _adopt(self, run: Any, search_id: str, tags: dict[str, str]) -> None:
+        """Continue in the controller run `run` only if it is this search's: a search with the same
+        id in another directory and with another random id (`taml.search_uid`) is refused; a run
+        from before the id was recorded gets it (and a moved search its new directory)."""
+        ours, theirs = tags.get("taml.search_uid"), run.data.tags.get("taml.search_uid")
+        moved_or_renamed = run.data.tags.get("taml.search_dir") != tags.get("taml.search_dir")
+        if ours and theirs and ours != theirs and moved_or_renamed:  # (the same directory: its record was lost)
+            _refuse_taken(search_id, self.location, run, tags.get("taml.search_dir", ""))
+        for key in ("taml.search_uid", "taml.search_dir"):
+            if tags.get(key) and run.data.tags.get(key) != tags[key]:
+                self.client.set_tag(self.run_id, key, tags[key])
+
     def _experiment(self, name: str) -> str:
         """The search's experiment, created as a model-training experiment (one created before
         taml set the type gets it, unless someone chose another)."""
@@ -147,7 +159,7 @@ class MlflowTracker(Tracker):
         base = self.uri.rstrip("/") if _is_http(self.uri) else server.rstrip("/")
         return f"{base}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
 
-    def log_datasets(self, datasets) -> None:
+    def log_datasets(self, datasets: Sequence[TaskData]) -> None:
         """Each task's data as a dataset input of the controller run; `log_trial` adds its task's to
         each child run. Idempotent (MLflow keeps one input per run, name and digest)."""
         from mlflow.entities import DatasetInput, InputTag
@@ -557,15 +569,28 @@ def _dataset_entity(data: Any):
                    source=described["source"], profile=json.dumps({"num_rows": int(data.rows)}))
 
 
-def _refuse_another_search(run: Any, search_id: str, search_dir: str | None, location: str) -> None:
-    """Searches share a store: one whose id is already taken by a search elsewhere must not log
-    into the other's runs."""
-    theirs = run.data.tags.get("taml.search_dir")
-    if search_dir and theirs and theirs != search_dir:
-        from transfer_automl.errors import ConfigError
+def refuse_another_search(uri: str, search_id: str, search_dir: str) -> None:
+    """ConfigError when the store at `uri` already holds a search `search_id` (for a new search:
+    whichever directory it was in, its runs would be taken for this one's)."""
+    from mlflow.tracking import MlflowClient
 
-        raise ConfigError(f"search_id {search_id!r} is taken in MLflow {location} by the search in {theirs}; "
-                          f"give this search ({search_dir}) another --search-id, or its own store (TAML_HOME)")
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(search_experiment(search_id))
+    if experiment is None:
+        return
+    runs = client.search_runs([experiment.experiment_id], max_results=1, filter_string=(
+        f"tags.`taml.search_id` = '{search_id}' and tags.`taml.role` = 'controller'"))
+    if runs:
+        _refuse_taken(search_id, uri, runs[0], search_dir)
+
+
+def _refuse_taken(search_id: str, location: str, run: Any, search_dir: str) -> None:
+    from transfer_automl.errors import ConfigError
+
+    theirs = run.data.tags.get("taml.search_dir")
+    raise ConfigError(f"search_id {search_id!r} is taken in MLflow {location} by "
+                      f"{f'the search in {theirs}' if theirs else 'an earlier search'}; give this search "
+                      f"({search_dir}) another --search-id, or a store of its own (TAML_HOME)")
 
 
 def _now_ms() -> int:
