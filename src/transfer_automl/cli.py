@@ -674,7 +674,7 @@ def _runs_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"search_id": data.search_id, "dir": data.location, "method": data.method, "tasks": data.tasks,
                     "trials": len(data.rows), "top_n": data.top_n, "summary": [_task_summary(s) for s in summaries],
-                    "best_configs": best})
+                    "best_configs": best, "data": data.data_record or None, "data_note": data.data_note})
         return 0
     reference = next((s.reference for s in summaries if s.reference != "n/a"), "reference")
     print_table(["task", "trials", "trained", "best val", "its test", f"acc-top{data.top_n}", f"{reference} (test)"],
@@ -687,6 +687,11 @@ def _runs_show(args: argparse.Namespace) -> int:
                  for task, ranked in best.items() for k, b in enumerate(ranked, start=1)],
                 title=f"best {args.top} configurations per task (by validation accuracy)",
                 numeric=[False, True, True, True, False])
+    if data.data_record.get("data_dir"):
+        print(f"data: {data.data_record['data_dir']}" + (" (bundled samples)" if data.data_record.get("bundled_samples")
+                                                          else ""))
+    if data.data_note:
+        print(f"note: {data.data_note}")
     return 0
 
 

@@ -111,6 +111,8 @@ def _summary(page: Page, data: SearchData, others: list[SearchData]) -> None:
     if missing:
         text += (f" No reference for {escape(', '.join(missing))}: task data not found "
                  "(pass the search's --data-dir to taml report).")
+    if data.data_note:
+        text += f" Note: {escape(data.data_note)}."
     if text:
         page.paragraph(text.strip())
 

@@ -188,7 +188,7 @@ class Study:
                               f"not {settings.method!r}")
         study = cls(settings, directory, restore_search(body), backend=backend, tracker=tracker)
         study.history  # noqa: B018  refuses a damaged ledger before anything is written
-        if changes or not directory.store.exists(SETTINGS_NAME):
+        if changes or not directory.store.exists(SETTINGS_NAME) or study._data_changed():
             study._write_settings(changes)
         study.tracker  # noqa: B018
         return study
@@ -264,8 +264,12 @@ class Study:
     def params(self) -> dict[str, Any]:
         """What the tracker logs once per search: every setting, and what the search is made of."""
         settings = {k: v for k, v in self.settings.to_dict().items() if k != "progress"}
+        record = self.backend.data_record
+        data = {} if not record else {
+            "data.dir": record["data_dir"], "data.bundled_samples": record["bundled_samples"],
+            "data.content_hash": {task: f["content_hash"] for task, f in record["files"].items()}}
         return {**settings, "tasks": ",".join(self.search.tasks), "space_fingerprint": self.search.space.fingerprint(),
-                "child_trainer": self.backend.trainer_settings, "search_state": describe(self.search)}
+                "child_trainer": self.backend.trainer_settings, "search_state": describe(self.search), **data}
 
     def rows(self) -> list[LedgerRow]:
         """Every committed trial, in ledger order."""
@@ -433,7 +437,20 @@ class Study:
             history.append({"at": datetime.now(UTC).isoformat(), "step": self.search.step,
                             "changed": {k: {"from": old, "to": new} for k, (old, new) in changes.items()}})
         body = {**self.settings.to_dict(), "progress": False}
-        d.write_json(SETTINGS_NAME, {**body, **({"_changes": history} if history else {})}, indent=1)
+        data = self.backend.data_record or self._stored_data()
+        d.write_json(SETTINGS_NAME, {**body, **({"_data": data} if data else {}),
+                                     **({"_changes": history} if history else {})}, indent=1)
+
+    def _stored_data(self) -> dict[str, Any]:
+        """settings.json's `_data`: what the search recorded it read (tasks.registry.data_record)."""
+        d = self.directory
+        if d is None or not d.store.exists(SETTINGS_NAME):
+            return {}
+        stored = d.read_json(SETTINGS_NAME)
+        return dict(stored.get("_data") or {}) if isinstance(stored, dict) else {}
+
+    def _data_changed(self) -> bool:
+        return bool(self.backend.data_record) and self.backend.data_record != self._stored_data()
 
     def _write_space(self) -> None:
         import tempfile
