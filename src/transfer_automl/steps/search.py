@@ -5,37 +5,40 @@ The Kubeflow steps (steps/pipeline_steps.py) run the same calls, one per pod.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from transfer_automl.study import SearchResult, SearchSettings, Study
 from transfer_automl.tracking import Tracker
+from transfer_automl.trial_status import STATUS_OK
 
 
-def run_search(settings: SearchSettings | Mapping[str, Any], tracker: Tracker | None = None) -> SearchResult:
-    """Open the study (scratch, resume or transfer), run its pending rounds, finish it."""
+def run_search(settings: SearchSettings | Mapping[str, Any], tracker: Tracker | None = None,
+               stream: Any = None) -> SearchResult:
+    """Open the study (scratch, resume or transfer), run its pending rounds, finish it. With
+    settings.progress, what runs is shown on `stream` (default stderr; console.SearchProgress)."""
+    from transfer_automl.console import SearchProgress
+
     study = Study.open(settings, tracker=tracker, lease=True)  # one runner per directory
-    progress = _progress(study)
+    done = min(study.search.step * study.settings.batch_size, study.settings.trials)
+    progress = SearchProgress(study.settings.trials, done, enabled=study.settings.progress, stream=stream)
     try:
         for step in study.pending_rounds():
             rows = []
             for trial in study.ask_round(step):
-                progress.set_postfix_str(f"training {trial.task} (round {step})")
-                rows.append(study.run_trial(trial))
-                progress.update(1)
+                progress.trial_started(trial.task, trial.config)
+                trained_before = study.trials_run
+                row = study.run_trial(trial)
+                rows.append(row)
+                progress.trial_finished(trial.task, json.loads(row.config), row.status, row.val_accuracy,
+                                        measured=study.trials_run > trained_before)
             study.tell_round(step, rows)
-            progress.set_postfix_str(f"round {step}: best val {max(r.val_accuracy for r in rows):.3f}")
+            ok = [r.val_accuracy for r in rows if r.status == STATUS_OK]
+            progress.round_finished(step, len(rows), max(ok, default=float("nan")))
+        return study.finish(on_phase=progress.phase)
     except BaseException:
         study.abort()
         raise
     finally:
         progress.close()
-    return study.finish()
-
-
-def _progress(study: Study):
-    from transfer_automl.console import Progress
-
-    done = study.search.step * study.settings.batch_size
-    return Progress(total=study.settings.trials, initial=min(done, study.settings.trials),
-                    enabled=study.settings.progress, unit="trial", description="search")

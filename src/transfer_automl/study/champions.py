@@ -26,12 +26,15 @@ from transfer_automl.trial_status import STATUS_OK
 
 
 def register_champions(search_dir: str | Path, tracking_uri: str | None = None, *, data_dir: str | None = None,
-                       cache_dir: Any = None, tasks: Sequence[str] | None = None) -> ChampionReport:
+                       cache_dir: Any = None, tasks: Sequence[str] | None = None,
+                       on_phase: Any = None) -> ChampionReport:
     """Retrain, log and register the best child of each task of the search in `search_dir` (a
     local directory or an s3:// uri). The tracking URI: `tracking_uri`, else MLFLOW_TRACKING_URI,
     else the search's own sqlite store. `tasks` are the task names or files as given to the
     search and `data_dir` where names resolve (default: a pipeline search's settings.json, else
-    the usual data directory); `cache_dir` the frozen-feature cache (default: the search's)."""
+    the usual data directory); `cache_dir` the frozen-feature cache (default: the search's).
+    `on_phase(name, detail)` hears each refit and registration as it starts."""
+    announce = on_phase or (lambda name, detail="": None)
     out = SearchDir.of(search_dir)
     body = out.load_checkpoint()
     search_id = str(body["search_id"])
@@ -59,13 +62,16 @@ def register_champions(search_dir: str | Path, tracking_uri: str | None = None, 
         candidate = ChampionCandidate(task_name, str(row["search_id"]), str(row["trial_id"]),
                                       out.ledger.round_name(int(row["controller_step"])), float(row["val_accuracy"]),
                                       float(row["test_accuracy"]), json.loads(row["config"]))
+        announce("refit", f"retraining {task_name}'s best child (trial {row['trial_id']}, val "
+                          f"{float(row['val_accuracy']):.4f}) to log it as a model")
         model = _retrain(trainer, loaded[task_name], row, int(saved.get("seed", 0)), out)
+        announce("registration", f"logging and registering {task_name}'s model in {registry.uri}")
         run_id = _trial_run_id(registry, out, candidate)
         report.registered.append(registry.register(candidate, model, run_id, pip_requirements()))
     return report
 
 
-def register_after_search(settings: Any, out: Any, tracker: Any) -> ChampionReport:
+def register_after_search(settings: Any, out: Any, tracker: Any, on_phase: Any = None) -> ChampionReport:
     """`Study.finish`'s last part (with the study's own MLflow tracker): register the champions of
     a text search. A tabular search, an unreachable tracker or a failure is reported, never
     raised: the search itself is done, and `taml runs register` can do this later."""
@@ -76,7 +82,7 @@ def register_after_search(settings: Any, out: Any, tracker: Any) -> ChampionRepo
                                                             f"models later with `taml runs register {out}`")
     try:
         return register_champions(str(out), tracker.location, data_dir=settings.data_dir, tasks=settings.tasks,
-                                  cache_dir=settings.cache_dir)
+                                  cache_dir=settings.cache_dir, on_phase=on_phase)
     except Exception as exc:  # the search is done and recorded; registering can be retried by hand
         message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         return ChampionReport("", tracker.location, skipped=f"registering failed ({message}); retry with "

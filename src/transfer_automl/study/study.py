@@ -25,7 +25,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -374,9 +374,12 @@ class Study:
         tracker.log_controller(step, all_metrics)
         return RoundReport(step, rows, all_metrics, told=True)
 
-    def finish(self, register: bool = True) -> SearchResult:
+    def finish(self, register: bool = True, on_phase: Callable[[str, str], None] | None = None) -> SearchResult:
         """The search's summary; its files logged beside its runs, the run closed, and (with the
-        study's own MLflow tracker) each task's best child registered as a champion."""
+        study's own MLflow tracker) each task's best child registered as a champion. `on_phase(name,
+        detail)` hears each step as it starts (summary, refit, registration)."""
+        announce = on_phase or (lambda name, detail="": None)
+        announce("summary", "the search's files and per-task summary to the tracker")
         per_task = self.summaries()
         tracker = self.tracker
         if self.directory is not None:
@@ -392,7 +395,7 @@ class Study:
         if register and self.owns_tracker and self.directory is not None:
             from transfer_automl.study.champions import register_after_search
 
-            champions = register_after_search(self.settings, self.directory, tracker)
+            champions = register_after_search(self.settings, self.directory, tracker, on_phase=on_phase)
         self.release()
         d = self.directory
         return SearchResult(
