@@ -358,6 +358,67 @@ def embedding_similarity(body: dict[str, Any] | None) -> tuple[list[str], np.nda
     return [str(t) for t in body["tasks"]], np.clip(unit @ unit.T, -1.0, 1.0)
 
 
+@dataclass
+class EmbeddingMovement:
+    """How far learning moved each task embedding from where it started (the similarity figure
+    shows the learned embeddings only where they moved further than their own start's scale)."""
+
+    tasks: list[str]
+    moved: np.ndarray  # [T] L2 distance of each task's embedding from its initial one
+    max_change: np.ndarray  # [T] largest change of a single weight
+    scale: float  # mean L2 norm of the initial embeddings: the random (or transferred) start's own size
+    initial_from: str  # where the initial embeddings came from (the checkpoint, or the seed)
+
+    @property
+    def learned(self) -> np.ndarray:
+        """[T] bool: moved further than the initialization scale."""
+        return self.moved > self.scale
+
+
+def embedding_movement(body: dict[str, Any] | None) -> EmbeddingMovement | None:
+    """Each task embedding's distance from its initialization: the initial embeddings recorded in
+    the checkpoint, or for an older scratch search re-derived from its seed. None without a
+    controller, or when the start cannot be known (an older transferred search)."""
+    import torch
+
+    from transfer_automl.search.multitask import ControllerSearch, task_embedding_table
+
+    state = body.get("controller_state") if body else None
+    if not isinstance(state, dict):
+        return None
+    final = task_embedding_table(state)
+    if final is None:
+        return None
+    initial, initial_from = body.get("initial_task_embeddings"), "recorded in the checkpoint"
+    if not isinstance(initial, torch.Tensor):
+        settings = dict(body.get("search_settings") or {})
+        if settings.get("init_from", "scratch") != "scratch" or "seed" not in settings:
+            return None
+        initial = ControllerSearch.initial_embeddings_from_seed(body, int(settings["seed"]))
+        initial_from = f"re-derived from the search's seed {settings['seed']} (an older checkpoint)"
+        if initial is None:
+            return None
+    if tuple(initial.shape) != tuple(final.shape):
+        return None
+    start, end = initial.detach().double().numpy(), final.detach().double().numpy()
+    delta = end - start
+    return EmbeddingMovement([str(t) for t in body["tasks"]], np.linalg.norm(delta, axis=1),
+                             np.abs(delta).max(axis=1), float(np.linalg.norm(start, axis=1).mean()), initial_from)
+
+
+def relative_entropy(probabilities: np.ndarray) -> np.ndarray:
+    """[tasks, choices] -> [tasks]: each row's entropy over log(choices), 1 = uniform, 0 = one
+    choice; NaN for a row of NaN (no policy for that task) or a decision of one choice."""
+    p = np.asarray(probabilities, dtype=float)
+    if p.shape[1] < 2:
+        return np.full(p.shape[0], np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * np.log(p), 0.0)
+    out = terms.sum(axis=1) / np.log(p.shape[1])
+    out[~np.isfinite(p).all(axis=1)] = np.nan
+    return out
+
+
 def distance_matrix(rows: list[dict[str, Any]]) -> tuple[list[str], np.ndarray, np.ndarray]:
     names = list(dict.fromkeys([r["source"] for r in rows] + [r["target"] for r in rows]))
     mean = np.full((len(names), len(names)), np.nan)
