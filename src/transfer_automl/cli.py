@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(s)  # one flag per SearchSettings field, from its metadata
     s.add_argument("--resume", action="store_true", help="same as --init-from resume: continue --out with its "
                                                           "stored settings (give only what changes, e.g. --trials)")
+    s.add_argument("--paper", action="store_true",
+                   help="the papers' controller settings (learning rate 1e-4, an update after every trial) "
+                        "instead of the measured default (0.01, every 5 trials); flags given win")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _json_flag(s)
 
@@ -358,6 +361,10 @@ def _search(args: argparse.Namespace) -> int:
     if given.get("init_from") != "resume" and "trials" not in given:
         print("taml search: error: --trials is required for a new search (see --help)", file=sys.stderr)
         return EXIT_USAGE
+    if args.paper:
+        from transfer_automl.study.settings import PAPER_SETTINGS
+
+        given = {**PAPER_SETTINGS, **given}
     settings = {**given, "progress": not args.no_progress}
     result = run_search(settings)
     if args.json:

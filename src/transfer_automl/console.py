@@ -157,7 +157,8 @@ class SearchProgress:
 
     def round_finished(self, step: int, trials: int, best_val: float) -> None:
         if self.enabled and not self.terminal and trials > 1:
-            self._line(f"round {step} done ({trials} trials): best val {best_val:.4f}")
+            self._line(f"round {step} done ({trials} trials, controller updated): best val of the round "
+                       f"{best_val:.4f}")
 
     def phase(self, name: str, detail: str = "") -> None:
         """After the trials: the step now running (refit, registration, report) and what it does."""

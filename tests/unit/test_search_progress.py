@@ -89,7 +89,7 @@ def test_not_a_terminal_one_line_per_trial_and_round_then_the_phases():
     assert lines[0].startswith("trial 1/2 mpqa: val 0.7500 in 2.0s (glove-6b-50d frozen")
     assert "ETA ~2s (estimate from 1 child)" in lines[0]
     assert lines[1].startswith("trial 2/2 sms_spam: diverged in 4.0s") and "ETA ~0s" in lines[1]
-    assert lines[2:] == ["round 0 done (2 trials): best val 0.7500", "refit: retraining mpqa's best child"]
+    assert lines[2:] == ["round 0 done (2 trials, controller updated): best val of the round 0.7500", "refit: retraining mpqa's best child"]
     silent = io.StringIO()
     off = SearchProgress(total=1, enabled=False, stream=silent, terminal=False, clock=clock)
     off.trial_started("t", {})

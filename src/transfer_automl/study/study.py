@@ -55,7 +55,11 @@ from transfer_automl.study.search_dir import (
     result_key,
     trials_key,
 )
-from transfer_automl.study.settings import SearchSettings, method_option_names
+from transfer_automl.study.settings import (
+    MEASURED_CONTROLLER_LR,
+    SearchSettings,
+    method_option_names,
+)
 from transfer_automl.tracking import Tracker, check_tracking_uri
 from transfer_automl.trial_status import STATUS_OK
 
@@ -517,7 +521,7 @@ def _new_search(settings: SearchSettings, backend: Backend, search_id: str,
             return make_search(settings.method, backend.space, backend.task_names, search_id, seed=settings.seed,
                                **options)
         return make_search(settings.method, backend.space, backend.task_names, search_id, seed=settings.seed,
-                           update_config=update_config(search_cls.update_rule_name, settings))
+                           update_config=update_config(search_cls.update_rule_name, settings, measured=True))
     if not is_controller:
         raise ConfigError(f"init_from=transfer needs a controller search, not {settings.method!r}")
     body = dict(source_body) if source_body is not None else _source_body(settings, backend)
@@ -551,12 +555,16 @@ def source_checkpoint(source: str) -> str | Path:
     return path / CHECKPOINT_NAME if path.is_dir() else path
 
 
-def update_config(rule_name: str, settings: SearchSettings) -> dict[str, Any]:
-    """The update rule's settings the user gave (method_options, then the named settings); the
-    rule's defaults for the rest."""
+def update_config(rule_name: str, settings: SearchSettings, measured: bool = False) -> dict[str, Any]:
+    """The update rule's settings the user gave (method_options, then the named settings); with
+    `measured` (a new search), the measured step size (MEASURED_CONTROLLER_LR) where none was given;
+    the rule's defaults for the rest. A transferred search keeps its source's unless given."""
     from transfer_automl.algorithms import UPDATE_RULES
 
-    given = {**settings.method_options, "learning_rate": settings.controller_lr,
+    lr = settings.controller_lr
+    if lr is None and measured and "learning_rate" not in settings.method_options:
+        lr = MEASURED_CONTROLLER_LR.get(settings.method)
+    given = {**settings.method_options, "learning_rate": lr,
              "normalization": settings.normalization, "baseline_decay": settings.baseline_decay,
              "entropy_weight": settings.entropy_weight}
     known = {f.name for f in fields(UPDATE_RULES[rule_name].config_class)}
