@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(s)  # one flag per SearchSettings field, from its metadata
     s.add_argument("--resume", action="store_true", help="same as --init-from resume: continue --out with its "
                                                           "stored settings (give only what changes, e.g. --trials)")
+    s.add_argument("--report", metavar="PATH",
+                   help="after the search, write its HTML report (as `taml report`) to PATH, a new file")
     s.add_argument("--paper", action="store_true",
                    help="the papers' controller settings (learning rate 1e-4, an update after every trial) "
                         "instead of the measured default (0.01, every 5 trials); flags given win")
@@ -365,14 +367,20 @@ def _search(args: argparse.Namespace) -> int:
         from transfer_automl.study.settings import PAPER_SETTINGS
 
         given = {**PAPER_SETTINGS, **given}
+    if args.report:
+        from transfer_automl.outputs import check_output_file
+
+        check_output_file(args.report, flag="--report")  # before any work
     settings = {**given, "progress": not args.no_progress}
     result = run_search(settings)
+    report = _search_report(result, args.report, announce=not args.no_progress) if args.report else None
     if args.json:
         print_json({"search_id": result.search_id, "method": result.method, "trials_run": result.trials_run,
                     "wall_s": result.wall_s, "out": str(result.out), "data": result.data_location,
                     "ledger": str(result.ledger_dir), "checkpoint": str(result.checkpoint),
                     "mlflow": result.tracking_location, "tasks": [_task_summary(s) for s in result.per_task],
-                    "models": result.champions.to_dict() if result.champions is not None else None})
+                    "models": result.champions.to_dict() if result.champions is not None else None,
+                    "report": report})
         return 0
     reference = result.per_task[0].reference if result.per_task else ""
     print_table(["task", "trials", "trained", "best val", "its test", "acc-top10", f"{reference} (test)"],
@@ -388,7 +396,20 @@ def _search(args: argparse.Namespace) -> int:
         print(f"browse:     mlflow ui --backend-store-uri {result.tracking_location}")
     for line in result.champions.lines() if result.champions is not None else []:
         print(line)
+    if report:
+        print(f"report:     {report}")
     return 0
+
+
+def _search_report(result, path: str, announce: bool) -> str:
+    """The finished search's HTML report (the last phase of `taml search --report`)."""
+    from transfer_automl.report import build_report
+    from transfer_automl.storage import atomic_write
+
+    if announce:
+        print(f"report: drawing the report of {result.out} into {path}", file=sys.stderr, flush=True)
+    page = build_report(str(result.out))
+    return str(atomic_write(Path(path), lambda tmp: Path(tmp).write_text(page.html, encoding="utf-8")))
 
 
 def _task_summary(s) -> dict:

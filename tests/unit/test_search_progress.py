@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from transfer_automl.cli import main
 from transfer_automl.console import EtaEstimate, SearchProgress, cost_key, duration, short_config
 from transfer_automl.steps.search import run_search
 from transfer_automl.study import SearchSettings
@@ -126,3 +127,18 @@ def test_a_text_search_announces_refit_and_registration(tmp_path, monkeypatch, s
                               search_id="phases"), stream=stream)  # its own MLflow store: registers mpqa
     phases = [line.split(":")[0] for line in stream.getvalue().splitlines() if not line.startswith("trial ")]
     assert phases == ["summary", "refit", "registration"], stream.getvalue()
+
+
+def test_search_report_is_the_last_phase_and_an_existing_file_is_refused_first(tmp_path, toy_table, capsys):
+    args = ["search", "--table", str(toy_table), "--metric-columns", "t1,t2", "--trials", "4", "--method", "rs",
+            "--out", str(tmp_path / "s"), "--report", str(tmp_path / "s.html")]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    phases = [line.split(":")[0] for line in captured.err.splitlines() if not line.startswith(("trial ", "round "))]
+    assert phases == ["summary", "report"]
+    assert "<html" in (tmp_path / "s.html").read_text().lower() and f"report:     {tmp_path / 's.html'}" in captured.out
+    before = (tmp_path / "s.html").read_bytes()
+    args[args.index("--out") + 1] = str(tmp_path / "t")
+    assert main(args) == 2  # refused before a trial runs: nothing of the second search is written
+    assert "--report" in capsys.readouterr().err and not (tmp_path / "t").exists()
+    assert (tmp_path / "s.html").read_bytes() == before
