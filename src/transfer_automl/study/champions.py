@@ -5,7 +5,8 @@ accuracy among trials with status ok; the first of equals, as the search summary
 with the seed it had (`study.trial_seed`). A child is deterministic given its configuration, data
 and seed, and the retrained model must reproduce the row's validation and test accuracy; if it
 does not (other task data, a nondeterministic device) nothing is registered and the error says
-so. What is registered and when the alias moves: tracking/champion.py.
+so. What is registered and when the alias moves: tracking/champion.py; the model itself, raw texts
+in and labels out, is serving/export.py's bundle.
 
 Every runner registers through `register_champions` (`Study.finish`, the pipelines' last step,
 `taml runs register`). Tabular searches (benchmark or user tables) look children up: there is no
@@ -15,13 +16,14 @@ model to log, and the report says so instead of registering anything.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from transfer_automl.errors import ConfigError, SearchSpaceError, TamlError
 from transfer_automl.study.search_dir import SETTINGS_NAME, SearchDir
-from transfer_automl.tracking.champion import ChampionCandidate, ChampionReport, pip_requirements
+from transfer_automl.tracking.champion import ChampionCandidate, ChampionReport
 from transfer_automl.trial_status import STATUS_OK
 
 
@@ -30,7 +32,7 @@ def register_champions(search_dir: str | Path, tracking_uri: str | None = None, 
                        on_phase: Any = None) -> ChampionReport:
     """Retrain, log and register the best child of each task of the search in `search_dir` (a
     local directory or an s3:// uri). The tracking URI: `tracking_uri`, else MLFLOW_TRACKING_URI,
-    else the search's own sqlite store. `tasks` are the task names or files as given to the
+    else the search's default store (search_dir.py). `tasks` are the task names or files as given to the
     search and `data_dir` where names resolve (default: a pipeline search's settings.json, else
     the usual data directory); `cache_dir` the frozen-feature cache (default: the search's).
     `on_phase(name, detail)` hears each refit and registration as it starts."""
@@ -50,6 +52,7 @@ def register_champions(search_dir: str | Path, tracking_uri: str | None = None, 
         data_dir, tasks = data_dir or pipeline.get("data_dir"), tasks or pipeline.get("tasks")
         cache_dir = cache_dir or pipeline.get("cache_dir")
 
+    from transfer_automl.serving.export import serving_model
     from transfer_automl.tracking.mlflow import MlflowModelRegistry
 
     registry = MlflowModelRegistry(out.default_tracking_uri(), tracking_uri)
@@ -67,7 +70,9 @@ def register_champions(search_dir: str | Path, tracking_uri: str | None = None, 
         model = _retrain(trainer, loaded[task_name], row, int(saved.get("seed", 0)), out)
         announce("registration", f"logging and registering {task_name}'s model in {registry.uri}")
         run_id = _trial_run_id(registry, out, candidate)
-        report.registered.append(registry.register(candidate, model, run_id, pip_requirements()))
+        with tempfile.TemporaryDirectory(prefix="taml-champion-") as bundle:
+            served = serving_model(model, loaded[task_name], trainer.config.wide_buckets, bundle)
+            report.registered.append(registry.register(candidate, served, run_id))
     return report
 
 
@@ -93,8 +98,6 @@ def _backend(body: dict[str, Any], saved: dict[str, Any], tasks: tuple[str, ...]
              cache_dir: Any) -> Any:
     """The trainer and tasks the search had (text or image children, study/backends.py), over the
     checkpoint's own space (a built-in one by name, since the backend chooses by it)."""
-    import tempfile
-
     from transfer_automl.space import BUILTIN_SPACES, save_space, space_from_dict
     from transfer_automl.study.backends import text_backend
 

@@ -5,7 +5,9 @@ accuracy among trials with status ok; the first of equals, as the search summary
 with the seed it had. A child is deterministic given its configuration, data and seed, and the
 retrained model must reproduce the row's validation and test accuracy; if it does not (other task
 data, a nondeterministic device) nothing is registered and the error says so. The model is logged
-into the trial's child run (`mlflow.pytorch.log_model`, tracking/mlflow.py) and registered as a new
+into the trial's child run as a self-contained pyfunc model that takes raw texts
+(`ServingModel`, written by serving/export.py and logged by tracking/mlflow.py; safetensors weights,
+nothing pickled) and registered as a new
 version of `taml-<task>`, tagged with where it comes from (search id, trial id, ledger file,
 validation and test accuracy, configuration). The alias `champion` moves to the new version only
 when its validation accuracy is strictly higher than the current champion's, so a later, worse
@@ -24,8 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CHAMPION_ALIAS = "champion"
-# What loading a pickled child needs; transfer-automl for the WideDeepClassifier class itself.
-MODEL_DISTRIBUTIONS = ("torch", "numpy", "transfer-automl")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -62,9 +62,9 @@ class ChampionCandidate:
         return (f"Best child for task {self.task} in search {self.search_id} (trial {self.trial_id}, "
                 f"ledger {self.ledger_file}): validation accuracy {self.val_accuracy:.4f}, test accuracy "
                 f"{self.test_accuracy:.4f}. Configuration: {json.dumps(self.config, sort_keys=True)}. "
-                "A pickled transfer_automl child (mlflow.pytorch.load_model): forward(batch) takes the dict of "
-                "tensors its trainer builds (text: `features` from the input module, or `ids`/`offsets` when "
-                "fine-tuned, and task-local `wide_ids`/`wide_offsets`) and returns logits [N, classes].")
+                "A pyfunc model (mlflow.pyfunc.load_model, mlflow models serve, KServe): raw texts in (a DataFrame "
+                "column `text` or a list of strings), the label and one `prob_<class>` column per class out. "
+                "Weights are safetensors; nothing is unpickled.")
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,12 @@ class ChampionReport:
                 for r in self.registered]
 
 
-def pip_requirements() -> list[str]:
-    """Exact pins of what the pickled model needs (a local version label such as +cpu dropped)."""
-    from importlib.metadata import version
+@dataclass(frozen=True)
+class ServingModel:
+    """A champion ready to log as an MLflow pyfunc model (serving/export.py builds it)."""
 
-    return [f"{name}=={version(name).split('+')[0]}" for name in MODEL_DISTRIBUTIONS]
+    code_file: str  # the model's code (MLflow models from code): serving/champion_model.py
+    bundle: str  # directory logged as the artifact `bundle`: meta.json and safetensors weights
+    pip_requirements: list[str]  # exact pins of the serving environment
+    input_example: list[str]  # texts for the input example
+    classes: list[str]  # the output signature: `label` and `prob_<class>` per class
