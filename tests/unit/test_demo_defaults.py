@@ -65,3 +65,19 @@ def test_make_run_is_a_cpu_demo_of_search_transfer_and_report():
     assert transfer.target not in first.tasks and transfer.source == first.out
     assert second.resume and second.out == transfer.out
     assert first.report and second.report and first.report != second.report  # each ends with its report
+
+
+def test_a_search_grown_after_a_short_round_adds_rounds(tmp_path, toy_table):
+    """With 5 trials per update by default, `--trials 2` tells a round of 2; `--resume --trials 3`
+    must add a round of 1, not find the search complete (rounds count told trials, not steps)."""
+    import pyarrow.dataset as ds
+
+    out = tmp_path / "s"
+    base = ["search", "--table", str(toy_table), "--metric-columns", "t1,t2", "--method", "rs", "--out", str(out),
+            "--no-progress"]
+    assert main([*base, "--trials", "2"]) == 0
+    assert main(["search", "--out", str(out), "--resume", "--trials", "3", "--no-progress"]) == 0
+    assert main(["search", "--out", str(out), "--resume", "--trials", "14", "--no-progress"]) == 0
+    steps = ds.dataset(out / "ledger").to_table().column("controller_step").to_pylist()
+    assert sorted(steps) == [0, 0, 1] + [2] * 5 + [3] * 5 + [4]  # 2, 1, then 5, 5 and the last 1
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 5

@@ -105,6 +105,7 @@ class Study:
         self._history: TaskHistory | None = None
         self._counted: set[str] = set()  # trial ids in the history
         self._fresh: set[int] = set()  # rounds this object asked first (nothing of them recorded)
+        self._told: int | None = None  # trials of the told rounds (read from the ledger once)
         self.lease: Lease | None = None  # the directory's lease, held by a runner (study.lease)
         self.trials_run = 0
         self.started = time.perf_counter()
@@ -260,7 +261,10 @@ class Study:
 
     @property
     def rounds(self) -> int:
-        return math.ceil(self.settings.trials / self.settings.batch_size)
+        """Rounds in all: those told, then enough of batch_size for the trials left. A round cut
+        short by an earlier, smaller --trials stays as it was told; a grown search adds rounds."""
+        left = max(0, self.settings.trials - self._told_trials())
+        return self.search.step + math.ceil(left / self.settings.batch_size)
 
     def pending_rounds(self) -> Iterator[int]:
         """The rounds not told yet, in order (the search's step moves as they are told)."""
@@ -268,7 +272,18 @@ class Study:
             yield self.search.step
 
     def round_size(self, step: int) -> int:
-        return max(0, min(self.settings.batch_size, self.settings.trials - step * self.settings.batch_size))
+        """Trials of round `step`: batch_size, or what is left of `trials` after the rounds before it."""
+        batch = self.settings.batch_size
+        if step < self.search.step:
+            return max(0, min(batch, self.settings.trials - step * batch))
+        before = self._told_trials() + (step - self.search.step) * batch
+        return max(0, min(batch, self.settings.trials - before))
+
+    def _told_trials(self) -> int:
+        """Trials of the rounds told so far (the ledger's rows of steps before the search's)."""
+        if self._told is None:
+            self._told = sum(1 for r in self.rows() if r.controller_step < self.search.step)
+        return self._told
 
     def params(self) -> dict[str, Any]:
         """What the tracker logs once per search: every setting, and what the search is made of."""
@@ -373,6 +388,8 @@ class Study:
         metrics = self.search.tell(trials, [r.reward for r in rows])
         self._save_checkpoint()
         self._count(rows)
+        if self._told is not None:
+            self._told += len(rows)
         self._asked.pop(step, None)
         round_rewards = {f"reward/{task}/reward": _mean([r.reward for r in rows if r.task == task])
                          for task in sorted({r.task for r in rows})}
