@@ -147,3 +147,12 @@ def test_the_bundled_sample_fallback_is_recorded(tmp_path, monkeypatch, feature_
     record = json.loads((tmp_path / "run" / "settings.json").read_text())["_data"]
     assert record["bundled_samples"] is True and record["data_dir"].endswith("transfer_automl/tasks/samples")
     assert load_search(str(tmp_path / "run")).references["mpqa"].test > 0
+
+
+def test_runs_register_from_another_directory_reads_the_recorded_data(searched, monkeypatch, tmp_path):
+    from transfer_automl.study.champions import register_champions
+
+    work, elsewhere, _, _ = searched
+    monkeypatch.chdir(elsewhere)  # the search's data_dir "data" is relative to work, not here
+    report = register_champions(str(work / "run"), f"sqlite:///{tmp_path}/registry.db")
+    assert [r.candidate.task for r in report.registered] == ["sms_spam"], report

@@ -49,7 +49,11 @@ def register_champions(search_dir: str | Path, tracking_uri: str | None = None, 
         return ChampionReport(search_id, "", skipped=f"search {search_id} has no trial with status ok: no model to log")
     if out.store.exists(SETTINGS_NAME):
         pipeline = out.read_json(SETTINGS_NAME)
-        data_dir, tasks = data_dir or pipeline.get("data_dir"), tasks or pipeline.get("tasks")
+        record = pipeline.get("_data") if isinstance(pipeline.get("_data"), dict) else {}
+        # where the search read its tasks (absolute, study.Study records it), before the data_dir it
+        # was given, which may be relative to a working directory that is not this one
+        data_dir = data_dir or record.get("data_dir") or pipeline.get("data_dir")
+        tasks = tasks or _recorded_tasks(pipeline.get("tasks"), record)
         cache_dir = cache_dir or pipeline.get("cache_dir")
 
     from transfer_automl.serving.export import serving_model
@@ -74,6 +78,15 @@ def register_champions(search_dir: str | Path, tracking_uri: str | None = None, 
             served = serving_model(model, loaded[task_name], trainer.config.wide_buckets, bundle)
             report.registered.append(registry.register(candidate, served, run_id))
     return report
+
+
+def _recorded_tasks(tasks: Any, record: dict[str, Any]) -> Any:
+    """Tasks given as .parquet paths, replaced by the absolute paths the search recorded reading."""
+    files = record.get("files") if isinstance(record.get("files"), dict) else {}
+    if not tasks:
+        return tasks
+    return [str(files[Path(t).stem]["path"]) if str(t).endswith(".parquet") and Path(t).stem in files else t
+            for t in tasks]
 
 
 def register_after_search(settings: Any, out: Any, tracker: Any, on_phase: Any = None) -> ChampionReport:
