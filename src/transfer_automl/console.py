@@ -215,6 +215,54 @@ class SearchProgress:
         print(text, file=self.stream, flush=True)
 
 
+class Progress:
+    """A rich progress bar of a countable total (rows of a batch prediction) with a small
+    tqdm-like surface: `update(n)`, `set_postfix_str(text)`, `close()`. Disabled, it does nothing.
+    A search shows `SearchProgress` instead."""
+
+    def __init__(self, total: int, initial: int = 0, enabled: bool = True, unit: str = "trial",
+                 description: str = ""):
+        self._bar = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as RichProgress
+
+        self._bar = RichProgress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit + "s"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[postfix]}"),
+            console=Console(stderr=True), transient=False,
+        )
+        self._task = self._bar.add_task(description, total=total, completed=initial, postfix="")
+        self._bar.start()
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+    def set_postfix_str(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, postfix=text)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None,
                 numeric: Sequence[bool] | None = None) -> None:
     """A rich table on stdout; numbers right-aligned (floats with 4 decimals)."""
