@@ -156,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(s)  # one flag per SearchSettings field, from its metadata
     s.add_argument("--resume", action="store_true", help="same as --init-from resume: continue --out with its "
                                                           "stored settings (give only what changes, e.g. --trials)")
+    s.add_argument("--report", metavar="PATH",
+                   help="after the search, write its HTML report (as `taml report`) to PATH, a new file")
+    s.add_argument("--paper", action="store_true",
+                   help="the papers' controller settings (learning rate 1e-4, an update after every trial) "
+                        "instead of the measured default (0.01, every 5 trials); flags given win")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _json_flag(s)
 
@@ -442,15 +447,25 @@ def _search(args: argparse.Namespace) -> int:
     if given.get("init_from") != "resume" and "trials" not in given:
         print("taml search: error: --trials is required for a new search (see --help)", file=sys.stderr)
         return EXIT_USAGE
+    if args.paper:
+        from transfer_automl.study.settings import PAPER_SETTINGS
+
+        given = {**PAPER_SETTINGS, **given}
+    if args.report:
+        from transfer_automl.outputs import check_output_file
+
+        check_output_file(args.report, flag="--report")  # before any work
     settings = {**given, "progress": not args.no_progress}
     result = run_search(settings)
+    report = _search_report(result, args.report, announce=not args.no_progress) if args.report else None
     if args.json:
         print_json({"search_id": result.search_id, "method": result.method, "trials_run": result.trials_run,
                     "wall_s": result.wall_s, "out": str(result.out), "data": result.data_location,
                     "ledger": str(result.ledger_dir), "checkpoint": str(result.checkpoint),
                     "mlflow": result.tracking_location, "mlflow_runs_url": result.browse_url or None,
                     "tasks": [_task_summary(s) for s in result.per_task],
-                    "models": result.champions.to_dict() if result.champions is not None else None})
+                    "models": result.champions.to_dict() if result.champions is not None else None,
+                    "report": report})
         return 0
     reference = result.per_task[0].reference if result.per_task else ""
     print_table(["task", "trials", "trained", "best val", "its test", "acc-top10", f"{reference} (test)"],
@@ -469,7 +484,20 @@ def _search(args: argparse.Namespace) -> int:
         print(f"browse:     {result.browse_url}")
     for line in result.champions.lines() if result.champions is not None else []:
         print(line)
+    if report:
+        print(f"report:     {report}")
     return 0
+
+
+def _search_report(result, path: str, announce: bool) -> str:
+    """The finished search's HTML report (the last phase of `taml search --report`)."""
+    from transfer_automl.report import build_report
+    from transfer_automl.storage import atomic_write
+
+    if announce:
+        print(f"report: drawing the report of {result.out} into {path}", file=sys.stderr, flush=True)
+    page = build_report(str(result.out))
+    return str(atomic_write(Path(path), lambda tmp: Path(tmp).write_text(page.html, encoding="utf-8")))
 
 
 def _task_summary(s) -> dict:
@@ -787,7 +815,7 @@ def _runs_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"search_id": data.search_id, "dir": data.location, "method": data.method, "tasks": data.tasks,
                     "trials": len(data.rows), "top_n": data.top_n, "summary": [_task_summary(s) for s in summaries],
-                    "best_configs": best})
+                    "best_configs": best, "data": data.data_record or None, "data_note": data.data_note})
         return 0
     reference = next((s.reference for s in summaries if s.reference != "n/a"), "reference")
     print_table(["task", "trials", "trained", "best val", "its test", f"acc-top{data.top_n}", f"{reference} (test)"],
@@ -800,6 +828,11 @@ def _runs_show(args: argparse.Namespace) -> int:
                  for task, ranked in best.items() for k, b in enumerate(ranked, start=1)],
                 title=f"best {args.top} configurations per task (by validation accuracy)",
                 numeric=[False, True, True, True, False])
+    if data.data_record.get("data_dir"):
+        print(f"data: {data.data_record['data_dir']}" + (" (bundled samples)" if data.data_record.get("bundled_samples")
+                                                          else ""))
+    if data.data_note:
+        print(f"note: {data.data_note}")
     return 0
 
 

@@ -95,8 +95,8 @@ def test_search_runs_metrics_artifacts_and_champion_arrive_through_the_server(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
-    result = run_search(SearchSettings(tasks=("mpqa",), trials=3, out=str(tmp_path / "run"), space=str(space),
-                                       data_dir=str(samples_dir), cache_dir=str(feature_cache_dir),
+    result = run_search(SearchSettings(tasks=("mpqa",), trials=3, batch_size=1, out=str(tmp_path / "run"),
+                                       space=str(space), data_dir=str(samples_dir), cache_dir=str(feature_cache_dir),
                                        search_id="server", progress=False))
     assert result.tracking_location == mlflow_server
     (champion,) = result.champions.registered

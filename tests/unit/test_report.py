@@ -93,7 +93,7 @@ def nb201(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     for method in ("reinforce", "rs"):
         run_search(SearchSettings(tasks=(), trials=40, out=str(root / method), method=method, benchmark="nasbench201",
-                                  data_dir=str(BENCHMARKS), progress=False, search_id=f"nb-{method}"),
+                                  batch_size=1, data_dir=str(BENCHMARKS), progress=False, search_id=f"nb-{method}"),
                    tracker=MemoryTracker())
     names = ["cifar10", "cifar100", "imagenet"]
     mean = np.array([[0.0, 0.3, 0.9], [0.2, 0.0, 0.5], [0.7, 0.4, 0.0]])

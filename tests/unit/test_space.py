@@ -79,7 +79,7 @@ def test_builtin_cardinalities_and_size():
 def test_get_space_by_name_and_by_path(tmp_path):
     assert get_space("mnms-text") is MNMS_TEXT
     assert get_space("taml-text") is TAML_TEXT
-    assert set(BUILTIN_SPACES) == {"mnms-text", "taml-text", "taml-text-all-modules", "taml-image"}
+    assert set(BUILTIN_SPACES) == {"mnms-text", "taml-text", "taml-text-all-modules", "taml-image", "taml-text-cpu"}
     all_modules = get_space("taml-text-all-modules")
     assert all_modules.decisions[1:] == TAML_TEXT.decisions[1:]
     assert set(TAML_TEXT.decisions[0].choices) < set(all_modules.decisions[0].choices)
@@ -364,3 +364,19 @@ def test_yaml_exponent_numbers_load_as_floats(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("decisions:\n  - {name: l2, choices: [0.0, 1e-5, 1E-3, '1e-2']}\n")
     assert load_space(path).decisions[0].choices == (0.0, 1e-5, 1e-3, "1e-2")
+
+
+def test_the_cpu_demo_space_is_taml_text_cut_to_frozen_modules_and_small_budgets():
+    from transfer_automl.children.embeddings import MODULES
+    from transfer_automl.children.spec import child_spec
+
+    cpu = get_space("taml-text-cpu")
+    assert [d.name for d in cpu.decisions] == [d.name for d in TAML_TEXT.decisions]
+    for mine, full in zip(cpu.decisions, TAML_TEXT.decisions, strict=True):  # a subspace of taml-text
+        assert set(mine.choices) <= set(full.choices), mine.name
+    assert cpu.decisions[1].choices == (False,)  # frozen only: features are cached once per task and module
+    assert all(MODULES[m].name == m for m in cpu.decisions[0].choices)
+    # the per-child cost cap: at --budget-scale 1 (make run) no child trains more than 100 steps of 100
+    worst = {d.name: max(d.choices, key=lambda c: (isinstance(c, str), c)) for d in cpu.decisions}
+    worst.update(deep_reg=0.0, wide_reg=0.0, training_samples=max(cpu.decisions[-1].choices))
+    assert child_spec(worst, budget_scale=1.0, batch_size=100).train_steps == 100

@@ -23,6 +23,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 LEDGER_DIR = "ledger"
 DISTANCE_NAME = "distance.parquet"
 SPACE_NAME = "space.yaml"
+SETTINGS_NAME = "settings.json"
 INPUT_MODULE = "input_module"
 
 
@@ -54,6 +55,8 @@ class SearchData:
     distance: list[dict[str, Any]] | None = None  # rows source, target, mean, std
     references: dict[str, Reference] = field(default_factory=dict)
     checkpoint_problem: str | None = None  # why a checkpoint that exists could not be read
+    data_record: dict[str, Any] = field(default_factory=dict)  # settings.json `_data`: what the search read
+    data_note: str | None = None  # why the references may not be the search's own data
 
     def task_rows(self, task: str) -> list[dict[str, Any]]:
         return [r for r in self.rows if r["task"] == task]
@@ -89,8 +92,11 @@ def _local(location: str) -> bool:
 def load_search(location: str | Path, with_references: bool = True, data_dir: str | None = None) -> SearchData:
     """Read one search directory; a directory with neither ledger rounds nor a checkpoint is an error.
 
-    References (majority class, median cell) come from the task files in `data_dir` (the search's
-    default data directory when None): the checkpoint does not record where the search read them."""
+    References (majority class, median cell) come from the task files the search recorded it read
+    (settings.json `_data`: each file's path and content hash), or from the same task names in
+    `data_dir` when given; a file that is gone or whose content changed is refused, naming it. A
+    search written before that record existed falls back to `data_dir` (else the default data
+    directory) and says so in `data_note`."""
     from transfer_automl.search import Ledger, load_checkpoint
 
     location = str(location)
@@ -116,10 +122,10 @@ def load_search(location: str | Path, with_references: bool = True, data_dir: st
         method=str(body.get("name", "unknown")) if body else "unknown",
         tasks=tasks, rows=rows, top_n=int(settings.get("top_n", 10)), checkpoint=body, settings=settings,
         decisions=_decisions(store, body, rows), distance=_distance(store, location),
-        checkpoint_problem=checkpoint_problem,
+        checkpoint_problem=checkpoint_problem, data_record=_recorded_data(store),
     )
     if with_references:  # where the search's own tasks were: what it recorded, unless told otherwise
-        data.references = _references(data, data_dir or settings.get("data_dir"))
+        data.references = _references(data, data_dir, settings.get("data_dir"))
     return data
 
 
@@ -159,10 +165,13 @@ def _distance(store, location: str) -> list[dict[str, Any]] | None:
     return table.select(["source", "target", "mean", "std"]).to_pylist()
 
 
-def _references(data: SearchData, data_dir: str | None) -> dict[str, Reference]:
-    """Majority class (text) or median cell (benchmark), where the task data is still at hand;
-    a task whose data cannot be found simply has no reference."""
+def _references(data: SearchData, given: str | None, stored: str | None) -> dict[str, Reference]:
+    """Majority class (text) or median cell (benchmark). Text: from the files the search recorded
+    (`given`, a --data-dir, overrides their directory); without a record, from `given` or the
+    search's own data_dir setting (`stored`), where a task whose data cannot be found simply has no
+    reference."""
     out: dict[str, Reference] = {}
+    data_dir = given or stored
     benchmark = data.settings.get("benchmark")
     if benchmark:
         try:
@@ -181,6 +190,11 @@ def _references(data: SearchData, data_dir: str | None) -> dict[str, Reference]:
     from transfer_automl.tasks import data_dir as resolve_data_dir
     from transfer_automl.tasks import load_task
 
+    if data.data_record.get("files"):
+        return _recorded_references(data, given)
+    data.data_note = (f"{data.location} does not record which task files the search read (written before taml "
+                      f"recorded them): references computed from {resolve_data_dir(data_dir)}, which may not be "
+                      "the data it searched")
     for task in data.tasks:
         try:
             loaded = load_task(task, data_dir)
@@ -188,6 +202,61 @@ def _references(data: SearchData, data_dir: str | None) -> dict[str, Reference]:
             continue
         out[task] = Reference("majority class", loaded.majority_accuracy("validation"), loaded.majority_accuracy("test"),
                               source=str(resolve_data_dir(data_dir)))
+    return out
+
+
+def _recorded_data(store) -> dict[str, Any]:
+    """settings.json's `_data` (study.Study: data directory, task files and their content hashes)."""
+    if not store.exists(SETTINGS_NAME):
+        return {}
+    try:
+        body = json.loads(store.get_bytes(SETTINGS_NAME))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{store.join(SETTINGS_NAME)} is not valid JSON ({exc})") from None
+    record = body.get("_data") if isinstance(body, dict) else None
+    if record is not None and not (isinstance(record, dict) and isinstance(record.get("files", {}), dict)):
+        raise ReportError(f"{store.join(SETTINGS_NAME)}: '_data' is not a data record")
+    return dict(record or {})
+
+
+def _recorded_references(data: SearchData, data_dir: str | None) -> dict[str, Reference]:
+    """Majority class of each task from the file the search read: its recorded path (or the same
+    name in `data_dir` when given), refused when gone or changed since the search read it."""
+    from transfer_automl.tasks.registry import SAMPLES_DIR, absolute_location, resolve_task
+    from transfer_automl.tasks.text import load_text_task
+
+    out: dict[str, Reference] = {}
+    record = data.data_record
+    for task in data.tasks:
+        entry = record["files"].get(task)
+        if not isinstance(entry, dict) or "path" not in entry or "content_hash" not in entry:
+            continue  # a task the record does not name (a ledger row of another task list): no reference
+        recorded = str(entry["path"])
+        if data_dir:
+            try:
+                path: str | Path = resolve_task(task, data_dir)
+            except TamlError:
+                raise ReportError(f"search {data.search_id} read task {task!r} from {recorded}; --data-dir "
+                                  f"{data_dir} has no {task}.parquet") from None
+        elif record.get("bundled_samples") and not Path(recorded).is_file():
+            path = SAMPLES_DIR / Path(recorded).name  # the package's samples, wherever it is installed now
+        else:
+            path = recorded
+        if "://" not in str(path) and not Path(path).is_file():
+            raise ReportError(f"search {data.search_id} read task {task!r} from {path}, which is not there any "
+                              "more (moved or deleted); pass --data-dir with the directory that holds it now")
+        try:
+            loaded = load_text_task(path, name=task)
+        except (TamlError, OSError) as exc:
+            raise ReportError(f"search {data.search_id} read task {task!r} from {path}, which cannot be read now: "
+                              f"{exc}") from None
+        if loaded.content_hash != entry["content_hash"]:
+            raise ReportError(f"search {data.search_id} read task {task!r} from {recorded} with content hash "
+                              f"{entry['content_hash']}; {path} now has {loaded.content_hash}: the data changed, so "
+                              "the references would not be the search's; pass --data-dir with the original files")
+        source = str(Path(absolute_location(path)).parent) if "://" not in str(path) else str(path)
+        out[task] = Reference("majority class", loaded.majority_accuracy("validation"),
+                              loaded.majority_accuracy("test"), source=source)
     return out
 
 
@@ -287,6 +356,67 @@ def embedding_similarity(body: dict[str, Any] | None) -> tuple[list[str], np.nda
     norm = np.linalg.norm(e, axis=1, keepdims=True)
     unit = e / np.where(norm > 0, norm, 1.0)
     return [str(t) for t in body["tasks"]], np.clip(unit @ unit.T, -1.0, 1.0)
+
+
+@dataclass
+class EmbeddingMovement:
+    """How far learning moved each task embedding from where it started (the similarity figure
+    shows the learned embeddings only where they moved further than their own start's scale)."""
+
+    tasks: list[str]
+    moved: np.ndarray  # [T] L2 distance of each task's embedding from its initial one
+    max_change: np.ndarray  # [T] largest change of a single weight
+    scale: float  # mean L2 norm of the initial embeddings: the random (or transferred) start's own size
+    initial_from: str  # where the initial embeddings came from (the checkpoint, or the seed)
+
+    @property
+    def learned(self) -> np.ndarray:
+        """[T] bool: moved further than the initialization scale."""
+        return self.moved > self.scale
+
+
+def embedding_movement(body: dict[str, Any] | None) -> EmbeddingMovement | None:
+    """Each task embedding's distance from its initialization: the initial embeddings recorded in
+    the checkpoint, or for an older scratch search re-derived from its seed. None without a
+    controller, or when the start cannot be known (an older transferred search)."""
+    import torch
+
+    from transfer_automl.search.multitask import ControllerSearch, task_embedding_table
+
+    state = body.get("controller_state") if body else None
+    if not isinstance(state, dict):
+        return None
+    final = task_embedding_table(state)
+    if final is None:
+        return None
+    initial, initial_from = body.get("initial_task_embeddings"), "recorded in the checkpoint"
+    if not isinstance(initial, torch.Tensor):
+        settings = dict(body.get("search_settings") or {})
+        if settings.get("init_from", "scratch") != "scratch" or "seed" not in settings:
+            return None
+        initial = ControllerSearch.initial_embeddings_from_seed(body, int(settings["seed"]))
+        initial_from = f"re-derived from the search's seed {settings['seed']} (an older checkpoint)"
+        if initial is None:
+            return None
+    if tuple(initial.shape) != tuple(final.shape):
+        return None
+    start, end = initial.detach().double().numpy(), final.detach().double().numpy()
+    delta = end - start
+    return EmbeddingMovement([str(t) for t in body["tasks"]], np.linalg.norm(delta, axis=1),
+                             np.abs(delta).max(axis=1), float(np.linalg.norm(start, axis=1).mean()), initial_from)
+
+
+def relative_entropy(probabilities: np.ndarray) -> np.ndarray:
+    """[tasks, choices] -> [tasks]: each row's entropy over log(choices), 1 = uniform, 0 = one
+    choice; NaN for a row of NaN (no policy for that task) or a decision of one choice."""
+    p = np.asarray(probabilities, dtype=float)
+    if p.shape[1] < 2:
+        return np.full(p.shape[0], np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * np.log(p), 0.0)
+    out = terms.sum(axis=1) / np.log(p.shape[1])
+    out[~np.isfinite(p).all(axis=1)] = np.nan
+    return out
 
 
 def distance_matrix(rows: list[dict[str, Any]]) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -94,9 +94,12 @@ def accuracy_curves(tasks: Sequence[str], curves: dict[str, dict[str, dict[str, 
 
 
 def choice_heatmap(decision: str, choices: Sequence[str], tasks: Sequence[str], matrix: np.ndarray,
-                   title: str) -> bytes:
-    """One decision's per-task distribution over its choices (MNMS Fig. 4): rows tasks, columns choices."""
+                   title: str, row_notes: Sequence[str] | None = None) -> bytes:
+    """One decision's per-task distribution over its choices (MNMS Fig. 4): rows tasks, columns
+    choices; `row_notes` are added to the task labels (e.g. the policy's entropy)."""
     plt = _pyplot()
+    if row_notes is not None:
+        tasks = [f"{t} ({note})" for t, note in zip(tasks, row_notes, strict=True)]
     longest = max((len(c) for c in choices), default=1)
     width = max(3.0, 0.42 * len(choices) + 0.07 * max(len(t) for t in tasks) + 1.3)
     height = max(1.8, 0.32 * len(tasks) + 0.065 * min(longest, 24) + 0.9)
@@ -150,12 +153,19 @@ def choice_evolution(decision: str, choices: Sequence[str], tasks: Sequence[str]
     return _png(fig)
 
 
-def similarity_heatmap(names: Sequence[str], similarity: np.ndarray) -> bytes:
-    """Cosine similarity of the learned task embeddings (T-AML Fig. 6)."""
+def similarity_heatmap(names: Sequence[str], similarity: np.ndarray, movement=None) -> bytes:
+    """Cosine similarity of the learned task embeddings (T-AML Fig. 6); with `movement`
+    (report.data.EmbeddingMovement) beside it, each embedding's distance from its initialization
+    against the initialization scale, and "not yet learned" where it moved less than that."""
     plt = _pyplot()
     k = len(names)
     size = max(3.0, 0.55 * k + 1.8)
-    fig, ax = plt.subplots(figsize=(size + 0.8, size), layout="constrained")
+    if movement is None:
+        fig, ax = plt.subplots(figsize=(size + 0.8, size), layout="constrained")
+    else:
+        fig, (ax, bars) = plt.subplots(1, 2, figsize=(2 * size + 1.6, size), layout="constrained",
+                                       gridspec_kw={"width_ratios": [1.2, 1]})
+        _movement_bars(bars, movement)
     image = ax.imshow(similarity, cmap="RdBu_r", vmin=-1.0, vmax=1.0)
     ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), names, fontsize=8)
@@ -163,9 +173,29 @@ def similarity_heatmap(names: Sequence[str], similarity: np.ndarray) -> bytes:
         for j in range(k):
             ax.text(j, i, f"{similarity[i, j]:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if abs(similarity[i, j]) > 0.6 else "black")
-    ax.set_title("cosine similarity of task embeddings", fontsize=10)
+    unlearned = movement is not None and not movement.learned.any()
+    ax.set_title("cosine similarity of task embeddings" + (":\nnot yet learned (still near its start)" if unlearned else ""),
+                 fontsize=10)
     fig.colorbar(image, ax=ax, shrink=0.8)
     return _png(fig)
+
+
+def _movement_bars(ax, movement) -> None:
+    k = len(movement.tasks)
+    y = np.arange(k)
+    colours = ["#2ca02c" if learned else "#7f7f7f" for learned in movement.learned]
+    ax.barh(y, movement.moved, color=colours)
+    ax.axvline(movement.scale, color="black", linestyle="--", linewidth=1,
+               label=f"initialization scale {movement.scale:.3f}")
+    ax.set_yticks(y, movement.tasks, fontsize=8)
+    ax.invert_yaxis()  # the same order as the heatmap's rows
+    for i in range(k):
+        ax.text(movement.moved[i], i, f" {movement.moved[i]:.3g}" + ("" if movement.learned[i] else " not yet learned"),
+                va="center", fontsize=8)
+    ax.set_xlim(0, max(movement.scale, float(movement.moved.max(initial=0.0))) * 1.9)
+    ax.set_xlabel("L2 distance from its initial embedding")
+    ax.set_title("distance moved from initialization", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right", frameon=False)
 
 
 def distance_heatmap(names: Sequence[str], mean: np.ndarray, std: np.ndarray) -> bytes:

@@ -8,14 +8,18 @@ from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 
+import numpy as np
+
 from transfer_automl.report import figures
 from transfer_automl.report.data import (
     SearchData,
     choice_frequencies,
     distance_matrix,
+    embedding_movement,
     embedding_similarity,
     load_search,
     policy_probabilities,
+    relative_entropy,
     sliding_choice_probability,
     top_n_curves,
 )
@@ -111,6 +115,8 @@ def _summary(page: Page, data: SearchData, others: list[SearchData]) -> None:
     if missing:
         text += (f" No reference for {escape(', '.join(missing))}: task data not found "
                  "(pass the search's --data-dir to taml report).")
+    if data.data_note:
+        text += f" Note: {escape(data.data_note)}."
     if text:
         page.paragraph(text.strip())
 
@@ -125,7 +131,7 @@ def _curves(page: Page, data: SearchData, others: list[SearchData]) -> None:
     caption = (f"Per task: test accuracy-top{data.top_n} (solid) and validation accuracy-top{data.top_n} (dotted) "
                "of the trained children so far, each sampled child's validation accuracy (dots), "
                f"as MNMS Fig. 3 and T-AML Figs. 2-4. With fewer than {data.top_n} trained children the curves are "
-               "the mean of all of them, so they may fall early on.")
+               f"the mean of all of them, so they may fall early on. Drawn from {_basis(data)}.")
     if others:
         caption += f" Dashed: the compared searches' test accuracy-top{data.top_n} on the same task."
     else:
@@ -138,7 +144,8 @@ def _heatmaps(page: Page, data: SearchData, last: int | None) -> None:
     span = f"the last {last} trials of each task" if last else "all trials of each task"
     page.heading("actions", "Per-task action distributions")
     sampled = choice_frequencies(data, last)
-    page.paragraph(f"Frequency of each choice among {escape(span)} in the ledger (MNMS Fig. 4).")
+    page.paragraph(f"Frequency of each choice among {escape(span)} in the ledger (MNMS Fig. 4). "
+                   f"Drawn from {_basis(data)}.")
     page.grid([page.figure(figures.choice_heatmap(name, choices, data.tasks, sampled[name], "sampled"),
                            f"sampled choices of {name}") for name, choices in data.decisions])
     policy = _policy(data)
@@ -146,9 +153,22 @@ def _heatmaps(page: Page, data: SearchData, last: int | None) -> None:
         page.omit("policy", "Learned per-task policy", _no_controller(data))
         return
     page.heading("policy", "Learned per-task policy")
+    entropy = {name: relative_entropy(policy[name]) for name, _ in data.decisions}
+    values = np.concatenate([e[np.isfinite(e)] for e in entropy.values()] or [np.array([])])
+    mean = float(values.mean()) if values.size else float("nan")
+    if not np.isfinite(mean):
+        verdict = ""
+    elif mean >= 0.9:
+        verdict = (f" Mean entropy relative to uniform {mean:.2f} (1 = uniform): the controller has barely "
+                   "learned yet; these distributions are close to its random start.")
+    else:
+        verdict = f" Mean entropy relative to uniform {mean:.2f} (1 = uniform, 0 = one choice)."
     page.paragraph("The final controller's distribution over each decision per task, estimated from 1,000 "
-                   "configurations per task sampled from the checkpoint's policy.")
-    page.grid([page.figure(figures.choice_heatmap(name, choices, data.tasks, policy[name], "controller policy"),
+                   "configurations per task sampled from the checkpoint's policy; beside each task its entropy "
+                   f"relative to uniform (H / log of the number of choices). Drawn from {_basis(data)}.{verdict}")
+    page.grid([page.figure(figures.choice_heatmap(name, choices, data.tasks, policy[name], "controller policy",
+                                                  row_notes=[f"H/Hmax {e:.2f}" if np.isfinite(e) else "H/Hmax -"
+                                                             for e in entropy[name]]),
                            f"policy of {name}") for name, choices in data.decisions])
 
 
@@ -156,6 +176,16 @@ def _policy(data: SearchData):
     if "_policy" not in data.__dict__:
         data.__dict__["_policy"] = policy_probabilities(data)
     return data.__dict__["_policy"]
+
+
+def _basis(data: SearchData) -> str:
+    """What a figure is drawn from: trials in the ledger and the search's told steps."""
+    trials = f"{len(data.rows)} trial{'' if len(data.rows) == 1 else 's'}"
+    if data.checkpoint is None:
+        return f"{trials} (no checkpoint: steps unknown)"
+    steps = int(data.checkpoint.get("step", 0))
+    kind = "controller steps" if isinstance(data.checkpoint.get("controller_state"), dict) else "search steps"
+    return f"{trials}, {steps} {kind}"
 
 
 def _no_controller(data: SearchData) -> str:
@@ -185,7 +215,7 @@ def _evolution(page: Page, data: SearchData) -> None:
                                  policy[decision] if policy is not None else None),
         f"evolution of {decision}",
         f"Frequency of each {decision} choice among the last {window} trials of the task (T-AML Fig. 5; "
-        f"at most the 5 most frequent choices). {note}")
+        f"at most the 5 most frequent choices). {note} Drawn from {_basis(data)}.")
 
 
 def _similarity(page: Page, data: SearchData) -> None:
@@ -194,9 +224,24 @@ def _similarity(page: Page, data: SearchData) -> None:
         page.omit("similarity", "Task-embedding similarity", _no_controller(data))
         return
     names, similarity = found
+    movement = embedding_movement(data.checkpoint)
     page.heading("similarity", "Task-embedding similarity")
-    page.add_figure(figures.similarity_heatmap(names, similarity), "task embedding cosine similarity",
-                    "Cosine similarity of the task embeddings the controller learned (T-AML Fig. 6).")
+    if movement is None:
+        moved = (" How far the embeddings moved from their initialization is unknown (an older transferred "
+                 "search's checkpoint does not record its start), so these may be the start, not what was learned.")
+    elif not movement.learned.any():
+        moved = (f" Not yet learned: every embedding moved less from its initialization (at most "
+                 f"{movement.moved.max():.3g} in L2, {movement.max_change.max():.3g} in one weight) than the "
+                 f"initialization scale {movement.scale:.3g} (the mean norm of the initial embeddings), so the "
+                 f"similarities shown are those of the start. Initial embeddings {movement.initial_from}.")
+    else:
+        late = [t for t, learned in zip(movement.tasks, movement.learned, strict=True) if not learned]
+        moved = (f" Right: each embedding's L2 distance from its initialization against the initialization scale "
+                 f"{movement.scale:.3g}" + (f"; not yet learned: {', '.join(late)}" if late else "")
+                 + f". Initial embeddings {movement.initial_from}.")
+    page.add_figure(figures.similarity_heatmap(names, similarity, movement), "task embedding cosine similarity",
+                    "Cosine similarity of the controller's task embeddings (T-AML Fig. 6), drawn from "
+                    f"{_basis(data)}.{moved}")
 
 
 def _distance(page: Page, data: SearchData) -> None:

@@ -43,6 +43,9 @@ class ControllerSearch(Search):
         self.mixing_gamma = mixing_gamma
         self.mixing_samples = mixing_samples
         self.samples_seen = 0
+        # The task embeddings before the first update [num_tasks, E] (random, or transferred): a
+        # report measures how far learning moved them. Taken at step 0, so after a warm start.
+        self.initial_task_embeddings: torch.Tensor | None = None
 
     def current_mixing(self) -> float:
         """gamma_t = gamma_0 * (1 - t / mixing_samples), floored at 0."""
@@ -55,7 +58,16 @@ class ControllerSearch(Search):
         self.samples_seen += len(task_indices)
         return rollout.actions.tolist()
 
+    def _keep_initial_embeddings(self) -> None:
+        """Record the task embeddings as they are before any update (once, at step 0)."""
+        if self.initial_task_embeddings is not None or self.step != 0:
+            return
+        table = task_embedding_table(self.controller.state_dict())
+        if table is not None:
+            self.initial_task_embeddings = table.detach().clone()
+
     def _learn(self, trials: list[Trial], rewards: list[float]) -> dict[str, float]:
+        self._keep_initial_embeddings()
         rollout = Rollout(
             tasks=torch.tensor([t.task_index for t in trials]),
             actions=torch.tensor([t.actions for t in trials]),
@@ -68,8 +80,11 @@ class ControllerSearch(Search):
     # -- state --------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        self._keep_initial_embeddings()
+        initial = {} if self.initial_task_embeddings is None else \
+            {"initial_task_embeddings": self.initial_task_embeddings.clone()}
         return {
-            **super().state_dict(),
+            **super().state_dict(), **initial,
             "controller_kind": self.controller.kind,
             "controller_config": self.controller.config.to_dict(),
             "update_rule": self.update_rule.name,
@@ -89,6 +104,8 @@ class ControllerSearch(Search):
         self.mixing_gamma = float(mixing.get("gamma", 0.0))
         self.mixing_samples = int(mixing.get("samples", 100))
         self.samples_seen = int(mixing.get("seen", 0))
+        initial = state.get("initial_task_embeddings")  # absent in checkpoints written before it was kept
+        self.initial_task_embeddings = initial.detach().clone() if isinstance(initial, torch.Tensor) else None
 
     @classmethod
     def from_checkpoint(cls, body: dict[str, Any]) -> ControllerSearch:
@@ -102,6 +119,18 @@ class ControllerSearch(Search):
         )
         search.load_state_dict(body)
         return search
+
+    @classmethod
+    def initial_embeddings_from_seed(cls, body: dict[str, Any], seed: int) -> torch.Tensor | None:
+        """The task embeddings a scratch search of this checkpoint's shape started from with `seed`
+        (the construction is seeded), for checkpoints written before `initial_task_embeddings`
+        was kept. Only right for a search that started from scratch with that seed."""
+        search = _search_class(body)(space_from_dict(body["space"], source="checkpoint"), list(body["tasks"]),
+                                     str(body["search_id"]), seed=seed,
+                                     controller_config=dict(body["controller_config"]),
+                                     update_config=dict(body["update_config"]))
+        table = task_embedding_table(search.controller.state_dict())
+        return None if table is None else table.detach().clone()
 
     @classmethod
     def transfer_from(cls, body: dict[str, Any], tasks: list[str], search_id: str, seed: int = 0,
@@ -125,6 +154,13 @@ class ControllerSearch(Search):
                 raise ConfigError(f"keep_update_state needs the pretrained tasks {old_tasks}, got {list(tasks)}")
             search.update_rule.load_state_dict(copy.deepcopy(body["update_state"]))
         return search
+
+
+def task_embedding_table(state: dict[str, Any]) -> torch.Tensor | None:
+    """A controller state's task-embedding weight [num_tasks, E] (the one '*task_embeddings.weight'
+    parameter), None if it has none or several."""
+    keys = [k for k in state if k.endswith("task_embeddings.weight")]
+    return state[keys[0]] if len(keys) == 1 else None
 
 
 _CONTROLLER_KEYS = ("controller_kind", "controller_config", "controller_state", "update_rule", "update_config",

@@ -72,8 +72,32 @@ TAML_IMAGE = SearchSpace(
      *TAML_TEXT.decisions[1:]),
 )
 
+# The CPU demo (`make run`): the 12 decisions of `taml-text` cut to what a CPU trains in about a
+# second. Frozen modules only (features cached per task and module; GloVe and the hashed table take
+# seconds to embed a task, MiniLM minutes), at most 2 x 256 hidden units, and at most 10,000
+# training samples: with --budget-scale 1 (the papers' budgets, as `make run` passes) a child trains
+# at most 100 Proximal Adagrad steps of batch 100, like the real-task table of
+# docs/benchmarks/taml_text_real.md.
+TAML_TEXT_CPU = SearchSpace(
+    "taml-text-cpu",
+    (
+        Decision("input_module", ("glove-6b-50d", "random-hashed-64"), "input embedding module (frozen)"),
+        Decision("fine_tune", (False,), "fine-tune the input embedding module (never, on a CPU demo)"),
+        Decision("hidden_layers", (1, 2), "number of hidden layers"),
+        Decision("hidden_size", (16, 64, 256), "hidden layer width"),
+        Decision("activation", ("relu", "swish"), "hidden layer activation"),
+        Decision("normalization", ("none", "layer"), "hidden layer normalization"),
+        Decision("dropout", (0.0, 0.1, 0.3), "hidden layer dropout rate"),
+        Decision("deep_lr", (0.01, 0.03, 0.1, 0.3), "deep tower learning rate"),
+        Decision("deep_reg", (0.0, 0.0001, "disable_deep_tower"), "deep tower L2 weight"),
+        Decision("wide_lr", (0.03, 0.3, 3.0), "wide tower learning rate"),
+        Decision("wide_reg", (0.0, 0.0001, "disable_wide_tower"), "wide tower L1 weight"),
+        Decision("training_samples", (1000, 3000, 10000), "training examples seen"),
+    ),
+)
+
 BUILTIN_SPACES: Registry[SearchSpace] = Registry("built-in search space")
-for _space in (MNMS_TEXT, TAML_TEXT, TAML_TEXT_ALL_MODULES, TAML_IMAGE):
+for _space in (MNMS_TEXT, TAML_TEXT, TAML_TEXT_ALL_MODULES, TAML_IMAGE, TAML_TEXT_CPU):
     BUILTIN_SPACES.register(_space.name, _space)
 
 

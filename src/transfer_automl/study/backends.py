@@ -31,6 +31,9 @@ class Backend:
     references: dict[str, Reference]
     data_location: str
     trainer_settings: dict[str, Any] = field(default_factory=dict)
+    # What the search read (tasks.registry.data_record): data directory, each task file's content
+    # hash, the bundled-sample fallback. Empty for tables, whose source is data_location.
+    data_record: dict[str, Any] = field(default_factory=dict)
 
 
 def make_backend(settings: Any, directory: Any = None) -> Backend:
@@ -59,6 +62,7 @@ def text_backend(tasks: tuple[str, ...], space: str, data_dir: str | None, cache
     from transfer_automl.tasks import data_dir as resolve_data_dir
     from transfer_automl.tasks import load_task
     from transfer_automl.tasks.features import FeatureCache
+    from transfer_automl.tasks.registry import absolute_location, data_record
 
     if wants_image_backend(tasks, space, data_dir):  # image tasks: `taml-image`, or the default space
         return image_backend(tasks, space, data_dir, cache_dir, budget_scale, timeout_s)
@@ -74,7 +78,8 @@ def text_backend(tasks: tuple[str, ...], space: str, data_dir: str | None, cache
         task_objects={t.name: t for t in loaded},
         references={t.name: Reference("majority class", t.majority_accuracy("validation"), t.majority_accuracy("test"))
                     for t in loaded},
-        data_location=str(resolve_data_dir(data_dir)), trainer_settings=config.to_dict(),
+        data_location=absolute_location(resolve_data_dir(data_dir)), trainer_settings=config.to_dict(),
+        data_record=data_record(loaded, data_dir),
     )
 
 

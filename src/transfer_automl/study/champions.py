@@ -28,12 +28,15 @@ from transfer_automl.trial_status import STATUS_OK
 
 
 def register_champions(search_dir: str | Path, tracking_uri: str | None = None, *, data_dir: str | None = None,
-                       cache_dir: Any = None, tasks: Sequence[str] | None = None) -> ChampionReport:
+                       cache_dir: Any = None, tasks: Sequence[str] | None = None,
+                       on_phase: Any = None) -> ChampionReport:
     """Retrain, log and register the best child of each task of the search in `search_dir` (a
     local directory or an s3:// uri). The tracking URI: `tracking_uri`, else MLFLOW_TRACKING_URI,
     else the search's default store (search_dir.py). `tasks` are the task names or files as given to the
     search and `data_dir` where names resolve (default: a pipeline search's settings.json, else
-    the usual data directory); `cache_dir` the frozen-feature cache (default: the search's)."""
+    the usual data directory); `cache_dir` the frozen-feature cache (default: the search's).
+    `on_phase(name, detail)` hears each refit and registration as it starts."""
+    announce = on_phase or (lambda name, detail="": None)
     out = SearchDir.of(search_dir)
     body = out.load_checkpoint()
     search_id = str(body["search_id"])
@@ -46,7 +49,11 @@ def register_champions(search_dir: str | Path, tracking_uri: str | None = None, 
         return ChampionReport(search_id, "", skipped=f"search {search_id} has no trial with status ok: no model to log")
     if out.store.exists(SETTINGS_NAME):
         pipeline = out.read_json(SETTINGS_NAME)
-        data_dir, tasks = data_dir or pipeline.get("data_dir"), tasks or pipeline.get("tasks")
+        record = pipeline.get("_data") if isinstance(pipeline.get("_data"), dict) else {}
+        # where the search read its tasks (absolute, study.Study records it), before the data_dir it
+        # was given, which may be relative to a working directory that is not this one
+        data_dir = data_dir or record.get("data_dir") or pipeline.get("data_dir")
+        tasks = tasks or _recorded_tasks(pipeline.get("tasks"), record)
         cache_dir = cache_dir or pipeline.get("cache_dir")
 
     from transfer_automl.serving.export import serving_model
@@ -62,7 +69,10 @@ def register_champions(search_dir: str | Path, tracking_uri: str | None = None, 
         candidate = ChampionCandidate(task_name, str(row["search_id"]), str(row["trial_id"]),
                                       out.ledger.round_name(int(row["controller_step"])), float(row["val_accuracy"]),
                                       float(row["test_accuracy"]), json.loads(row["config"]))
+        announce("refit", f"retraining {task_name}'s best child (trial {row['trial_id']}, val "
+                          f"{float(row['val_accuracy']):.4f}) to log it as a model")
         model = _retrain(trainer, loaded[task_name], row, int(saved.get("seed", 0)), out)
+        announce("registration", f"logging and registering {task_name}'s model in {registry.uri}")
         run_id = _trial_run_id(registry, out, candidate)
         with tempfile.TemporaryDirectory(prefix="taml-champion-") as bundle:
             served = serving_model(model, loaded[task_name], trainer.config.wide_buckets, bundle)
@@ -70,7 +80,16 @@ def register_champions(search_dir: str | Path, tracking_uri: str | None = None, 
     return report
 
 
-def register_after_search(settings: Any, out: Any, tracker: Any) -> ChampionReport:
+def _recorded_tasks(tasks: Any, record: dict[str, Any]) -> Any:
+    """Tasks given as .parquet paths, replaced by the absolute paths the search recorded reading."""
+    files = record.get("files") if isinstance(record.get("files"), dict) else {}
+    if not tasks:
+        return tasks
+    return [str(files[Path(t).stem]["path"]) if str(t).endswith(".parquet") and Path(t).stem in files else t
+            for t in tasks]
+
+
+def register_after_search(settings: Any, out: Any, tracker: Any, on_phase: Any = None) -> ChampionReport:
     """`Study.finish`'s last part (with the study's own MLflow tracker): register the champions of
     a text search. A tabular search, an unreachable tracker or a failure is reported, never
     raised: the search itself is done, and `taml runs register` can do this later."""
@@ -81,7 +100,7 @@ def register_after_search(settings: Any, out: Any, tracker: Any) -> ChampionRepo
                                                             f"models later with `taml runs register {out}`")
     try:
         return register_champions(str(out), tracker.location, data_dir=settings.data_dir, tasks=settings.tasks,
-                                  cache_dir=settings.cache_dir)
+                                  cache_dir=settings.cache_dir, on_phase=on_phase)
     except Exception as exc:  # the search is done and recorded; registering can be retried by hand
         message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         return ChampionReport("", tracker.location, skipped=f"registering failed ({message}); retry with "

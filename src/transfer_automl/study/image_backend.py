@@ -35,6 +35,7 @@ def image_backend(tasks: tuple[str, ...], space: str | None, data_dir: str | Non
     from transfer_automl.children.trainer import ChildTrainerConfig
     from transfer_automl.tasks.features import FeatureCache
     from transfer_automl.tasks.images import image_dir, is_image_task, load_image_task
+    from transfer_automl.tasks.registry import absolute_location
 
     if not tasks:
         raise ConfigError("tasks: give at least one image task")
@@ -52,6 +53,10 @@ def image_backend(tasks: tuple[str, ...], space: str | None, data_dir: str | Non
                     for t in loaded},
         data_location=str(Path(loaded[0].source).parent if loaded[0].source else image_dir(data_dir)),
         trainer_settings=config.to_dict(),
+        data_record={"data_dir": absolute_location(Path(loaded[0].source).parent if loaded[0].source
+                                                   else image_dir(data_dir)),
+                     "files": {t.name: {"path": absolute_location(t.source), "content_hash": t.content_hash}
+                               for t in loaded}, "bundled_samples": False},
     )
 
 

@@ -25,7 +25,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,7 +55,11 @@ from transfer_automl.study.search_dir import (
     result_key,
     trials_key,
 )
-from transfer_automl.study.settings import SearchSettings, method_option_names
+from transfer_automl.study.settings import (
+    MEASURED_CONTROLLER_LR,
+    SearchSettings,
+    method_option_names,
+)
 from transfer_automl.tracking import Tracker, check_tracking_uri
 from transfer_automl.trial_status import STATUS_OK
 
@@ -101,6 +105,7 @@ class Study:
         self._history: TaskHistory | None = None
         self._counted: set[str] = set()  # trial ids in the history
         self._fresh: set[int] = set()  # rounds this object asked first (nothing of them recorded)
+        self._told: int | None = None  # trials of the told rounds (read from the ledger once)
         self.lease: Lease | None = None  # the directory's lease, held by a runner (study.lease)
         self.trials_run = 0
         self.started = time.perf_counter()
@@ -193,7 +198,7 @@ class Study:
                               f"not {settings.method!r}")
         study = cls(settings, directory, restore_search(body), backend=backend, tracker=tracker)
         study.history  # noqa: B018  refuses a damaged ledger before anything is written
-        if changes or not directory.store.exists(SETTINGS_NAME):
+        if changes or not directory.store.exists(SETTINGS_NAME) or study._data_changed():
             study._write_settings(changes)
         study.tracker  # noqa: B018
         return study
@@ -260,7 +265,10 @@ class Study:
 
     @property
     def rounds(self) -> int:
-        return math.ceil(self.settings.trials / self.settings.batch_size)
+        """Rounds in all: those told, then enough of batch_size for the trials left. A round cut
+        short by an earlier, smaller --trials stays as it was told; a grown search adds rounds."""
+        left = max(0, self.settings.trials - self._told_trials())
+        return self.search.step + math.ceil(left / self.settings.batch_size)
 
     def pending_rounds(self) -> Iterator[int]:
         """The rounds not told yet, in order (the search's step moves as they are told)."""
@@ -268,13 +276,28 @@ class Study:
             yield self.search.step
 
     def round_size(self, step: int) -> int:
-        return max(0, min(self.settings.batch_size, self.settings.trials - step * self.settings.batch_size))
+        """Trials of round `step`: batch_size, or what is left of `trials` after the rounds before it."""
+        batch = self.settings.batch_size
+        if step < self.search.step:
+            return max(0, min(batch, self.settings.trials - step * batch))
+        before = self._told_trials() + (step - self.search.step) * batch
+        return max(0, min(batch, self.settings.trials - before))
+
+    def _told_trials(self) -> int:
+        """Trials of the rounds told so far (the ledger's rows of steps before the search's)."""
+        if self._told is None:
+            self._told = sum(1 for r in self.rows() if r.controller_step < self.search.step)
+        return self._told
 
     def params(self) -> dict[str, Any]:
         """What the tracker logs once per search: every setting, and what the search is made of."""
         settings = {k: v for k, v in self.settings.to_dict().items() if k != "progress"}
+        record = self.backend.data_record
+        data = {} if not record else {
+            "data.dir": record["data_dir"], "data.bundled_samples": record["bundled_samples"],
+            "data.content_hash": {task: f["content_hash"] for task, f in record["files"].items()}}
         return {**settings, "tasks": ",".join(self.search.tasks), "space_fingerprint": self.search.space.fingerprint(),
-                "child_trainer": self.backend.trainer_settings, "search_state": describe(self.search)}
+                "child_trainer": self.backend.trainer_settings, "search_state": describe(self.search), **data}
 
     def rows(self) -> list[LedgerRow]:
         """Every committed trial, in ledger order."""
@@ -394,6 +417,8 @@ class Study:
         metrics = self.search.tell(trials, [r.reward for r in rows])
         self._save_checkpoint()
         self._count(rows)
+        if self._told is not None:
+            self._told += len(rows)
         self._asked.pop(step, None)
         round_rewards = {f"reward/{task}/reward": _mean([r.reward for r in rows if r.task == task])
                          for task in sorted({r.task for r in rows})}
@@ -404,9 +429,12 @@ class Study:
         tracker.log_controller(step, all_metrics)
         return RoundReport(step, rows, all_metrics, told=True)
 
-    def finish(self, register: bool = True) -> SearchResult:
+    def finish(self, register: bool = True, on_phase: Callable[[str, str], None] | None = None) -> SearchResult:
         """The search's summary; its files logged beside its runs, the run closed, and (with the
-        study's own MLflow tracker) each task's best child registered as a champion."""
+        study's own MLflow tracker) each task's best child registered as a champion. `on_phase(name,
+        detail)` hears each step as it starts (summary, refit, registration)."""
+        announce = on_phase or (lambda name, detail="": None)
+        announce("summary", "the search's files and per-task summary to the tracker")
         per_task = self.summaries()
         tracker = self.tracker
         if self.directory is not None:
@@ -422,7 +450,7 @@ class Study:
         if register and self.owns_tracker and self.directory is not None:
             from transfer_automl.study.champions import register_after_search
 
-            champions = register_after_search(self.settings, self.directory, tracker)
+            champions = register_after_search(self.settings, self.directory, tracker, on_phase=on_phase)
         self.release()
         d = self.directory
         return SearchResult(
@@ -467,7 +495,20 @@ class Study:
             history.append({"at": datetime.now(UTC).isoformat(), "step": self.search.step,
                             "changed": {k: {"from": old, "to": new} for k, (old, new) in changes.items()}})
         body = {**self.settings.to_dict(), "progress": False}
-        d.write_json(SETTINGS_NAME, {**body, **({"_changes": history} if history else {})}, indent=1)
+        data = self.backend.data_record or self._stored_data()
+        d.write_json(SETTINGS_NAME, {**body, **({"_data": data} if data else {}),
+                                     **({"_changes": history} if history else {})}, indent=1)
+
+    def _stored_data(self) -> dict[str, Any]:
+        """settings.json's `_data`: what the search recorded it read (tasks.registry.data_record)."""
+        d = self.directory
+        if d is None or not d.store.exists(SETTINGS_NAME):
+            return {}
+        stored = d.read_json(SETTINGS_NAME)
+        return dict(stored.get("_data") or {}) if isinstance(stored, dict) else {}
+
+    def _data_changed(self) -> bool:
+        return bool(self.backend.data_record) and self.backend.data_record != self._stored_data()
 
     def _write_space(self) -> None:
         import tempfile
@@ -531,7 +572,7 @@ def _new_search(settings: SearchSettings, backend: Backend, search_id: str,
             return make_search(settings.method, backend.space, backend.task_names, search_id, seed=settings.seed,
                                **options)
         return make_search(settings.method, backend.space, backend.task_names, search_id, seed=settings.seed,
-                           update_config=update_config(search_cls.update_rule_name, settings))
+                           update_config=update_config(search_cls.update_rule_name, settings, measured=True))
     if not is_controller:
         raise ConfigError(f"init_from=transfer needs a controller search, not {settings.method!r}")
     body = dict(source_body) if source_body is not None else _source_body(settings, backend)
@@ -565,12 +606,16 @@ def source_checkpoint(source: str) -> str | Path:
     return path / CHECKPOINT_NAME if path.is_dir() else path
 
 
-def update_config(rule_name: str, settings: SearchSettings) -> dict[str, Any]:
-    """The update rule's settings the user gave (method_options, then the named settings); the
-    rule's defaults for the rest."""
+def update_config(rule_name: str, settings: SearchSettings, measured: bool = False) -> dict[str, Any]:
+    """The update rule's settings the user gave (method_options, then the named settings); with
+    `measured` (a new search), the measured step size (MEASURED_CONTROLLER_LR) where none was given;
+    the rule's defaults for the rest. A transferred search keeps its source's unless given."""
     from transfer_automl.algorithms import UPDATE_RULES
 
-    given = {**settings.method_options, "learning_rate": settings.controller_lr,
+    lr = settings.controller_lr
+    if lr is None and measured and "learning_rate" not in settings.method_options:
+        lr = MEASURED_CONTROLLER_LR.get(settings.method)
+    given = {**settings.method_options, "learning_rate": lr,
              "normalization": settings.normalization, "baseline_decay": settings.baseline_decay,
              "entropy_weight": settings.entropy_weight}
     known = {f.name for f in fields(UPDATE_RULES[rule_name].config_class)}

@@ -76,3 +76,21 @@ def resolve_task(name: str, directory: str | Path | None = None) -> Path | str:
 def load_task(name: str, directory: str | Path | None = None) -> TextTask:
     path = resolve_task(name, directory)
     return load_text_task(path, name=Path(name).stem if name.endswith(".parquet") else name)
+
+
+def absolute_location(location: str | Path) -> str:
+    """A data location as a search records it: an absolute path, or a URI as given."""
+    text = str(location)
+    return text if "://" in text else str(Path(text).resolve())
+
+
+def data_record(tasks, directory: str | Path | None = None) -> dict:
+    """What a search read, as settings.json (`_data`) and its MLflow run record it: the data
+    directory (absolute path or URI), each task's file and content hash (`content_hash`: SHA-256 of
+    the file's bytes, 16 hex digits), and whether it was the package's bundled samples.
+    `tasks`: loaded tasks (`.name`, `.source`, `.content_hash`)."""
+    root = data_dir(directory)
+    files = {t.name: {"path": absolute_location(t.source), "content_hash": t.content_hash} for t in tasks}
+    bundled = any(Path(f["path"]).parent == SAMPLES_DIR.resolve() for f in files.values()
+                  if "://" not in f["path"])
+    return {"data_dir": absolute_location(root), "files": files, "bundled_samples": bundled}
