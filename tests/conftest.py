@@ -58,10 +58,14 @@ def _one_torch_thread():
 
 
 @pytest.fixture(autouse=True)
-def _isolated_mlflow(monkeypatch):
-    """No test may log into a user's MLflow server."""
+def taml_home(monkeypatch, tmp_path_factory) -> Path:
+    """No test may log into a user's MLflow server or into the shared store of the directory the
+    tests run in: each test's searches share the store `<taml_home>/mlflow.db` (TAML_HOME)."""
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID", "TAML_DATA_DIR"):
         monkeypatch.delenv(var, raising=False)
+    home = tmp_path_factory.mktemp("taml-home")
+    monkeypatch.setenv("TAML_HOME", str(home))
+    return home
 
 
 # Tests on a server (S3 endpoint, Kubeflow or MLflow API) are slow: `make test-fast` runs no server.

@@ -29,6 +29,7 @@ from transfer_automl.errors import TamlError
 
 EXIT_USAGE = 2
 EXIT_BUG = 1
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `yes | head` reports
 
 
 def _positive_int(text: str) -> int:
@@ -107,8 +108,27 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of text")
 
 
+def _version() -> str:
+    """The installed distribution's version (package metadata), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transfer-automl")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        import transfer_automl
+
+        return transfer_automl.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="taml", description="Multitask and transfer neural model search.")
+    parser = _Parser(prog="taml", description="Multitask and transfer neural model search.",
+                     **_examples("taml search --tasks sms_spam,mpqa,customer_reviews --trials 60 --out runs/demo",
+                                 "taml transfer --target customer_reviews --from runs/demo --out runs/cr",
+                                 "taml report runs/demo --out report.html",
+                                 "taml runs list runs --json",
+                                 "taml spaces",
+                                 "taml <command> --help   # each command's flags and examples"))
+    parser.add_argument("--version", action="version", version=f"taml {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser(
@@ -128,10 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _json_flag(s)
 
-    b = sub.add_parser("bench", help="benchmarks that take minutes (not part of the tests)")
+    b = sub.add_parser("bench", help="benchmarks that take minutes (not part of the tests)",
+                       **_examples("taml bench search --benchmark nasbench201 --methods rs,pqt --seeds 5 --trials 100 "
+                                   "--out runs/bench-nb201"))
     bsub = b.add_subparsers(dest="bench_command", required=True)
     bs = bsub.add_parser("search", help="search efficiency on a tabular NAS benchmark, leave-one-task-out transfer",
-                         epilog="example: taml bench search --benchmark transnasbench101-micro --seeds 20 --trials 200 --out runs/bench-tnb")
+                         **_examples("taml bench search --benchmark transnasbench101-micro --seeds 20 --trials 200 "
+                                     "--out runs/bench-tnb"))
     bs.add_argument("--benchmark", required=True, choices=["transnasbench101-micro", "nasbench201", "taml-text-real"])
     bs.add_argument("--methods", default="rs,re,tpe,reinforce,ppo,pqt,transformer,transfer",
                     help="comma-separated: rs, re, tpe, reinforce, ppo, pqt, transformer, transfer")
@@ -147,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     fu = sub.add_parser("fuse", help="FUSE: candidates trained jointly through a softmax(alpha) output mixture (image tasks)",
-                        epilog="example: taml fuse --task mnist_test --candidates 4 --budget 20 --out runs/fuse")
+                        **_examples("taml fuse --task mnist_test --candidates 4 --budget 20 --out runs/fuse"))
     fu.add_argument("--task", required=True, help="image task: <source>, <source>:is<d> or <source>:odd_even")
     fu.add_argument("--out", required=True, help="directory for candidates.parquet and best.json")
     fu.add_argument("--force", action="store_true", help="replace existing output files (a search's own files are never replaced)")
@@ -201,7 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     _json_flag(tr)
 
-    pl = sub.add_parser("pipeline", help="Kubeflow pipelines (from a checkout: pipelines/ is not in the wheel)")
+    pl = sub.add_parser("pipeline", help="Kubeflow pipelines (from a checkout: pipelines/ is not in the wheel)",
+                        **_examples("taml pipeline compile --out build/pipelines",
+                                    "taml pipeline run --local multitask_search search_dir=runs/kfp "
+                                    "'settings={\"benchmark\": \"nasbench201\"}' --rounds 2 --children 2",
+                                    "taml pipeline submit multitask_search --host http://localhost:8080 "
+                                    "search_dir=s3://taml/searches/demo"))
     plsub = pl.add_subparsers(dest="pipeline_command", required=True, parser_class=_IntermixedParser)
     plc = plsub.add_parser("compile", help="compile every pipelines/<name>/pipeline.py to DIR/<name>.yaml",
                            **_examples("taml pipeline compile --out build/pipelines"))
@@ -232,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     plh.add_argument("--cron", required=True, help='crontab expression, e.g. "0 3 * * *" (03:00 every day)')
     plh.add_argument("--name", help="the recurring run's name (default: <pipeline>-schedule)")
 
-    cl = sub.add_parser("cluster", help="check a Kubernetes cluster before running the pipelines on it")
+    cl = sub.add_parser("cluster", help="check a Kubernetes cluster before running the pipelines on it",
+                        **_examples("taml cluster doctor --namespace taml"))
     clsub = cl.add_subparsers(dest="cluster_command", required=True)
     cld = clsub.add_parser("doctor", help="namespace, service account, secrets, MLflow, object store, GPUs",
                            **_examples("taml cluster doctor", "taml cluster doctor --namespace taml --context kind-taml"))
@@ -265,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--data-dir", help="the search's --data-dir, for the reference figures (default: as for search)")
     rp.add_argument("--mlflow", action="store_true",
                     help="also log it as report.html into the search's controller run in MLflow")
-    rp.add_argument("--tracking-uri", help="with --mlflow: default $MLFLOW_TRACKING_URI, else the search's own mlflow.db")
+    rp.add_argument("--tracking-uri", help="with --mlflow: default $MLFLOW_TRACKING_URI, else the search's store (DIR/tracking.json)")
     _json_flag(rp)
 
     pr = sub.add_parser(
@@ -284,7 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _json_flag(pr)
 
-    r = sub.add_parser("runs", help="the searches under a directory, one search's results, its MLflow runs")
+    r = sub.add_parser("runs", help="the searches under a directory, one search's results, its MLflow runs",
+                       **_examples("taml runs list runs", "taml runs show runs/demo --top 5",
+                                   "taml runs sync runs/demo --tracking-uri http://mlflow:5000",
+                                   "taml runs register runs/demo", "taml runs repair runs/demo"))
     rsub = r.add_subparsers(dest="runs_command", required=True)
     rl = rsub.add_parser("list", help="the searches under a directory: id, method, tasks, trials, best per task",
                          **_examples("taml runs list", "taml runs list runs --json"))
@@ -297,14 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--data-dir", help="the search's --data-dir, for the reference figures (default: as for search)")
     _json_flag(rw)
     rs = rsub.add_parser("sync", help="log the ledger's trials that MLflow lacks (idempotent)",
-                         epilog="example: taml runs sync runs/demo --tracking-uri http://mlflow:5000")
+                         **_examples("taml runs sync runs/demo",
+                                     "taml runs sync runs/demo --tracking-uri http://mlflow:5000"))
     rs.add_argument("out", help="the search directory or s3:// uri (ledger/, checkpoint.pt)")
-    rs.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the search's own mlflow.db")
+    rs.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the search's store (DIR/tracking.json)")
     rr = rsub.add_parser("register", help="retrain each task's best child, log it to MLflow, register it "
                                           "(alias champion only if better)",
-                         epilog="example: taml runs register runs/demo --tracking-uri http://mlflow:5000")
+                         **_examples("taml runs register runs/demo",
+                                     "taml runs register runs/demo --tracking-uri http://mlflow:5000 --json"))
     rr.add_argument("out", help="the search directory (ledger/, checkpoint.pt)")
-    rr.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the search's own mlflow.db")
+    rr.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the search's store (DIR/tracking.json)")
     rr.add_argument("--data-dir", help="where the search's task names resolve (default: as for taml search)")
     _json_flag(rr)
     rx = rsub.add_parser("repair", help="set aside ledger files that keep a search from resuming "
@@ -318,18 +352,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"search": _search, "spaces": _spaces, "tasks": _tasks, "modules": _modules, "runs": _runs,
+        code = {"search": _search, "spaces": _spaces, "tasks": _tasks, "modules": _modules, "runs": _runs,
                 "bench": _bench, "report": _report, "distance": _distance, "pipeline": _pipeline, "cluster": _cluster,
                 "transfer": _transfer, "fuse": _fuse, "predict": _predict}[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return code
     except TamlError as exc:
         print(f"taml: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("taml: interrupted; committed rounds are kept, continue with --resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `taml runs list --json | head`: the reader left; so do we, quietly
+        return _stdout_closed()
     except OSError as exc:
-        if isinstance(exc, BrokenPipeError):
-            raise
         print(f"taml: error: {_os_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # a bug: one line and a request to report it, the traceback on demand
@@ -338,6 +374,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"taml: internal error ({type(exc).__name__}: {_first_line(exc)}); please report it with the command "
               "line, and rerun with TAML_DEBUG=1 for the traceback", file=sys.stderr)
         return EXIT_BUG
+
+
+def _stdout_closed() -> int:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail again, and exit as a
+    command killed by SIGPIPE does (128 + 13), without a word: the reader chose to stop reading."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real stdout (a test's capture): nothing to flush later
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def _first_line(exc: BaseException) -> str:
@@ -381,7 +429,8 @@ def _search(args: argparse.Namespace) -> int:
         print_json({"search_id": result.search_id, "method": result.method, "trials_run": result.trials_run,
                     "wall_s": result.wall_s, "out": str(result.out), "data": result.data_location,
                     "ledger": str(result.ledger_dir), "checkpoint": str(result.checkpoint),
-                    "mlflow": result.tracking_location, "tasks": [_task_summary(s) for s in result.per_task],
+                    "mlflow": result.tracking_location, "mlflow_runs_url": result.browse_url or None,
+                    "tasks": [_task_summary(s) for s in result.per_task],
                     "models": result.champions.to_dict() if result.champions is not None else None})
         return 0
     reference = result.per_task[0].reference if result.per_task else ""
@@ -395,7 +444,10 @@ def _search(args: argparse.Namespace) -> int:
     print(f"checkpoint: {result.checkpoint}")
     print(f"mlflow:     {result.tracking_location}")
     if result.tracking_location.startswith("sqlite:"):
-        print(f"browse:     mlflow ui --backend-store-uri {result.tracking_location}")
+        print(f"browse:     mlflow ui --backend-store-uri {result.tracking_location}, then {result.browse_url}"
+              if result.browse_url else f"browse:     mlflow ui --backend-store-uri {result.tracking_location}")
+    elif result.browse_url:
+        print(f"browse:     {result.browse_url}")
     for line in result.champions.lines() if result.champions is not None else []:
         print(line)
     return 0
@@ -530,13 +582,16 @@ def _transfer(args: argparse.Namespace) -> int:
         result = run_transfer(settings)
     if args.json:
         print_json({"target": settings.target, "sources": [{"task": t, "distance": d} for t, d in result.sources],
+                    "ranking": [{"task": t, "distance": d} for t, d in result.ranking],
                     "method": result.method, "checkpoint": str(result.checkpoint) if result.checkpoint else None,
                     "space_file": str(result.space_file) if result.space_file is not None else None,
                     "next_command": result.next_command})
         return 0
-    print(f"d[source, {settings.target}] (fisher_ld, mean over {settings.repeats} repeats), closest first:")
-    for task, d in result.sources:
-        print(f"  {task:<24}{d:.4f}")
+    chosen = {task for task, _ in result.sources}
+    print(f"d[source, {settings.target}] (fisher_ld, mean over {settings.repeats} repeats), all {len(result.ranking)} "
+          f"source tasks, closest first (* chosen by --select {settings.select}):")
+    for rank, (task, d) in enumerate(result.ranking, start=1):
+        print(f"{'*' if task in chosen else ' '} {rank:>2}. {task:<24}{d:.4f}")
     if result.space_file is not None:
         print(f"wrote {result.space_file}: the search space of {result.sources[0][0]}'s top {settings.top_k} "
               "configurations, for a fresh search with any method (a controller cannot be transferred onto it)")

@@ -18,7 +18,7 @@ from transfer_automl.errors import ConfigError
 # The entries of a search directory that belong to the search (study/search_dir.py's layout, the
 # lease, the default MLflow store and what `taml runs repair` sets aside).
 SEARCH_OWNED = frozenset({"settings.json", "checkpoint.pt", "space.yaml", "ledger", "rounds", "cache", "lease.json",
-                          "mlflow.db", "mlartifacts", "mlruns", "quarantine"})
+                          "tracking.json", "mlflow.db", "mlartifacts", "mlruns", "quarantine"})
 
 
 def is_search_dir(directory: Path) -> bool:

@@ -50,11 +50,18 @@ def task_case(name: str, table: pa.Table | bytes | None, expect: str) -> None:
         (folder / "task.parquet").write_bytes(table)
 
 
-def toy_search_case(name: str, extra: str, expect: str, prepare=None) -> None:
+def toy_search_case(name: str, extra: str, expect: str, prepare=None,
+                    files: dict[str, str | bytes] | None = None) -> None:
     """A search over a small table whose `out/` holds a prepared (then damaged) search."""
     method = "" if "--method" in extra else "--method rs "  # rs: a checkpoint of a few KB
-    folder = case(name, f"search --table {{case}}/toy.parquet --metric-columns t1,t2 --trials 4 --out {{out}} "
-                  f"{method}{extra}", expect)
+    with_search(name, f"search --table {{case}}/toy.parquet --metric-columns t1,t2 --trials 4 --out {{out}} "
+                f"{method}{extra}", expect, prepare, files)
+
+
+def with_search(name: str, args: str, expect: str, prepare=None,
+                files: dict[str, str | bytes] | None = None) -> None:
+    """Any command, with `out/` holding a finished two-trial search (then changed by `prepare`)."""
+    folder = case(name, args, expect, files)
     pq.write_table(pa.Table.from_pylist(TOY_ROWS), folder / "toy.parquet")
     if prepare is not None:
         from transfer_automl.steps.search import run_search
@@ -65,6 +72,9 @@ def toy_search_case(name: str, extra: str, expect: str, prepare=None) -> None:
         run_search(SearchSettings(tasks=(), trials=2, out=str(out), table=str(folder / "toy.parquet"), method="rs",
                                   metric_columns=("t1", "t2"), progress=False, search_id="corpus"),
                    tracker=MemoryTracker())
+        # The test copies the case elsewhere: the recorded table path follows it (see the test).
+        settings = out / "settings.json"
+        settings.write_text(settings.read_text().replace(str(folder), "{case}"))
         prepare(out)
 
 
@@ -170,7 +180,7 @@ def main() -> None:
     toy_search_case("ckpt_wrong_fingerprint", "--resume", "fingerprint", rewrite(space_fingerprint="0123456789abcdef"))
     toy_search_case("ckpt_wrong_tasks", "--resume", "is for tasks ['t1', 'zz']", rewrite(tasks=["t1", "zz"]))
     toy_search_case("ckpt_other_method", "--resume --method tpe", "method is 'tpe' but the search", lambda out: None)
-    toy_search_case("ckpt_missing", "--resume", "does not exist")
+    toy_search_case("ckpt_missing", "--resume", "holds no search")
     # -- ledger ------------------------------------------------------------------------------
     def foreign_round(out: Path) -> None:
         pq.write_table(pa.table({"trial": [1], "score": [0.5]}), out / "ledger" / "round-000000.parquet")
@@ -188,7 +198,7 @@ def main() -> None:
     # -- command line ------------------------------------------------------------------------
     case("cli_unknown_task", "search --tasks sms_spam,no_such_task --trials 2 --data-dir {samples} --out {out}",
          "unknown task 'no_such_task'")
-    case("cli_zero_trials", "search --tasks sms_spam --trials 0 --out {out}", "argument --trials: must be >= 1, got 0")
+    case("cli_zero_trials", "search --tasks sms_spam --trials 0 --out {out}", "argument --trials: trials must be an integer in [1, 10,000,000], got 0")
     case("cli_negative_trials", "search --tasks sms_spam --trials -5 --out {out}", "argument --trials")
     case("cli_negative_budget", "search --tasks sms_spam --trials 2 --budget-scale -1 --out {out}",
          "argument --budget-scale")
@@ -197,7 +207,7 @@ def main() -> None:
     case("cli_resume_and_transfer", "search --tasks sms_spam --trials 2 --resume --init-from transfer --from x --out {out}",
          "--resume conflicts with --init-from transfer")
     case("cli_transfer_without_from", "search --tasks sms_spam --trials 2 --init-from transfer --out {out}",
-         "needs --from")
+         "needs a source (--from")
     case("cli_benchmark_and_table", "search --benchmark nasbench201 --table t.csv --metric-columns a --trials 2 --out {out}",
          "alternatives")
     case("cli_unknown_method", "search --tasks sms_spam --trials 2 --method magic --data-dir {samples} --out {out}",
@@ -206,6 +216,117 @@ def main() -> None:
          "listed more than once")
     case("cli_no_tasks", "search --trials 2 --out {out}", "give at least one task")
     case("cli_unknown_command", "searhc --tasks a", "invalid choice: 'searhc'")
+    more_cases(rewrite)
+
+
+def more_cases(rewrite) -> None:
+    """The hardening pass (issue 17): outputs, settings, hostile files, ledger and checkpoint contents."""
+    keep = lambda out: None  # noqa: E731 - a finished search, left as it is
+    toy = "--table {case}/toy.parquet --metric-columns t1,t2"
+    # -- outputs never clobber a search --------------------------------------------------------
+    with_search("out_report_over_checkpoint", "report {out} --out {out}/checkpoint.pt", "belongs to the search", keep)
+    with_search("out_report_over_checkpoint_forced", "report {out} --out {out}/checkpoint.pt --force",
+                "belongs to the search", keep)
+    with_search("out_report_over_ledger_round", "report {out} --out {out}/ledger/round-000000.parquet --force",
+                "belongs to the search", keep)
+    with_search("out_report_over_settings", "report {out} --out {out}/settings.json", "belongs to the search", keep)
+    with_search("out_report_into_directory", "report {out} --out {case}", "is a directory", keep)
+    with_search("out_report_existing_file", "report {out} --out {case}/old.html", "--force", keep,
+                {"old.html": "<p>an earlier report</p>"})
+    case("out_report_of_nothing", "report {case}/nowhere --out {case}/r.html", "nowhere")
+    case("out_search_into_file", f"search {toy} --trials 2 --out {{case}}/toy.parquet", "toy.parquet")
+    with_search("out_search_inside_a_search", f"search {toy} --trials 2 --out {{out}}/ledger", "ledger", keep)
+    case("out_distance_existing_file", "distance --tasks sms_spam,mpqa --data-dir {samples} --out {case}/d",
+         "--force", {"d/distance.parquet": "an earlier matrix"})
+    case("out_distance_into_file", "distance --tasks sms_spam,mpqa --data-dir {samples} --out {case}/d.json",
+         "not a directory", {"d.json": "{}"})
+    with_search("out_distance_over_checkpoint",
+                "distance --tasks sms_spam,mpqa --data-dir {samples} --out {out}/ledger --force",
+                "belongs to the search", keep)
+    case("out_pipeline_compile_over_file", "pipeline compile --out {case}/compiled", "compiled",
+         {"compiled": "a file, not a directory"})
+    # -- settings: types, finite values, documented ranges -------------------------------------
+    for flag, value, name in [("--entropy-weight", "nan", "entropy_nan"), ("--entropy-weight", "-1e30", "entropy_huge"),
+                              ("--controller-lr", "1e300", "lr_huge"), ("--controller-lr", "inf", "lr_inf"),
+                              ("--mixing-gamma", "nan", "mixing_nan"), ("--mixing-gamma", "1.5", "mixing_above_one"),
+                              ("--budget-scale", "nan", "budget_nan"), ("--budget-scale", "inf", "budget_inf"),
+                              ("--seed", "100000000000000000000000", "seed_huge"), ("--seed", "-1", "seed_negative"),
+                              ("--seed", "1.5", "seed_float"), ("--trials", "1e9", "trials_float"),
+                              ("--controller-lr", "fast", "lr_word")]:
+        with_search(f"set_{name}", f"search {toy} --method reinforce --trials 2 {flag} {value} --out {{out}}",
+                    f"argument {flag}")
+    with_search("set_search_id_slash", f"search {toy} --trials 2 --search-id ../../etc --out {{out}}", "search_id")
+    with_search("set_search_id_space", f"search {toy} --trials 2 --search-id 'my search' --out {{out}}", "search_id")
+    case("set_space_with_benchmark", "search --benchmark transnasbench101-micro --trials 2 --space {case}/s.yaml "
+         "--out {out}", "--space", {"s.yaml": "decisions:\n  - {name: layers, choices: [1, 2]}\n"})
+    # -- hostile space files -------------------------------------------------------------------
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(8)) + "decisions:\n  - {name: layers, choices: [1, 2], description: *i}\n"
+    text_search_with_space("space_alias_bomb", bomb, "alias")
+    text_search_with_space("space_deep_nesting_yaml", "decisions: " + "[" * 200 + "]" * 200 + "\n", "nest")
+    text_search_with_space("space_deep_nesting_json", '{"decisions": ' + "[" * 200 + "]" * 200 + "}", "nest",
+                           suffix=".json")
+    text_search_with_space("space_description_not_text",
+                           "decisions:\n  - {name: layers, choices: [1, 2], description: [1, 2]}\n", "description")
+    text_search_with_space("space_empty_file", "", "space.yaml")
+    text_search_with_space("space_binary_garbage", "\x00\x01\x02\xff", "space.yaml")
+    case("space_missing_file", "search --tasks sms_spam --trials 2 --data-dir {samples} --out {out} "
+         "--space {case}/missing.yaml", "missing.yaml")
+    case("space_is_a_directory", "search --tasks sms_spam --trials 2 --data-dir {samples} --out {out} "
+         "--space {case}/dir.yaml", "dir.yaml", {"dir.yaml/inside": "x"})
+    # -- hostile task files --------------------------------------------------------------------
+    task_case("task_text_is_int", pa.table({"text": list(range(20)), "label": ["a", "b"] * 10, "split": [None] * 20}),
+              "must hold strings")
+    task_case("task_all_labels_null", pa.table({"text": texts(), "label": pa.array([None] * 20, pa.string()),
+                                                "split": [None] * 20}), "label")
+    task_case("task_zero_bytes", b"", "not a readable Parquet file")
+    case("task_is_a_directory", "search --tasks {case}/task.parquet --trials 2 --out {out}", "task.parquet",
+         {"task.parquet/part-0": "x"})
+    # -- tables ----------------------------------------------------------------------------------
+    case("table_missing_metric_column", "search --table {case}/t.csv --metric-columns t9 --trials 2 --out {out}",
+         "t9", {"t.csv": "depth,t1\n1,0.5\n2,0.7\n"})
+    case("table_non_numeric_metric", "search --table {case}/t.csv --metric-columns t1 --trials 2 --out {out}",
+         "t1", {"t.csv": "depth,t1\n1,high\n2,low\n"})
+    case("table_only_header", "search --table {case}/t.csv --metric-columns t1 --trials 2 --out {out}", "t.csv",
+         {"t.csv": "depth,t1\n"})
+    case("table_missing_file", "search --table {case}/none.csv --metric-columns t1 --trials 2 --out {out}", "none.csv")
+    # -- ledger contents -------------------------------------------------------------------------
+    def duplicate_row(out: Path) -> None:
+        path = out / "ledger" / "round-000000.parquet"
+        table = pq.read_table(path)
+        pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), path)
+
+    def other_search_round(out: Path) -> None:
+        path = out / "ledger" / "round-000000.parquet"
+        table = pq.read_table(path)
+        ids = table.column("search_id").to_pylist()
+        table = table.set_column(table.schema.get_field_index("search_id"), "search_id",
+                                 pa.array(["another"] * len(ids), table.schema.field("search_id").type))
+        pq.write_table(table, out / "ledger" / "round-000099.parquet")
+
+    def misnamed_round(out: Path) -> None:
+        shutil.copy(out / "ledger" / "round-000000.parquet", out / "ledger" / "round--000001.parquet")
+
+    toy_search_case("ledger_duplicated_row", "--resume --trials 6", "repair", duplicate_row)
+    toy_search_case("ledger_round_of_another_search", "--resume --trials 6", "repair", other_search_round)
+    toy_search_case("ledger_misnamed_round", "--resume --trials 6", "round--000001.parquet", misnamed_round)
+    # -- checkpoint contents (valid checksum, bad field) -----------------------------------------
+    toy_search_case("ckpt_negative_step", "--resume", "step", rewrite(step=-3))
+    toy_search_case("ckpt_step_is_text", "--resume", "step", rewrite(step="seven"))
+    toy_search_case("ckpt_generator_state_text", "--resume", "generator_state", rewrite(generator_state="seed"))
+    toy_search_case("ckpt_tasks_not_a_list", "--resume", "tasks", rewrite(tasks="t1"))
+    # -- the runs commands -----------------------------------------------------------------------
+    case("runs_show_not_a_search", "runs show {case}", "search", {"notes.txt": "hello"})
+    case("runs_repair_not_a_search", "runs repair {case}", "search", {"notes.txt": "hello"})
+    case("runs_repair_missing", "runs repair {case}/gone", "gone")
+    # -- transfer and distance -------------------------------------------------------------------
+    case("transfer_from_missing", "transfer --target mpqa --from {case}/nothing --data-dir {samples} --out {out}",
+         "nothing")
+    case("distance_unknown_task", "distance --tasks sms_spam,no_such_task --data-dir {samples} --out {out}/d.json",
+         "no_such_task")
+    case("distance_one_task", "distance --tasks sms_spam --data-dir {samples} --out {out}", "at least 2 tasks")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The pipeline steps, called directly: the same search as `run_search`, round by round.
 
-The steps are adapters over the Study, so their tracker is the Study's own: MLflow in
-`<search_dir>/mlflow.db` (MLFLOW_TRACKING_URI is unset by conftest). The tests read that store.
+The steps are adapters over the Study, so their tracker is the Study's own: MLflow in the
+search's default store, the one shared under TAML_HOME (conftest: a directory per test) and
+recorded in `<search_dir>/tracking.json`. The tests read that store.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _mlflow_runs(search_dir) -> dict[str, object]:
     """{run name: run} of the search's experiment in its own MLflow store."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{search_dir}/mlflow.db")
+    client = MlflowClient(SearchDir(search_dir).default_tracking_uri())
     [experiment] = [e for e in client.search_experiments() if e.name.startswith("taml/")]
     return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
 
@@ -77,10 +78,13 @@ def _files(search_dir) -> set[str]:
 
 
 @pytest.mark.parametrize("method", ["reinforce", "pqt", "re", "tpe"])
-def test_steps_reproduce_run_search(tmp_path, toy_table, method):
+def test_steps_reproduce_run_search(tmp_path, toy_table, method, monkeypatch):
     rounds, children = 3, 2
+    # Both searches have the id "s": each gets a store of its own (TAML_HOME), in its directory.
+    monkeypatch.setenv("TAML_HOME", str(tmp_path / "steps"))
     _run_pipeline_steps(tmp_path / "steps", toy_table, method, rounds, children)
     steps.finish_search(tmp_path / "steps")
+    monkeypatch.setenv("TAML_HOME", str(tmp_path / "loop"))
     mlflow_too = method == "reinforce"  # MLflow on both sides once: the same Study code logs every method
     run_search(SearchSettings(tasks=(), trials=rounds * children, out=str(tmp_path / "loop"), method=method,
                               table=str(toy_table), metric_columns=("t1", "t2"), batch_size=children, seed=3,
@@ -101,8 +105,12 @@ def test_steps_reproduce_run_search(tmp_path, toy_table, method):
     if mlflow_too:
         assert view == _mlflow_view(tmp_path / "loop")
     # ... and the same files, round files included (`taml search` writes them too).
-    searched = {f for f in _files(tmp_path / "steps") if not f.startswith("mlartifacts/")}
-    assert searched == {f for f in _files(tmp_path / "loop") if not f.startswith("mlartifacts/")}
+    # (tracking.json: the MLflow store a search with the default tracker records; the loop of the
+    # other methods runs with a MemoryTracker)
+    assert "tracking.json" in _files(tmp_path / "steps")
+    searched = {f for f in _files(tmp_path / "steps") if not f.startswith("mlartifacts/") and f != "tracking.json"}
+    assert searched == {f for f in _files(tmp_path / "loop") if not f.startswith("mlartifacts/") and
+                        f != "tracking.json"}
     assert {"settings.json", "space.yaml", "rounds/000002/trials.json", "rounds/000002/results/001.json"} <= searched
 
 
@@ -144,7 +152,7 @@ def test_every_step_is_idempotent(tmp_path, toy_table):
     # The final summary belongs to the last round (step 1), so MLflow shows it as the latest value.
     from mlflow.tracking import MlflowClient
 
-    client, run_id = MlflowClient(f"sqlite:///{search_dir}/mlflow.db"), runs["controller-s"]
+    client, run_id = MlflowClient(SearchDir(search_dir).default_tracking_uri()), runs["controller-s"]
     summary = [k for k in after["controller-s"].data.metrics if k.endswith("/best_val_accuracy")]
     assert summary
     for name in summary:
@@ -162,7 +170,7 @@ def test_aggregate_metrics_and_markdown(tmp_path, toy_table):
         assert f"reward/{task}/accuracy_top2" in out["metrics"]
         assert f"| {task} |" in out["markdown"] and "accuracy-top2" in out["markdown"]
     assert out["next_round"] == 1 and "controller/loss" in out["metrics"]
-    # What the Study's own tracker logged: MLflow in <search_dir>/mlflow.db.
+    # What the Study's own tracker logged: MLflow in the search's default store.
     runs = _mlflow_runs(search_dir)
     controller = runs.pop("controller-s")
     assert controller.data.tags["taml.search_id"] == "s" and controller.data.tags["taml.role"] == "controller"
@@ -171,10 +179,12 @@ def test_aggregate_metrics_and_markdown(tmp_path, toy_table):
         assert controller.data.metrics[name] == pytest.approx(value), name
     from mlflow.tracking import MlflowClient
 
-    history = MlflowClient(f"sqlite:///{search_dir}/mlflow.db").get_metric_history(controller.info.run_id,
-                                                                                    "controller/loss")
+    client = MlflowClient(SearchDir(search_dir).default_tracking_uri())
+    history = client.get_metric_history(controller.info.run_id, "controller/loss")
     assert [m.step for m in history] == [0]
-    assert sorted(runs) == sorted(t["trial_id"] for t in trials)
+    # child runs are named by task and trial number (round 0 of 8 children: 1..8)
+    assert sorted(runs) == sorted(f"{t['task']} #{int(t['trial_id'].rsplit('/', 1)[1]) + 1}" for t in trials)
+    assert sorted(r.data.tags["taml.trial_id"] for r in runs.values()) == sorted(t["trial_id"] for t in trials)
     assert {r.data.tags["taml.role"] for r in runs.values()} == {"child"}
     assert all(r.data.tags["mlflow.parentRunId"] == controller.info.run_id for r in runs.values())
     # The round's per-task figures are those of the ledger, each trial counted once: what

@@ -181,7 +181,7 @@ def test_register_champion_finishes_the_search_and_says_why_a_table_has_no_model
     assert out["tasks"] == {}
     assert "none registered" in out["markdown"] and "source" in out["markdown"]
     # It is Study.finish: the controller run closed with the search's files beside it.
-    client = MlflowClient(f"sqlite:///{source}/mlflow.db")
+    client = MlflowClient(SearchDir(source).default_tracking_uri())
     [controller] = client.search_runs([client.get_experiment_by_name("taml/source").experiment_id],
                                       filter_string="tags.`taml.role` = 'controller'")
     assert controller.info.status == "FINISHED" and "reward/t1/best_val_accuracy" in controller.data.metrics

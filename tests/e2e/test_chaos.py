@@ -20,7 +20,7 @@ import torch
 
 from transfer_automl.search import load_checkpoint
 from transfer_automl.steps.search import run_search
-from transfer_automl.study import SearchSettings
+from transfer_automl.study import SearchDir, SearchSettings
 from transfer_automl.tracking import MemoryTracker
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -28,7 +28,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 TAML = Path(sys.executable).parent / "taml"
 # The controller here is tiny: one intra-op thread. With two, a busy 2-core machine spends most
 # of each update spinning (a 100-trial search: 68 s instead of 25 s at load 9).
-_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+def _env() -> dict[str, str]:
+    """The test's environment as it is when the command starts (conftest's TAML_HOME included)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 KILLS = 8
 TRIALS = 300
 
@@ -54,7 +56,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
             resumed += 1
         rounds_before = len(list((out / "ledger").glob("round-*.parquet")))
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-                                env=_ENV)
+                                env=_env())
         if kills % 4 == 3:  # now and then during start-up (imports, store creation, checkpoint load)
             time.sleep(rng.uniform(0.2, 2.0))
         else:  # otherwise once the search makes progress, at a random moment of a round
@@ -68,7 +70,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         kills += 1
-    final = subprocess.run([str(TAML), "search", *common, "--out", str(out), "--resume"], capture_output=True, text=True, env=_ENV,
+    final = subprocess.run([str(TAML), "search", *common, "--out", str(out), "--resume"], capture_output=True, text=True, env=_env(),
                            timeout=300)
     assert final.returncode == 0, final.stderr
 
@@ -92,7 +94,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
 
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=SearchDir(out).default_tracking_uri())
     experiment = client.get_experiment_by_name("taml/chaos")
     children = client.search_runs([experiment.experiment_id], filter_string="tags.`taml.role` = 'child'",
                                   max_results=1000)

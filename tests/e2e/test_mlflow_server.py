@@ -4,6 +4,8 @@ artifacts are objects in the bucket."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import socket
@@ -129,3 +131,64 @@ def test_search_runs_metrics_artifacts_and_champion_arrive_through_the_server(
     names = {k.rsplit("/", 1)[-1] for k in keys}
     assert {"checkpoint.pt", "space.yaml", "MLmodel", "child.safetensors", "meta.json", "requirements.txt"} <= names
     assert any(k.endswith(f"{controller.info.run_id}/artifacts/checkpoint.pt") for k in keys)
+
+
+def test_two_searches_share_the_server_as_a_user_browses_it(mlflow_server, tmp_path, samples_dir, feature_cache_dir,
+                                                            monkeypatch):
+    """What the UI shows (issue 18): model-training experiments, child runs named by task and trial
+    number, Duration = the trial's time, each task's data as a dataset input; two searches in one
+    registry, the alias `champion` on the better search's version."""
+    from mlflow.tracking import MlflowClient
+
+    from transfer_automl.search import Ledger
+    from transfer_automl.tracking.mlflow import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    results = {name: run_search(SearchSettings(
+        tasks=("mpqa", "sms_spam"), trials=4, batch_size=2, seed=seed, out=str(tmp_path / name), space=str(space),
+        data_dir=str(samples_dir), cache_dir=str(feature_cache_dir), search_id=name, progress=False))
+        for name, seed in (("first", 0), ("second", 5))}
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+
+    for name, result in results.items():
+        experiment = client.get_experiment_by_name(f"taml/{name}")
+        assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND == "custom_model_development"
+        assert result.browse_url == (f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs"
+                                     "?workflowType=machine_learning")
+        runs = client.search_runs([experiment.experiment_id])
+        (controller,) = [r for r in runs if r.data.tags["taml.role"] == "controller"]
+        children = {r.data.tags["taml.trial_id"]: r for r in runs if r.data.tags["taml.role"] == "child"}
+        rows = Ledger(tmp_path / name / "ledger").read().to_pylist()
+        assert sorted(children) == sorted(r["trial_id"] for r in rows)
+        hashes = {}
+        for row in rows:
+            run = children[row["trial_id"]]
+            step, k = int(row["controller_step"]), int(row["trial_id"].rsplit("/", 1)[1])
+            assert run.info.run_name == f"{row['task']} #{step * 2 + k + 1}"  # task and trial number 1..4
+            # Duration = the trial's own start and end, not the milliseconds of logging it
+            assert run.info.start_time == int(row["started_at"].timestamp() * 1000)
+            assert run.info.end_time == int(row["ended_at"].timestamp() * 1000)
+            assert run.info.end_time - run.info.start_time >= int(row["duration_s"] * 1000) - 1 > 0
+            (data,) = run.inputs.dataset_inputs
+            assert data.dataset.name == row["task"] and data.dataset.source_type == "local"
+            assert json.loads(data.dataset.source) == {"uri": str(samples_dir / f"{row['task']}.parquet")}
+            assert json.loads(data.dataset.profile) == {"num_rows": 1000}
+            assert {t.key: t.value for t in data.tags} == {"mlflow.data.context": "training"}
+            hashes[row["task"]] = data.dataset.digest
+        assert hashes == {t: hashlib.sha256((samples_dir / f"{t}.parquet").read_bytes()).hexdigest()[:16]
+                          for t in ("mpqa", "sms_spam")}  # the content hash of each task file
+        assert sorted((d.dataset.name, d.dataset.digest) for d in controller.inputs.dataset_inputs) == \
+            sorted(hashes.items())
+
+    # One registry: each task has one version per search, and the alias on the better one (the
+    # first search's when the second is not strictly better).
+    for task in ("mpqa", "sms_spam"):
+        versions = {v.tags["taml.search_id"]: v for v in client.search_model_versions(f"name = 'taml-{task}'")}
+        assert sorted(versions) == ["first", "second"]
+        first, second = (float(versions[n].tags["taml.val_accuracy"]) for n in ("first", "second"))
+        better = "second" if second > first else "first"
+        assert client.get_model_version_by_alias(f"taml-{task}", "champion").version == versions[better].version
+        (registered,) = [r for r in results["second"].champions.registered if r.candidate.task == task]
+        assert registered.champion == (better == "second") and registered.previous_champion == versions["first"].version

@@ -44,23 +44,37 @@ TINY_TEXT_SPACE = {
 
 
 def _three_ways(tmp_path: Path, settings: dict, rounds: int, children: int) -> dict[str, Path]:
-    """The same search as `taml search`, as the multitask_search pipeline and as a Study."""
+    """The same search as `taml search`, as the multitask_search pipeline and as a Study; the three
+    have one search id, so each has a store of its own (TAML_HOME: its directory's mlflow.db)."""
     dirs = {name: tmp_path / name for name in ("cli", "pipeline", "study")}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, run in (("cli", _cli), ("pipeline", _pipeline), ("study", _study)):
+            mp.setenv("TAML_HOME", str(dirs[name]))
+            run(tmp_path, dirs[name], settings, rounds, children)
+    return dirs
+
+
+def _cli(tmp_path: Path, out: Path, settings: dict, rounds: int, children: int) -> None:
     flags = [f"--{k.replace('_', '-')}={','.join(v) if isinstance(v, list) else v}" for k, v in settings.items()
              if k != "method_options"]
     flags += [f"--method-option={k}={v}" for k, v in settings.get("method_options", {}).items()]
     assert main(["search", *flags, "--trials", str(rounds * children), "--batch-size", str(children),
-                 "--out", str(dirs["cli"]), "--no-progress"]) == 0
+                 "--out", str(out), "--no-progress"]) == 0
+
+
+def _pipeline(tmp_path: Path, out: Path, settings: dict, rounds: int, children: int) -> None:
     assert main(["pipeline", "run", "--local", "multitask_search", "--pipelines-dir", str(REPO / "pipelines"),
                  "--rounds", str(rounds), "--children", str(children), "--cpu",
-                 "--pipeline-root", str(tmp_path / "kfp-root"), f"search_dir={dirs['pipeline']}",
+                 "--pipeline-root", str(tmp_path / "kfp-root"), f"search_dir={out}",
                  f"settings={json.dumps(settings)}"]) == 0
+
+
+def _study(tmp_path: Path, out: Path, settings: dict, rounds: int, children: int) -> None:
     study = Study.open(SearchSettings.from_mapping({**settings, "trials": rounds * children, "batch_size": children,
-                                                    "out": str(dirs["study"]), "progress": False}))
+                                                    "out": str(out), "progress": False}))
     for step in study.pending_rounds():
         study.tell_round(step, [study.run_trial(t) for t in study.ask_round(step)])
     study.finish()
-    return dirs
 
 
 def _ledger(directory: Path) -> list[dict]:

@@ -13,7 +13,7 @@ import yaml
 from transfer_automl.errors import ConfigError
 from transfer_automl.search import LEDGER_SCHEMA, load_checkpoint
 from transfer_automl.steps.search import run_search
-from transfer_automl.study import SearchSettings
+from transfer_automl.study import SearchDir, SearchSettings
 from transfer_automl.tracking import MemoryTracker
 
 pytestmark = pytest.mark.e2e
@@ -56,7 +56,7 @@ def _settings(tmp_path, space_file, samples_dir, feature_cache_dir, **overrides)
 def _mlflow_runs(out, role):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{(out / 'mlflow.db').resolve()}")
+    client = MlflowClient(tracking_uri=SearchDir(out).default_tracking_uri())
     experiment = client.get_experiment_by_name("taml/e2e")
     return client, client.search_runs([experiment.experiment_id], filter_string=f"tags.`taml.role` = '{role}'",
                                       max_results=1000)
@@ -112,7 +112,8 @@ def test_ledger_and_mlflow_hold_exactly_the_trials_run(tmp_path, space_file, sam
 def test_resume_continues_without_losing_or_doubling_trials(tmp_path, space_file, samples_dir, feature_cache_dir):
     # Reference: 6 trials in one go.
     reference = tmp_path / "reference"
-    run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, out=str(reference), trials=6, batch_size=1))
+    run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, out=str(reference), trials=6, batch_size=1),
+               tracker=MemoryTracker())  # same search id as the run below: kept out of the shared MLflow store
 
     out = tmp_path / "run"
     run_search(_settings(tmp_path, space_file, samples_dir, feature_cache_dir, trials=4, batch_size=1))

@@ -21,18 +21,20 @@ SECRETS = {
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_no_credential_reaches_ledger_checkpoint_mlflow_or_output(tmp_path, monkeypatch, capsys, toy_table):
+def test_no_credential_reaches_ledger_checkpoint_mlflow_or_output(tmp_path, monkeypatch, capsys, toy_table,
+                                                                  taml_home):
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     out = tmp_path / "run"
     assert main(["search", "--table", str(toy_table), "--metric-columns", "t1,t2", "--trials", "6", "--out", str(out),
                  "--no-progress"]) == 0
     printed = capsys.readouterr()
-    written = [p for p in out.rglob("*") if p.is_file()]
+    # the search's files and the shared MLflow store (TAML_HOME) with its artifacts
+    written = [p for root in (out, taml_home) for p in root.rglob("*") if p.is_file()]
     assert any(p.name == "mlflow.db" for p in written) and any(p.suffix == ".parquet" for p in written)
     # Everything the search wrote, byte for byte, plus every MLflow param, tag and metric key.
     blobs = [p.read_bytes() for p in written] + [printed.out.encode(), printed.err.encode()]
-    with sqlite3.connect(out / "mlflow.db") as db:
+    with sqlite3.connect(taml_home / "mlflow.db") as db:
         for table in ("params", "tags", "metrics", "runs", "experiments"):
             blobs.append(repr(db.execute(f"select * from {table}").fetchall()).encode())
     for name, value in SECRETS.items():

@@ -66,7 +66,7 @@ def test_sync_of_a_search_logged_live_adds_nothing(tmp_path, toy_table, capsys):
     out = tmp_path / "run"
     run_search(SearchSettings(tasks=(), trials=3, out=str(out), method="rs", table=str(toy_table),
                               metric_columns=("t1", "t2"), progress=False, search_id="live"))
-    assert main(["runs", "sync", str(out)]) == 0  # default: the search's own mlflow.db
+    assert main(["runs", "sync", str(out)]) == 0  # default: the store the search recorded (tracking.json)
     assert "synced 0 new runs, 3 already present" in capsys.readouterr().out
     assert main(["runs", "sync", str(tmp_path / "nothing")]) == 2
     assert "holds no search" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import yaml
 from transfer_automl.cli import main
 from transfer_automl.errors import TamlError
 from transfer_automl.steps.search import run_search
-from transfer_automl.study import SearchSettings, trial_seed
+from transfer_automl.study import SearchDir, SearchSettings, trial_seed
 from transfer_automl.study.champions import register_champions
 from transfer_automl.tracking.champion import CHAMPION_ALIAS, ChampionCandidate
 
@@ -219,7 +219,7 @@ def test_a_table_search_has_no_model_to_log(tmp_path, toy_table, capsys):
     assert result.champions.registered == [] and "no model to log" in result.champions.skipped
     assert main(["runs", "register", str(out)]) == 0
     assert "none registered" in capsys.readouterr().out
-    assert _client(f"sqlite:///{out / 'mlflow.db'}").search_registered_models() == []
+    assert _client(SearchDir(out).default_tracking_uri()).search_registered_models() == []
 
 
 def test_kubeflow_mlflow_variables_nest_the_search_and_its_champion_under_the_pipeline_run(

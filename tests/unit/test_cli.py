@@ -196,13 +196,72 @@ def _one_error_line_of(err: str) -> str:
     return lines[0]
 
 
-def test_every_subcommand_has_examples_in_its_help(capsys):
-    for argv in (["search"], ["report"], ["runs", "list"], ["runs", "show"], ["spaces"], ["tasks"], ["modules"],
-                 ["distance"], ["transfer"]):
-        with pytest.raises(SystemExit) as exit_info:
-            main([*argv, "--help"])
-        assert exit_info.value.code == 0
-        help_text = capsys.readouterr().out
-        assert "example" in help_text and f"taml {argv[0]}" in help_text.split("example", 1)[1], argv
-        if argv[0] in ("search", "report", "runs", "spaces", "tasks", "modules", "distance", "transfer"):
-            assert "--json" in help_text, argv
+def _parsers(parser, path=("taml",)):
+    """(command path, parser) for `parser` and every parser below it in the argparse tree."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _parsers(child, (*path, name))
+
+
+def test_every_help_has_examples_of_its_own_command():
+    """Walks the whole argparse tree: the top level, each group (runs, pipeline, cluster, bench) and
+    every command below, so a command added later without examples fails here."""
+    from transfer_automl.cli import build_parser
+
+    walked = list(_parsers(build_parser()))
+    assert {" ".join(p) for p, _ in walked} >= {"taml", "taml runs", "taml pipeline", "taml cluster", "taml bench",
+                                                "taml runs sync", "taml pipeline schedule", "taml bench search"}
+    for path, parser in walked:
+        help_text = parser.format_help()
+        assert "examples:\n" in help_text, f"{' '.join(path)} --help has no examples"
+        examples = help_text.split("examples:\n", 1)[1].splitlines()
+        assert any(line.strip().startswith(" ".join(path) + " ") for line in examples), (path, examples)
+        if path[1:2] in (("search",), ("report",), ("spaces",), ("tasks",), ("modules",), ("distance",),
+                         ("transfer",)) or path[1:3] in (("runs", "list"), ("runs", "show")):
+            assert "--json" in help_text, path
+
+
+def test_search_help_lists_every_builtin_space(capsys):
+    from transfer_automl.space import BUILTIN_SPACES
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "--help"])
+    assert exit_info.value.code == 0
+    flat = " ".join(capsys.readouterr().out.split())  # argparse wraps the help at any hyphen
+    space_help = flat.split("--space SPACE", 1)[1].split(" --method ", 1)[0].replace("- ", "-")
+    assert len(BUILTIN_SPACES) >= 4
+    for name in BUILTIN_SPACES:
+        assert name in space_help, (name, space_help)
+
+
+def _taml(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    """The command from this checkout's source (the installed `taml` may be another checkout's)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    return subprocess.run([sys.executable, "-m", "transfer_automl.cli", *argv], env=env, timeout=120, **kwargs)
+
+
+def test_version_comes_from_the_package_metadata():
+    import tomllib
+    from importlib.metadata import version
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    proc = _taml("--version", capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout == f"taml {version('transfer-automl')}\n" == f"taml {pyproject['project']['version']}\n"
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    """`taml runs list --json | head`: the reader is gone before taml writes (the read end is
+    closed first, so every write fails): no traceback, no message, the exit status of SIGPIPE."""
+    for argv in (["runs", "list", str(tmp_path), "--json"], ["spaces"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            proc = _taml(*argv, stdout=write_end, stderr=subprocess.PIPE, text=True)
+        finally:
+            os.close(write_end)
+        assert proc.stderr == "" and proc.returncode == 141, (argv, proc.returncode, proc.stderr)

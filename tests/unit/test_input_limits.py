@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from s3_fixtures import moto_server, s3_bucket, s3_env  # noqa: F401
 from transfer_automl.cli import main
 from transfer_automl.errors import ConfigError, SearchSpaceError, TaskError
 from transfer_automl.limits import InputLimits
@@ -103,3 +104,16 @@ def test_a_limit_setting_must_be_a_positive_whole_number(monkeypatch):
     monkeypatch.setenv("TAML_MAX_TEXT_CHARS", "0")
     with pytest.raises(ConfigError, match="at least 1"):
         InputLimits.from_env()
+
+
+def test_a_task_on_s3_over_the_size_limit_is_refused_before_it_is_read(tmp_path, monkeypatch, s3_bucket):
+    import boto3
+
+    path = _task(tmp_path / "t.parquet", [f"text {i}" for i in range(40)])
+    boto3.client("s3").upload_file(str(path), s3_bucket, "data/t.parquet")
+    size = path.stat().st_size
+    monkeypatch.setenv("TAML_MAX_TASK_BYTES", str(size - 1))
+    with pytest.raises(TaskError, match=f"is {size:,} bytes, over the limit of {size - 1:,} .TAML_MAX_TASK_BYTES"):
+        load_text_task(f"s3://{s3_bucket}/data/t.parquet")
+    monkeypatch.setenv("TAML_MAX_TASK_BYTES", str(size))
+    assert len(load_text_task(f"s3://{s3_bucket}/data/t.parquet").texts) == 40

@@ -75,7 +75,9 @@ def test_task_names_mlflow_refuses_are_logged_under_safe_keys(tmp_path, capsys):
     out = tmp_path / "s"
     assert main(["search", "--table", str(table), "--metric-columns", "acc(%),acc[%]", "--trials", "4", "--method",
                  "rs", "--out", str(out), "--no-progress"]) == 0
-    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    from transfer_automl.study import SearchDir
+
+    client = MlflowClient(SearchDir(out).default_tracking_uri())
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     controller = next(r for r in runs if r.data.tags.get("taml.role") == "controller")
     rewards = sorted(k for k in controller.data.metrics if k.startswith("reward/acc___") and k.endswith("/reward"))

@@ -19,7 +19,7 @@ from transfer_automl.cli import main
 from transfer_automl.errors import TamlError
 from transfer_automl.report import ReportError, build_report, load_search, render_report
 from transfer_automl.steps.search import run_search
-from transfer_automl.study import SearchSettings
+from transfer_automl.study import SearchDir, SearchSettings
 from transfer_automl.tracking import MemoryTracker
 from transfer_automl.transfer.distances import DistanceMatrix
 
@@ -230,7 +230,7 @@ def test_report_is_logged_into_the_searchs_controller_run(tmp_path, toy_table, m
     assert main(["report", str(out), "--out", str(tmp_path / "r.html"), "--mlflow", "--json"]) == 0
     run_id = json.loads(capsys.readouterr().out)["mlflow_run_id"]
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=SearchDir(out).default_tracking_uri())
     run = client.get_run(run_id)
     assert run.data.tags["taml.search_id"] == "logged" and run.data.tags["taml.role"] == "controller"
     assert run.info.status == "FINISHED"

@@ -329,3 +329,26 @@ def test_get_store_dispatch(tmp_path):
         with pytest.raises(StorageError) as info:
             get_store(bad)
         assert repr(bad) in str(info.value)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_local_outputs_get_the_users_umask_not_0600(tmp_path, umask):
+    """mkstemp makes a temporary file 0600 and the rename would carry that to the user's output;
+    every local write path gives the mode a plain open() would (0o666 & ~umask)."""
+    from transfer_automl.storage import atomic_write
+
+    previous = os.umask(umask)
+    try:
+        assert local_module.new_file_mode() == 0o666 & ~umask
+        store = LocalStore(tmp_path / "store")
+        store.put_bytes("a.json", b"{}")
+        store.put_bytes("b.json", b"{}", if_absent=True)
+        (tmp_path / "src.bin").write_bytes(b"x")
+        store.put_file("c.bin", tmp_path / "src.bin")
+        store.write_parquet("d.parquet", pa.table({"x": [1]}))
+        store.get_file("a.json", tmp_path / "copy.json")
+        written = [store.path(k) for k in ("a.json", "b.json", "c.bin", "d.parquet")]
+        written += [tmp_path / "copy.json", atomic_write(tmp_path / "report.html", lambda t: Path(t).write_text("x"))]
+    finally:
+        os.umask(previous)
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {p.name: oct(0o666 & ~umask) for p in written}

@@ -103,6 +103,36 @@ def test_select_sources_closest_all_named_and_errors(fixed_distance):
         ws.select_sources("a", SOURCES)
 
 
+def test_choose_sources_from_a_ranking():
+    ranking = [("b", 0.2), ("c", 0.5), ("a", 0.7)]
+    assert ws.choose_sources(ranking, "closest") == [("b", 0.2)]
+    assert ws.choose_sources(ranking, "all") == ranking
+    assert ws.choose_sources(ranking, "c") == [("c", 0.5)]
+    with pytest.raises(TaskError, match="'nope' is not closest, all or one of the ranked tasks"):
+        ws.choose_sources(ranking, "nope")
+
+
+def test_cli_transfer_prints_every_source_task_ranked(monkeypatch, tmp_path, capsys):
+    from transfer_automl.steps import transfer_steps
+
+    def fake(settings):
+        ranking = [("b", 0.2), ("c", 0.5), ("a", 0.7)]
+        return transfer_steps.TransferResult(ws.choose_sources(ranking, settings.select), "reinforce",
+                                             tmp_path / "out" / "checkpoint.pt", None, "taml search ...", ranking)
+
+    monkeypatch.setattr(transfer_steps, "run_transfer", fake)
+    args = ["transfer", "--target", "new", "--from", str(tmp_path / "pre"), "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "all 3 source tasks, closest first (* chosen by --select closest)" in out
+    assert [line.split() for line in out.splitlines() if ". " in line and line[:2] in ("* ", "  ")] == [
+        ["*", "1.", "b", "0.2000"], ["2.", "c", "0.5000"], ["3.", "a", "0.7000"]]
+    assert main([*args, "--select", "c", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [s["task"] for s in printed["ranking"]] == ["b", "c", "a"] and printed["sources"] == [
+        {"task": "c", "distance": 0.5}]
+
+
 def _blobs(name: str, seed: int, label_of, n: int = 260) -> ProbeData:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 4, generator=g)
@@ -201,11 +231,14 @@ def test_cli_transfer_end_to_end(tmp_path, capsys, samples_dir, feature_cache_di
     capsys.readouterr()
 
     assert main(["transfer", "--target", "customer_reviews", "--from", str(pre), "--out", str(warm),
-                 "--data-dir", str(samples_dir), "--repeats", "1", "--select", "all"]) == 0
+                 "--data-dir", str(samples_dir), "--repeats", "1"]) == 0
     printed = capsys.readouterr().out
-    lines = [line.split() for line in printed.splitlines() if line.startswith("  ")]
-    assert {line[0] for line in lines} == {"sms_spam", "mpqa"} and float(lines[0][1]) <= float(lines[1][1])
-    closest = lines[0][0]
+    # the whole ranking, closest first, the chosen (closest) source starred
+    lines = [line.split() for line in printed.splitlines() if line[:1] in ("*", " ") and ". " in line]
+    assert [line[:2] for line in lines] == [["*", "1."], ["2.", lines[1][1]]]
+    names = [line[-2] for line in lines]
+    assert sorted(names) == ["mpqa", "sms_spam"] and float(lines[0][-1]) <= float(lines[1][-1])
+    closest = names[0]
     assert f"next:  taml search --out {warm} --resume --trials <n>" in printed
     body = load_checkpoint(warm / "checkpoint.pt", tasks=["customer_reviews"])
     assert body["step"] == 0 and body["search_settings"]["method"] == "reinforce"

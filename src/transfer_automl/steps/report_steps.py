@@ -33,8 +33,8 @@ def report_step(search_dir: str | Path, out_path: str | Path) -> str:
 def log_report(search_dir: str | Path, report_path: str | Path, tracking_uri: str | None = None) -> str:
     """Log `report_path` as `report.html` into the search's controller run; returns the run id.
 
-    The tracking store: `tracking_uri`, else MLFLOW_TRACKING_URI, else the search's own mlflow.db
-    (as `taml runs sync`). The controller run is found by the search id, reopened, and closed
+    The tracking store: `tracking_uri`, else MLFLOW_TRACKING_URI, else the search's default store
+    (as `taml runs sync`; study/search_dir.py). The controller run is found by the search id, reopened, and closed
     again with the status it had, so a finished search stays FINISHED."""
     import shutil
     import tempfile
@@ -48,7 +48,7 @@ def log_report(search_dir: str | Path, report_path: str | Path, tracking_uri: st
     body = out.load_checkpoint()
     tracker = MlflowTracker(out.default_tracking_uri(), uri=tracking_uri)
     try:
-        tracker.start(str(body["search_id"]), dict(body.get("search_settings", {})), {})
+        tracker.start(str(body["search_id"]), dict(body.get("search_settings", {})), out.tracking_tags())
         with tempfile.TemporaryDirectory(prefix="taml-report-") as tmp:
             named = Path(tmp) / REPORT_ARTIFACT  # the artifact keeps the file's name
             shutil.copyfile(report_path, named)

@@ -40,13 +40,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from transfer_automl.errors import CheckpointError, ConfigError
+from transfer_automl.errors import CheckpointError, ConfigError, TaskError
 from transfer_automl.steps.pipeline_steps import init_search
 from transfer_automl.study import SearchDir, SearchSettings, stored_settings
 from transfer_automl.study.backends import make_backend
@@ -297,6 +297,7 @@ class TransferResult:
     checkpoint: Path | str | None  # the warm-started search (None with reduce_space)
     space_file: Path | None  # the reduced space (reduce_space only)
     next_command: str
+    ranking: list[tuple[str, float]] = field(default_factory=list)  # every source task, closest first
 
 
 def run_transfer(settings: TransferSettings) -> TransferResult:
@@ -307,7 +308,12 @@ def run_transfer(settings: TransferSettings) -> TransferResult:
     from transfer_automl.space import save_space, space_from_dict
     from transfer_automl.storage import atomic_write
     from transfer_automl.study import Study
-    from transfer_automl.transfer.warm_start import reduce_space, select_sources
+    from transfer_automl.transfer.warm_start import (
+        SELECTIONS,
+        choose_sources,
+        reduce_space,
+        select_sources,
+    )
 
     if settings.top_k < 1 or settings.repeats < 1:
         raise ConfigError(f"top_k and repeats must be >= 1, got {settings.top_k} and {settings.repeats}")
@@ -319,8 +325,13 @@ def run_transfer(settings: TransferSettings) -> TransferResult:
     if not settings.reduce_space and not isinstance(body.get("controller_state"), dict):
         raise CheckpointError(f"--from {settings.source} holds a {src.method!r} search, which has no controller to "
                               "warm-start; use --reduce-space for a fresh search")
-    sources = select_sources(settings.target, list(src.tasks), settings.distance, settings.select,
+    if settings.select not in SELECTIONS and settings.select not in src.tasks:
+        raise TaskError(f"--select {settings.select!r} is not closest, all or a task of the pretrained search "
+                        f"{list(src.tasks)}")
+    # Every source is ranked, so the user sees the whole order (a named --select probes the others too).
+    ranking = select_sources(settings.target, list(src.tasks), settings.distance, "all",
                              repeats=settings.repeats, data_dir=settings.data_dir, seed=settings.seed)
+    sources = choose_sources(ranking, settings.select)
     data = f" --data-dir {settings.data_dir}" if settings.data_dir else ""
     if settings.reduce_space:
         source = SearchDir.of(source_dir)
@@ -332,7 +343,7 @@ def run_transfer(settings: TransferSettings) -> TransferResult:
         space_file = atomic_write(Path(settings.out) / "space.yaml", lambda tmp: save_space(reduced, tmp))
         command = (f"taml search --tasks {settings.target} --space {space_file} --out {settings.out} --method <any> "
                    f"--trials <n>{data}")
-        return TransferResult(sources, src.method, None, space_file, command)
+        return TransferResult(sources, src.method, None, space_file, command, ranking)
     inherited = {k: v for k, v in src.to_dict().items() if k in (*_INHERITED, "batch_size") and k != "data_dir"}
     study = Study.open({
         **inherited, "tasks": [settings.target], "trials": 1, "out": settings.out, "method": src.method,
@@ -342,4 +353,4 @@ def run_transfer(settings: TransferSettings) -> TransferResult:
         "data_dir": settings.data_dir, "search_id": f"{out.name}-transfer", "progress": False,
     })
     command = f"taml search --out {settings.out} --resume --trials <n>"
-    return TransferResult(sources, src.method, study.directory.checkpoint, None, command)
+    return TransferResult(sources, src.method, study.directory.checkpoint, None, command, ranking)

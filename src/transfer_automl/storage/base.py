@@ -82,6 +82,10 @@ class ArtifactStore(abc.ABC):
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
 
+    def size(self, key: str) -> int:
+        """The object's size in bytes, without reading it (StorageError if it does not exist)."""
+        return len(self.get_bytes(key))
+
     @abc.abstractmethod
     def list(self, prefix: str = "") -> list[str]:
         """Sorted keys (relative to the root) that start with `prefix`; no in-flight temporaries."""
@@ -189,6 +193,9 @@ class SubStore(ArtifactStore):
 
     def exists(self, key: str) -> bool:
         return self.parent.exists(self._key(key))
+
+    def size(self, key: str) -> int:
+        return self.parent.size(self._key(key))
 
     def list(self, prefix: str = "") -> list[str]:
         check_key(prefix, prefix=True)

@@ -18,16 +18,44 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 
+def new_file_mode() -> int:
+    """The mode `open()` gives a new file: 0o666 less the process's umask (0o644 under umask 022).
+
+    Read from /proc/self/status where Linux has it: `os.umask` can only be read by setting it, and
+    for that instant another thread's new files would get umask 0."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _temporary_beside(path: Path, suffix: str) -> str:
+    """A new empty file beside `path`, with the mode a plain `open(path, "w")` would give it:
+    mkstemp makes it 0600, which the rename would carry to the user's output."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        os.fchmod(fd, new_file_mode())
+    finally:
+        os.close(fd)
+    return tmp
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call `write(tmp_path)` on a temporary file beside `path`, then rename it into place.
 
     The rename is atomic on POSIX, so readers and a crash at any moment see the old file or the
-    new one, never half of one; if `write` fails, the temporary file is removed.
+    new one, never half of one; if `write` fails, the temporary file is removed. The file gets
+    the user's umask, as any file the user's programs create (no output of taml holds a secret).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _temporary_beside(path, ".tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -68,10 +96,9 @@ class LocalStore(ArtifactStore):
         path = self.path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
+            tmp = _temporary_beside(path, _TMP_SUFFIX)
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
-        os.close(fd)
         try:
             write(tmp)
             try:
@@ -103,6 +130,12 @@ class LocalStore(ArtifactStore):
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self.path(key).stat().st_size
+        except OSError:
+            raise StorageError(f"{self.path(key)} does not exist") from None
 
     def list(self, prefix: str = "") -> list[str]:
         check_key(prefix, prefix=True)

@@ -211,6 +211,12 @@ class S3Store(ArtifactStore):
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, key, "read") from None
 
+    def size(self, key: str) -> int:
+        try:
+            return int(self._client.head_object(Bucket=self.bucket, Key=self._full(key))["ContentLength"])
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, key, "check") from None
+
     def exists(self, key: str) -> bool:
         try:
             self._client.head_object(Bucket=self.bucket, Key=self._full(key))

@@ -31,7 +31,7 @@ def register_champions(search_dir: str | Path, tracking_uri: str | None = None, 
                        cache_dir: Any = None, tasks: Sequence[str] | None = None) -> ChampionReport:
     """Retrain, log and register the best child of each task of the search in `search_dir` (a
     local directory or an s3:// uri). The tracking URI: `tracking_uri`, else MLFLOW_TRACKING_URI,
-    else the search's own sqlite store. `tasks` are the task names or files as given to the
+    else the search's default store (search_dir.py). `tasks` are the task names or files as given to the
     search and `data_dir` where names resolve (default: a pipeline search's settings.json, else
     the usual data directory); `cache_dir` the frozen-feature cache (default: the search's)."""
     out = SearchDir.of(search_dir)

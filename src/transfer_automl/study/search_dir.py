@@ -8,13 +8,24 @@
     rounds/<step>/results/<k>.json     one finished child's ledger row (Study.run_trial)
     cache/features/...                 frozen features, unless --cache-dir says otherwise
 
+    tracking.json                      the MLflow store a local search logs to (written at its start)
+
 Every file goes through one ArtifactStore, so `--out` and a pipeline's `search_dir` may be either.
 What cannot live on S3 lives in a local working directory (`work_dir`): the default MLflow
 sqlite store and copies of the artifacts logged to MLflow. For a local search that is the search
-directory itself (`<out>/mlflow.db`, as before); for `s3://bucket/prefix` it is
-`$TAML_WORK_DIR/s3/bucket/prefix`, with TAML_WORK_DIR defaulting to
-`$XDG_CACHE_HOME/transfer-automl` (`~/.cache/transfer-automl`), so a resumed search finds the
-same MLflow store on the same machine. Set MLFLOW_TRACKING_URI to track an S3 search elsewhere.
+directory itself; for `s3://bucket/prefix` it is `$TAML_WORK_DIR/s3/bucket/prefix`, with
+TAML_WORK_DIR defaulting to `$XDG_CACHE_HOME/transfer-automl` (`~/.cache/transfer-automl`), so a
+resumed search finds the same MLflow store on the same machine.
+
+The default MLflow store (`default_tracking_uri`; MLFLOW_TRACKING_URI overrides it):
+* a local search shares one store and registry with the other searches started in the same
+  place: `<home>/mlflow.db`, artifacts in `<home>/mlartifacts`, where home is $TAML_HOME, else the
+  working directory (paths.tracking_home). The store is recorded in `tracking.json` when the
+  search starts, so its resumes, `taml runs sync/register` and `taml report --mlflow` find it from
+  any directory. The model registry is shared too: the alias `champion` compares searches.
+* a search from before shared stores keeps its own `<out>/mlflow.db` (and `<out>/mlartifacts`),
+  recorded as its store when it is resumed.
+* an S3 search: `<work_dir>/mlflow.db`; set MLFLOW_TRACKING_URI to track it elsewhere.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from transfer_automl.errors import ConfigError
-from transfer_automl.paths import default_work_root
+from transfer_automl.paths import default_work_root, tracking_home
 from transfer_automl.search import Ledger, load_checkpoint, save_checkpoint
 from transfer_automl.space import SearchSpace
 from transfer_automl.storage import ArtifactStore, LocalStore, get_store
@@ -33,6 +44,7 @@ from transfer_automl.storage import ArtifactStore, LocalStore, get_store
 CHECKPOINT_NAME = "checkpoint.pt"
 SETTINGS_NAME = "settings.json"
 SPACE_NAME = "space.yaml"
+TRACKING_NAME = "tracking.json"
 
 
 def round_prefix(step: int) -> str:
@@ -120,5 +132,40 @@ class SearchDir:
         self.store.get_file(key, target)
         return target
 
+    def tracking_tags(self) -> dict[str, str]:
+        """Tags that tie the search's MLflow runs to this directory (searches share a store)."""
+        return {"taml.search_dir": str(self.store.root) if self.is_local else self.store.uri}
+
     def default_tracking_uri(self) -> str:
-        return f"sqlite:///{(self.work_dir() / 'mlflow.db').resolve()}"
+        """The search's MLflow store when none is given (the module docstring says which)."""
+        return self.default_tracking()[0]
+
+    def default_tracking(self) -> tuple[str, Path]:
+        """(tracking URI, local artifact root) of the default store: recorded, own or shared."""
+        own = self.work_dir() / "mlflow.db"
+        recorded = self.recorded_tracking() if self.is_local else None
+        if recorded is not None:  # first: a later `mlflow ui` run in the directory creates an empty mlflow.db
+            return recorded
+        if not self.is_local or own.exists():
+            return f"sqlite:///{own.resolve()}", self.work_dir() / "mlartifacts"
+        home = tracking_home()
+        return f"sqlite:///{(home / 'mlflow.db').resolve()}", home / "mlartifacts"
+
+    def recorded_tracking(self) -> tuple[str, Path] | None:
+        """The store `tracking.json` records, or None; a damaged record is refused, naming it."""
+        if not self.store.exists(TRACKING_NAME):
+            return None
+        body = self.read_json(TRACKING_NAME)
+        if not isinstance(body, dict) or not isinstance(body.get("tracking_uri"), str) or \
+                not isinstance(body.get("artifact_root"), str):
+            raise ConfigError(f"{self.where(TRACKING_NAME)}: expected {{\"tracking_uri\": ..., \"artifact_root\": ...}}, "
+                              f"got {str(body)[:200]}")
+        return body["tracking_uri"], Path(body["artifact_root"])
+
+    def record_tracking(self) -> None:
+        """Record the default store of a local search in `tracking.json`, once (a search keeps the
+        store it started with, whichever directory or TAML_HOME it is resumed from)."""
+        if not self.is_local or self.store.exists(TRACKING_NAME):
+            return
+        uri, artifacts = self.default_tracking()
+        self.write_json(TRACKING_NAME, {"tracking_uri": uri, "artifact_root": str(artifacts.resolve())}, indent=1)

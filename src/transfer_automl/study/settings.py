@@ -32,6 +32,12 @@ EMBEDDINGS = ("random", "closest", "mean")
 MAX_SEED = 2**63 - 1
 
 
+def _builtin_spaces() -> list[str]:
+    from transfer_automl.space import BUILTIN_SPACES
+
+    return list(BUILTIN_SPACES)
+
+
 def _methods() -> list[str]:
     from transfer_automl.search import SEARCHES
 
@@ -41,14 +47,17 @@ def _methods() -> list[str]:
 def setting(default: Any = MISSING, *, help: str, low: float | None = None, high: float | None = None,
             low_open: bool = False, high_open: bool = False, choices: tuple | Callable[[], list] | None = None,
             flag: str | None = None, cli: bool = True, resume: str = "fixed", factory: Any = MISSING,
-            pattern: str | None = None) -> Any:
+            pattern: str | None = None, listed: Callable[[], list[str]] | None = None) -> Any:
     """A dataclass field with the metadata the flags, the validation and the resume rule read.
 
     resume: "fixed" (a resumed search must keep the value) or "free" (it may change).
     pattern: a regular expression a text value must match whole.
+    listed: the registered names the flag's help lists (read when the help is built, so a name
+    registered later is listed too), for a setting that also takes other values (a file).
     """
     meta = {"help": help, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
-            "choices": choices, "flag": flag, "cli": cli, "resume": resume, "pattern": pattern}
+            "choices": choices, "flag": flag, "cli": cli, "resume": resume, "pattern": pattern,
+            "listed": listed}
     if factory is not MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -63,10 +72,11 @@ class SearchSettings:
     trials: int = setting(0, low=1, high=10_000_000, resume="free",
                           help="trials in total, across tasks (a resumed search may grow it)")
     out: str = setting("", resume="free",
-                       help="run directory or s3://bucket/prefix (ledger/, checkpoint.pt, settings.json, space.yaml; "
-                            "mlflow.db locally, for s3:// in $TAML_WORK_DIR unless MLFLOW_TRACKING_URI is set)")
-    space: str | None = setting(None, help="built-in space (taml-text, mnms-text, ...) or a .yaml/.json file "
-                                           "(text default: taml-text)")
+                       help="run directory or s3://bucket/prefix (ledger/, checkpoint.pt, settings.json, space.yaml); "
+                            "MLflow: unless MLFLOW_TRACKING_URI is set, the store shared by the searches started "
+                            "here, ./mlflow.db or $TAML_HOME/mlflow.db (for s3:// one in $TAML_WORK_DIR)")
+    space: str | None = setting(None, listed=_builtin_spaces,
+                                help="a built-in space or a .yaml/.json file; text default: taml-text")
     method: str = setting("reinforce", choices=_methods,
                           help="search method: reinforce, ppo, pqt, transformer (controllers); rs, re, tpe (baselines)")
     method_options: dict[str, Any] = setting(
@@ -245,6 +255,8 @@ def _flag_help(f) -> str:
         extra.append(f"range {lo}{_num(meta['low'])}, {_num(meta['high'])}{hi}")
     if default not in (MISSING, None, (), "", 0) and not isinstance(default, bool):
         extra.append(f"default {default}")
+    if meta["listed"] is not None:
+        extra.append("built-in: " + ", ".join(meta["listed"]()))
     return meta["help"] + (f" ({'; '.join(extra)})" if extra else "")
 
 

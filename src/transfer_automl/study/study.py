@@ -73,6 +73,7 @@ class SearchResult:
     per_task: list[TaskSummary]
     wall_s: float
     champions: Any = None  # study.champions.ChampionReport: each task's best child in the MLflow registry
+    browse_url: str = ""  # the search's runs in the MLflow UI ("" without an MLflow tracker)
 
 
 @dataclass
@@ -226,9 +227,13 @@ class Study:
 
             self._tracker, self.owns_tracker = default_tracker(self.directory), True
         if not self._tracker_started:
+            from transfer_automl.study.tracking import task_datasets
+
             self._tracker_started = True
+            where = self.directory.tracking_tags() if self.directory is not None else {}
             self._tracker.start(self.search.search_id, self.params(),
-                                {"taml.space": self.search.space.name, "taml.method": self.settings.method})
+                                {"taml.space": self.search.space.name, "taml.method": self.settings.method, **where})
+            self._tracker.log_datasets(task_datasets(self.backend.task_objects))
         return self._tracker
 
     @property
@@ -395,7 +400,7 @@ class Study:
             self.search.search_id, self.settings.method, "memory" if d is None else d.store.root if d.is_local
             else d.store.uri, self.backend.data_location, "memory" if d is None else d.ledger.root,
             "memory" if d is None else d.checkpoint, tracker.location, self.trials_run, per_task,
-            time.perf_counter() - self.started, champions)
+            time.perf_counter() - self.started, champions, _browse_url(tracker))
 
     def abort(self) -> None:
         """Close the tracker's run as KILLED (an interrupted or failed runner); release the lease."""
@@ -625,6 +630,15 @@ def baseline_metrics(search: Search) -> dict[str, float]:
         out[f"reward/{task}/std"] = b.std(i)
         out[f"reward/{task}/trials"] = b.count[i]
     return out
+
+
+def _browse_url(tracker: Tracker) -> str:
+    """The MLflow UI's page of the search's runs, where the tracker (or the one it wraps) has one."""
+    inner = getattr(tracker, "inner", tracker)
+    try:
+        return inner.browse_url() if hasattr(inner, "browse_url") and getattr(inner, "experiment_id", "") else ""
+    except Exception:  # a display nicety: never a reason to fail a finished search
+        return ""
 
 
 def trial_record(trial: Trial, search_id: str) -> dict[str, Any]:

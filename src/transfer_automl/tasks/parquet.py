@@ -22,7 +22,7 @@ def read_task_table(path: str | Path, required: tuple[str, ...], what: str) -> t
     bounds = limits()
     if not is_remote(path):
         check_regular_file(path, f"{what}: file", TaskError, bounds.max_task_bytes, "TAML_MAX_TASK_BYTES")
-    data = _read_bytes(path, what)
+    data = _read_bytes(path, what, bounds.max_task_bytes)
     path = path if is_remote(path) else Path(path)
     try:
         rows = pq.read_metadata(pa.BufferReader(data)).num_rows
@@ -40,12 +40,16 @@ def read_task_table(path: str | Path, required: tuple[str, ...], what: str) -> t
     return table, data
 
 
-def _read_bytes(path: str | Path, what: str) -> bytes:
+def _read_bytes(path: str | Path, what: str, max_bytes: int) -> bytes:
     if is_remote(path):
         try:
             store, key = split_uri(path)
             if not store.exists(key):
                 raise TaskError(f"{what}: file {path} does not exist")
+            size = store.size(key)  # asked first: the object is read whole into memory
+            if size > max_bytes:
+                raise TaskError(f"{what}: file {path} is {size:,} bytes, over the limit of {max_bytes:,} "
+                                "(TAML_MAX_TASK_BYTES)")
             return store.get_bytes(key)
         except StorageError as exc:
             raise TaskError(f"{what}: file {path} is unreadable: {exc}") from None

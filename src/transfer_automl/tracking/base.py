@@ -6,6 +6,8 @@ The ledger in the artifact store is the record of trials; a tracker is a view of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -29,6 +31,16 @@ def check_tracking_uri(uri: str | None, source: str = "MLFLOW_TRACKING_URI") -> 
                           "(http://host:5000), a database (sqlite:///mlflow.db, postgresql://...) or a path")
 
 
+@dataclass(frozen=True)
+class TaskData:
+    """The data a task was read from, as a tracker records it (MLflow: a dataset input)."""
+
+    task: str
+    source: str  # the file read: an absolute path or a uri
+    digest: str  # the hash of its content (the task's content_hash)
+    rows: int
+
+
 class Tracker:
     location: str = ""  # where a user browses the results (printed at the end of a search)
 
@@ -37,6 +49,9 @@ class Tracker:
 
     def log_controller(self, step: int, metrics: dict[str, float]) -> None:
         """Stepped controller metrics: controller/*, reward/<task>/*."""
+
+    def log_datasets(self, datasets: Sequence[TaskData]) -> None:
+        """The tasks' data, once per search after `start`; each trial of a task is linked to its data."""
 
     def log_trial(self, row: dict[str, Any], config: dict[str, Any]) -> None:
         """One child trial (a ledger row) and its configuration; logging a trial twice is a no-op,

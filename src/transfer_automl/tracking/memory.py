@@ -18,12 +18,16 @@ class MemoryTracker(Tracker):
         self.summary: dict[str, float] = {}
         self.status = ""
         self.artifacts: list[str] = []
+        self.datasets: list[Any] = []  # TaskData
 
     def start(self, search_id, params, tags):
         self.search_id, self.params = search_id, dict(params)
 
     def log_controller(self, step, metrics):
         self.controller.append((step, dict(metrics)))
+
+    def log_datasets(self, datasets):
+        self.datasets = list(datasets)
 
     def log_trial(self, row, config):
         if any(t["trial_id"] == row["trial_id"] for t in self.trials):

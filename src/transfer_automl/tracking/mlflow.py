@@ -4,8 +4,19 @@ One experiment per search (`taml/<search_id>`), one parent run for the controlle
 `controller/*` and `reward/<task>/*` metrics, one nested run per child trial with the
 configuration as params, `child/*` metrics and tags linking it to its ledger row.
 
+What the MLflow UI shows:
+* each experiment is a model-training experiment (the tag `mlflow.experimentKind` =
+  `custom_model_development`, MLflow 3's experiment type), not a GenAI one. MLflow 3.17's UI also
+  keeps a per-browser "GenAI / Model training" switch; `browse_url` opens the runs either way.
+* a child run is named `<task> #<n>`: its task and its trial number in the search (1, 2, ...);
+* a child run starts and ends when its child trained (the ledger row's `started_at` and
+  `ended_at`), so the UI's Duration is the training time;
+* each task's data is a dataset input (`log_inputs`): name = task, digest = the content hash of
+  the Parquet file, source = that file; on the controller run all tasks, on a child run its task.
+
 The tracking URI is the one given (`taml runs sync --tracking-uri`), else `MLFLOW_TRACKING_URI`
-when set, else the embedded default (`sqlite:///<out>/mlflow.db`). For an HTTP server, MLflow's
+when set, else the default (study/search_dir.py: the store local searches share,
+`<home>/mlflow.db`, or an older search's own `<out>/mlflow.db`). For an HTTP server, MLflow's
 own retries (7, with exponential backoff, 120 s timeout: minutes per call when the server is down)
 are cut to `_HTTP_DEFAULTS` unless the user set those variables; `ResilientTracker` retries above.
 When Kubeflow's MLflow integration sets `MLFLOW_EXPERIMENT_ID` and `MLFLOW_RUN_ID`, the
@@ -23,6 +34,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -39,6 +51,11 @@ from transfer_automl.tracking.champion import (
 )
 
 _PARAM_MAX = 500  # MLflow's limit on param value length
+# MLflow 3's experiment type (the UI's "Machine learning" / "GenAI apps & agents"; the Python
+# client writes it in mlflow/demo, the UI reads it in its experiment page).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+DATASET_CONTEXT = "training"  # the `mlflow.data.context` tag of a dataset input
 
 # MLflow's HTTP client settings (mlflow/environment_variables.py), set only where the user did not.
 _KEY_UNSAFE = re.compile(r"[^\w./\- :]")
@@ -68,10 +85,13 @@ class MlflowTracker(Tracker):
         self.run_id = ""
         self.last_step = 0
         self.child_runs: dict[str, tuple[str, str]] = {}  # trial id -> (run id, status), for idempotence
+        self.datasets: dict[str, Any] = {}  # task -> its mlflow DatasetInput (log_datasets)
+        self.batch_size = 1  # trials per round: a trial's number is step * batch_size + k + 1
         self.previous_status = ""  # the controller run's status before start() reopened it ("" when new)
 
     def start(self, search_id: str, params: dict[str, Any], tags: dict[str, str]) -> None:
         self.experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or self._experiment(search_experiment(search_id))
+        self.batch_size = _positive(params.get("batch_size"), 1)
         run_tags = {"taml.search_id": search_id, "taml.role": "controller", **tags}
         if os.environ.get("MLFLOW_RUN_ID"):
             run_tags["mlflow.parentRunId"] = os.environ["MLFLOW_RUN_ID"]
@@ -80,6 +100,7 @@ class MlflowTracker(Tracker):
             max_results=1,
         )
         if existing:  # a resumed search keeps logging into its controller run
+            _refuse_another_search(existing[0], search_id, tags.get("taml.search_dir"), self.location)
             self.run_id = existing[0].info.run_id
             self.previous_status = existing[0].info.status
             self.client.update_run(self.run_id, status="RUNNING")
@@ -109,10 +130,32 @@ class MlflowTracker(Tracker):
                 return
 
     def _experiment(self, name: str) -> str:
+        """The search's experiment, created as a model-training experiment (one created before
+        taml set the type gets it, unless someone chose another)."""
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        return self.client.create_experiment(name, artifact_location=self.artifact_root)
+        if found is None:
+            return self.client.create_experiment(name, artifact_location=self.artifact_root,
+                                                 tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+        if EXPERIMENT_KIND_TAG not in found.tags:
+            self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        return found.experiment_id
+
+    def browse_url(self, server: str = "http://127.0.0.1:5000") -> str:
+        """The experiment's runs in the MLflow UI at `server` (this tracker's own URI when it is a
+        server). `workflowType=machine_learning` opens the runs table even where the browser's
+        MLflow 3.17 switch is on GenAI (which shows an overview of traces instead)."""
+        base = self.uri.rstrip("/") if _is_http(self.uri) else server.rstrip("/")
+        return f"{base}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+
+    def log_datasets(self, datasets) -> None:
+        """Each task's data as a dataset input of the controller run; `log_trial` adds its task's to
+        each child run. Idempotent (MLflow keeps one input per run, name and digest)."""
+        from mlflow.entities import DatasetInput, InputTag
+
+        self.datasets = {d.task: DatasetInput(_dataset_entity(d), [InputTag("mlflow.data.context", DATASET_CONTEXT)])
+                         for d in datasets}
+        if self.datasets:
+            self.client.log_inputs(self.run_id, datasets=list(self.datasets.values()))
 
     def log_controller(self, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
@@ -147,8 +190,11 @@ class MlflowTracker(Tracker):
             "taml.search_id": row["search_id"], "taml.task": row["task"], "taml.status": row["status"],
             "taml.ledger_file": row.get("ledger_file", ""),
         }
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=row["trial_id"])
         step = int(row["controller_step"])
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.trial_name(row),
+                                     start_time=_epoch_ms(row.get("started_at")))
+        if row["task"] in self.datasets:
+            self.client.log_inputs(run.info.run_id, datasets=[self.datasets[row["task"]]])
         now = _now_ms()
         keys = _keys(config)
         metrics = [Metric(f"child/{k}", float(row[k]), now, step)
@@ -156,8 +202,17 @@ class MlflowTracker(Tracker):
         self.client.log_batch(run.info.run_id, metrics=metrics,
                               params=[Param(keys[k], _param(v)) for k, v in sorted(config.items())])
         status = "FINISHED" if row["status"] == "ok" else "FAILED"
-        self.client.set_terminated(run.info.run_id, status=status)
+        self.client.set_terminated(run.info.run_id, status=status, end_time=_epoch_ms(row.get("ended_at")))
         self.child_runs[row["trial_id"]] = (run.info.run_id, status)
+
+    def trial_name(self, row: dict[str, Any]) -> str:
+        """`<task> #<n>`, n the trial's number in the search (1-based: step * batch size + k + 1)."""
+        try:
+            k = int(str(row["trial_id"]).rsplit("/", 1)[-1])
+            number = int(row["controller_step"]) * self.batch_size + k + 1
+        except (KeyError, ValueError):
+            return f"{row['task']} {row['trial_id']}"
+        return f"{row['task']} #{number}"
 
     def finish(self, summary: dict[str, float], status: str = "FINISHED") -> None:
         if not self.run_id:
@@ -252,16 +307,20 @@ class MlflowModelRegistry:
         return self.client.get_model_version(name, alias_version) if alias_version is not None else None
 
     def _log_model(self, run_id: str, model: ServingModel) -> tuple[str, str]:
-        """`log_serving_model` into the trial run, reopened and closed again with the status it had
-        (a failed upload must not mark a good trial FAILED)."""
+        """`log_serving_model` into the trial run, reopened and closed again with the status and end
+        time it had (a failed upload must not mark a good trial FAILED, and the run's Duration stays
+        the trial's, not the time until its model was registered)."""
         import mlflow
 
-        status = self.client.get_run(run_id).info.status
+        before = self.client.get_run(run_id).info
+        status = before.status if before.status in ("FINISHED", "FAILED", "KILLED") else "FINISHED"
         mlflow.start_run(run_id=run_id)
         try:
             info = log_serving_model(model)
         finally:
-            mlflow.end_run(status=status if status in ("FINISHED", "FAILED", "KILLED") else "FINISHED")
+            mlflow.end_run(status=status)
+            if before.end_time:
+                self.client.set_terminated(run_id, status=status, end_time=before.end_time)
         return info.model_uri, info.model_id
 
 
@@ -454,6 +513,59 @@ def _finite(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return v == v and v not in (float("inf"), float("-inf"))
+
+
+def _positive(value: Any, default: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return default
+    return number if number >= 1 else default
+
+
+def _epoch_ms(when: Any) -> int | None:
+    """Milliseconds since the epoch of a ledger timestamp (a datetime, naive meaning UTC, or ISO
+    text); None (MLflow takes the time of the call) when there is none."""
+    from datetime import UTC, datetime
+
+    if isinstance(when, str):
+        try:
+            when = datetime.fromisoformat(when)
+        except ValueError:
+            return None
+    if not isinstance(when, datetime):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _dataset_entity(data: Any):
+    """An MLflow dataset for a task file (a `MetaDataset`: where it is and its hash, not its rows):
+    the source resolved as MLflow resolves any uri (a local path or s3://...), the task's content
+    hash as digest, its row count as profile."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import Dataset
+
+    source = data.source if "://" in data.source else str(Path(data.source).absolute())
+    with warnings.catch_warnings():  # MLflow registers the local source twice and warns that a path is ambiguous
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        resolved = resolve_dataset_source(source)
+    described = MetaDataset(resolved, name=data.task, digest=data.digest).to_dict()
+    return Dataset(name=described["name"], digest=described["digest"], source_type=described["source_type"],
+                   source=described["source"], profile=json.dumps({"num_rows": int(data.rows)}))
+
+
+def _refuse_another_search(run: Any, search_id: str, search_dir: str | None, location: str) -> None:
+    """Searches share a store: one whose id is already taken by a search elsewhere must not log
+    into the other's runs."""
+    theirs = run.data.tags.get("taml.search_dir")
+    if search_dir and theirs and theirs != search_dir:
+        from transfer_automl.errors import ConfigError
+
+        raise ConfigError(f"search_id {search_id!r} is taken in MLflow {location} by the search in {theirs}; "
+                          f"give this search ({search_dir}) another --search-id, or its own store (TAML_HOME)")
 
 
 def _now_ms() -> int:

@@ -19,12 +19,12 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from transfer_automl.errors import ConfigError
-from transfer_automl.tracking.base import Tracker
+from transfer_automl.tracking.base import TaskData, Tracker
 
 
 class ResilientTracker(Tracker):
@@ -81,6 +81,9 @@ class ResilientTracker(Tracker):
     def log_controller(self, step: int, metrics: dict[str, float]) -> None:
         self._call("log_controller", lambda: self.inner.log_controller(step, metrics))
 
+    def log_datasets(self, datasets: Sequence[TaskData]) -> None:
+        self._call("log_datasets", lambda: self.inner.log_datasets(datasets), keep=True)
+
     def log_trial(self, row: dict[str, Any], config: dict[str, Any]) -> None:
         self._call("log_trial", lambda: self.inner.log_trial(row, config), keep=True)
 
@@ -121,6 +124,8 @@ class ResilientTracker(Tracker):
                     self._started = True
                 action()
                 return None
+            except ConfigError:  # not an outage (a search id taken in a shared store): retrying cannot help
+                raise
             except Exception as exc:  # any tracker failure: the ledger is the record
                 error = exc
         return error

@@ -66,7 +66,20 @@ def select_sources(target: str, source_tasks: Sequence[str], distance: Any = "fi
     values = distance_to_target(distance, candidates, target, repeats=repeats, data_dir=data_dir, seed=seed,
                                 modality=modality)
     ranked = sorted(zip(candidates, (float(v) for v in values), strict=True), key=lambda pair: pair[1])
-    return ranked[:1] if select == "closest" else ranked
+    return choose_sources(ranked, select)
+
+
+def choose_sources(ranking: Sequence[tuple[str, float]], select: str) -> list[tuple[str, float]]:
+    """The pairs of `ranking` (closest first) that `select` chooses: the first for `closest`, all
+    for `all`, the named task's pair otherwise."""
+    if select == "closest":
+        return list(ranking[:1])
+    if select == "all":
+        return list(ranking)
+    chosen = [pair for pair in ranking if pair[0] == select]
+    if not chosen:
+        raise TaskError(f"--select {select!r} is not closest, all or one of the ranked tasks {[t for t, _ in ranking]}")
+    return chosen
 
 
 def distance_to_target(distance: Any, sources: Sequence[str], target: str, repeats: int = 3,
