@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-xor bench-table bench-transfer bench-children fuzz clean
+.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-xor bench-table bench-transfer bench-children bench-serving fuzz clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -98,6 +98,12 @@ bench-table:
 # and the packing speed-up: docs/benchmarks/children.md (minutes; never part of `make test`).
 bench-children:
 	nice -n 10 $(PY) -m benchmarks.children --children 10 --pack 16 --workers 2 --out runs/bench/children
+
+# A champion served by the real `mlflow models serve` on CPU: p50/p99 latency of single requests
+# and of batches of 64, and the model's size, per input module: docs/benchmarks/serving.md
+# (minutes; never part of `make test`). Not niced: it measures latency.
+bench-serving:
+	$(PY) -m benchmarks.serving --out docs/benchmarks/serving.md
 
 clean:
 	rm -rf runs .pytest_cache

@@ -27,6 +27,7 @@ from transfer_automl.study import SearchSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+REPO = Path(__file__).resolve().parents[2]
 CHAMPION = "models:/taml-mpqa@champion"
 SENTENCES = ["I really love this, it is wonderful.", "This is a terrible, awful idea.", "The meeting is on Tuesday.",
              "Nobody trusts them anymore.", "", "Ünïcödé text, 日本語 and 🙂"]
@@ -116,7 +117,8 @@ FRESH = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def fresh(registry, samples_dir, shared_text_or_none):
-    refused = [str(registry["search"].resolve()), str(samples_dir.resolve())]
+    # The search, the task data and this checkout's source (the model carries its own copy of its code).
+    refused = [str(registry["search"].resolve()), str(samples_dir.resolve()), str((REPO / "src").resolve())]
     refused += [str(shared_text_or_none.resolve())] if shared_text_or_none else []
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TAML_", "PYTHONPATH"))}
     env.update(MLFLOW_TRACKING_URI=registry["uri"], REFUSED=json.dumps(refused), CUDA_VISIBLE_DEVICES="",

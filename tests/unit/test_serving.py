@@ -109,6 +109,8 @@ def test_a_frozen_child_served_from_raw_text_predicts_bit_for_bit_what_the_train
     served_accuracy = float((predicted["label"].map(mpqa.classes.index).to_numpy() == mpqa.labels[rows]).mean())
     assert served_accuracy == result.test_accuracy  # the ledger's number, from raw text
     assert len(set(predicted["label"])) == 2  # both classes occur: the check above has teeth
+    as_list = loaded.unwrap_python_model().predict(None, texts[:5])  # a plain list of strings
+    pd.testing.assert_frame_equal(as_list, predicted.head(5), check_exact=True)
     # Pins: the serving stack, not transfer_automl, kfp or the training stack.
     pins = served.pip_requirements
     assert {p.split("==")[0] for p in pins} == {"numpy", "pandas", "torch", "safetensors"}
@@ -141,3 +143,31 @@ def test_a_bundle_of_another_format_is_refused_naming_the_file(runtime, tmp_path
     (tmp_path / "meta.json").write_text(json.dumps({"format": "taml-champion", "format_version": 99}))
     with pytest.raises(ValueError, match=r"meta.json: not a taml-champion bundle of format version 1"):
         runtime.Champion(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_sentence_encoder_is_served_from_its_own_weights(samples_dir, tmp_path):
+    """all-MiniLM-L6-v2 fine-tuned: the bundle carries the encoder directory (safetensors) and the
+    child's fine-tuned encoder weights; served predictions match the trained child's."""
+    from transfer_automl.children.embeddings import get_module
+    from transfer_automl.tasks import load_task
+
+    task = load_task("mpqa", samples_dir)
+    config = {**CONFIG, "input_module": "all-minilm-l6-v2", "fine_tune": True, "training_samples": 2000}
+    trainer, result = _trained(config, task, tmp_path / "cache")
+    model = result.model.cpu().eval()
+    _, loaded = _saved(model, task, trainer, tmp_path)
+    assert (tmp_path / "bundle" / "encoder" / "model.safetensors").is_file()
+    assert not list((tmp_path / "bundle").rglob("*.bin"))
+    rows = task.splits["test"][:48]
+    texts = [task.texts[i] for i in rows]
+    predicted = loaded.predict(pd.DataFrame({"text": texts}))
+    tokens = get_module("all-minilm-l6-v2").encoder_tokens(texts)
+    wide, _ = compact(hashed_unigram_bags(task.texts, trainer.config.wide_buckets))
+    ids, offsets = wide.select(rows)
+    with torch.no_grad():
+        expected = model({"encoder_inputs": tokens.batch(np.arange(len(texts)), "cpu"),
+                          "wide_ids": torch.from_numpy(ids), "wide_offsets": torch.from_numpy(offsets)})
+    assert predicted["label"].tolist() == [task.classes[i] for i in expected.argmax(-1).tolist()]
+    np.testing.assert_allclose(predicted[["prob_neg", "prob_pos"]].to_numpy(), torch.softmax(expected, -1).numpy(),
+                               rtol=0, atol=1e-5)

@@ -6,6 +6,11 @@ input module's own package for the sentence encoders) but not transfer_automl. S
 nothing from this package; the tokenizer and hashes below are copies of children/tokens.py and
 children/embeddings.py, and tests/unit/test_serving.py checks that the copies agree.
 
+Input: a DataFrame with a column `text` (other columns ignored), as the signature says; a JSON
+request's `{"inputs": {"text": [...]}}`, `dataframe_split` or `dataframe_records`, or a CSV with a
+`text` header. A plain list of strings reaches `ChampionModel.predict` (`unwrap_python_model()`)
+and `Champion.predict`; through `PyFuncModel.predict` MLflow's schema check wants the column name.
+
 Nothing is unpickled: the bundle (the artifact `bundle`, written by serving/export.py) is
 `meta.json`, `child.safetensors` (the child's state dict), `wide.safetensors` (the hash buckets the
 wide tower knows, in the order of its rows), `table.safetensors` (a word table's vectors, and

@@ -74,7 +74,7 @@ class RegisteredChampion:
     name: str  # registered model name
     version: str
     run_id: str  # the child run the model is logged in
-    model_uri: str  # loads with mlflow.pytorch.load_model
+    model_uri: str  # loads with mlflow.pyfunc.load_model: raw texts in, labels out
     candidate: ChampionCandidate
     champion: bool  # the alias points at this version now
     previous_champion: str | None  # the version that held the alias before (None: there was none)
