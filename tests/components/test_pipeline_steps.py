@@ -60,7 +60,8 @@ def _mlflow_view(search_dir) -> dict[str, tuple]:
     """What MLflow holds of a search, less what differs between two runs of it (times, `out`)."""
     view = {}
     for name, run in _mlflow_runs(search_dir).items():
-        metrics = {k: v for k, v in run.data.metrics.items() if k != "child/duration_s"}
+        # Times differ between runs: a child's duration, and the estimate fitted from earlier ones.
+        metrics = {k: v for k, v in run.data.metrics.items() if k not in ("child/duration_s", "child/expected_cost_s")}
         params = {k: v for k, v in run.data.params.items() if k != "out"}
         view[name] = (run.info.status, run.data.tags.get("taml.role"), metrics, params)
     return view

@@ -140,6 +140,7 @@ def test_each_configuration_is_reported_at_its_highest_rung():
 
 import json  # noqa: E402
 import time  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
@@ -344,3 +345,38 @@ def test_fidelity_and_time_budget_settings(base, tmp_path):
         check_pipeline_settings({"fidelity": "sha"})
     with pytest.raises(ConfigError, match="time_budget"):
         check_pipeline_settings({"time_budget": "30m"})
+
+
+def test_a_round_that_does_not_fit_is_cut_to_the_trials_that_ran(base, tmp_path, monkeypatch):
+    """Children of at least 0.5 s, a 2 s budget, rounds of 10 (no estimate before the first
+    child): the round is cut to the k < 10 children that fit and told; nothing else ran, and the
+    run ends within one child of its budget."""
+    from transfer_automl.children.trainer import TextChildTrainer
+
+    real = TextChildTrainer.train
+
+    def slow(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        time.sleep(0.5)
+        result.duration_s += 0.5
+        return result
+
+    monkeypatch.setattr(TextChildTrainer, "train", slow)
+    out = tmp_path / "cut"
+    started = datetime.now(UTC)
+    result = run_search({**base, "tasks": ("mpqa",), "trials": 30, "batch_size": 10, "out": str(out),
+                         "search_id": "cut", "method": "reinforce", "time_budget": 2.0}, tracker=MemoryTracker())
+    study = Study.load(out)
+    rows = study.rows()
+    k = len(rows)
+    assert 1 <= k < 10 and f"round 0 was cut to the {k} trial(s) that fit" in result.stopped
+    # The last child ended within one child of the budget (plus opening the search on a busy machine).
+    assert (max(r.ended_at for r in rows) - started).total_seconds() < 2.0 + max(r.duration_s for r in rows) + 1.5
+    assert [r.trial_id for r in rows] == [f"cut/000000/{i:03d}" for i in range(k)]
+    assert study.search.step == 1
+    assert len(json.loads((out / "rounds" / "000000" / "trials.json").read_text())) == k
+    assert sorted(p.name for p in (out / "rounds" / "000000" / "results").iterdir()) == \
+        [f"{i:03d}.json" for i in range(k)]
+    run_search({"out": str(out), "init_from": "resume", "time_budget": 1.5, "progress": False},
+               tracker=MemoryTracker())  # continues with round 1
+    assert Study.load(out).rows()[k].trial_id == "cut/000001/000"

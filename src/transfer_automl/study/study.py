@@ -313,9 +313,11 @@ class Study:
         if rungs is not None:  # the search's own trials start at the lowest rung
             trials = [replace(t, budget=rungs.budgets[0]) for t in trials]
         recorded = self._recorded_trials(step)
-        # A recorded round may hold promotions after the search's own trials (multi-fidelity).
-        if recorded is not None and [trial_record(t, self.search.search_id) for t in recorded[:len(trials)]] != \
-                [trial_record(t, self.search.search_id) for t in trials]:
+        # A recorded round may hold promotions after the search's own trials (multi-fidelity), or
+        # fewer of them (a round `end_round_early` cut short).
+        own = [t for t in recorded or [] if t.parent_trial_id is None]
+        if recorded is not None and [trial_record(t, self.search.search_id) for t in own] != \
+                [trial_record(t, self.search.search_id) for t in trials[:len(own)]]:
             raise ConfigError(f"{self.directory.where(trials_key(step))} holds other trials than the checkpoint asks "
                               "for; was the checkpoint replaced?")
         if recorded is not None:
@@ -349,6 +351,21 @@ class Study:
                 self.directory.write_json(trials_key(step), [trial_record(t, self.search.search_id)
                                                              for t in self._asked[step]], indent=1)
         return new
+
+    def end_round_early(self, step: int, rows: Sequence[LedgerRow]) -> None:
+        """Cut round `step` down to the trials that ran (`rows`, a prefix of its trials): a runner out
+        of time. The others leave the round's record, never started, so `tell_round` commits every
+        trial that ran and the search learns from those. A cut round is not refilled on resume."""
+        asked = self.ask_round(step)
+        ran = [r.trial_id for r in rows]
+        if ran != [t.trial_id for t in asked[:len(ran)]]:
+            raise ConfigError(f"round {step}: the trials run {ran[:3]}... are not the first {len(ran)} of the round")
+        if not ran:
+            raise ConfigError(f"round {step}: no trial ran; leave the round unstarted instead of cutting it")
+        self._asked[step] = asked[:len(ran)]
+        if self.directory is not None:
+            self.directory.write_json(trials_key(step), [trial_record(t, self.search.search_id)
+                                                         for t in self._asked[step]], indent=1)
 
     def _promotions(self, step: int, asked: list[Trial], rows: list[LedgerRow]) -> list[Trial]:
         """Trials continuing the children that search/fidelity.py promotes, numbered after `asked`."""
@@ -421,7 +438,8 @@ class Study:
         if step < self.search.step:  # a retried step: the commit a crash may have lost, and nothing else
             self._commit(step, rows)
             return RoundReport(step, rows, {}, told=False)
-        if self.settings.fidelity == "sha":
+        cut = sum(1 for t in trials if t.parent_trial_id is None) < self.round_size(step)  # end_round_early
+        if self.settings.fidelity == "sha" and not cut:
             pending = self._promotions(step, trials, rows)
             if pending:
                 raise ConfigError(f"round {step}: synchronous successive halving (fidelity sha) still has "
