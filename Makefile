@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-xor bench-table bench-transfer bench-children fuzz clean
+.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-xor bench-table bench-transfer bench-children bench-fidelity fuzz clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +86,11 @@ bench-table:
 # and the packing speed-up: docs/benchmarks/children.md (minutes; never part of `make test`).
 bench-children:
 	nice -n 10 $(PY) -m benchmarks.children --children 10 --pack 16 --workers 2 --out runs/bench/children
+
+# ASHA and SHA against full-budget random search at equal wall time (--time-budget) on real text
+# tasks: docs/benchmarks/fidelity.md and fidelity.png (about 40 minutes; never part of `make test`).
+bench-fidelity:
+	nice -n 10 $(PY) -m benchmarks.fidelity --seconds 120 --seeds 0,1,2 --out runs/bench/fidelity
 
 clean:
 	rm -rf runs .pytest_cache

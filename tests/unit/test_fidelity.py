@@ -380,3 +380,43 @@ def test_a_round_that_does_not_fit_is_cut_to_the_trials_that_ran(base, tmp_path,
     run_search({"out": str(out), "init_from": "resume", "time_budget": 1.5, "progress": False},
                tracker=MemoryTracker())  # continues with round 1
     assert Study.load(out).rows()[k].trial_id == "cut/000001/000"
+
+
+def test_the_cost_model_fits_seconds_per_unit_of_work_per_group():
+    from transfer_automl.study.cost import CostModel
+
+    class Trainer:
+        def work(self, config, budget, from_budget=None):
+            steps = config["steps"] * (budget or 1.0) - config["steps"] * (from_budget or 0.0)
+            return config["module"], steps
+
+    model = CostModel(Trainer())
+    assert model.estimate({"module": "a", "steps": 100}, None) is None  # nothing measured yet
+    for seconds in (1.0, 1.2, 9.0):  # the first child also paid for its features: the median ignores it
+        model.observe({"module": "a", "steps": 100}, None, seconds)
+    assert model.estimate({"module": "a", "steps": 300}, None) == pytest.approx(3.6)
+    assert model.estimate({"module": "a", "steps": 300}, 1.0, 1 / 3) == pytest.approx(2.4)  # a promotion's part
+    # A group with fewer than two children borrows every child's rate: median(0.01, 0.012, 0.09, 1.0).
+    model.observe({"module": "b", "steps": 10}, None, 10.0)
+    assert model.estimate({"module": "b", "steps": 10}, None) == pytest.approx(10 * 0.051)
+    model.observe({"module": "b", "steps": 10}, None, 12.0)  # then its own: median(1.0, 1.2)
+    assert model.estimate({"module": "b", "steps": 10}, None) == pytest.approx(11.0)
+
+
+def test_a_child_three_times_over_its_estimate_is_reported(base, monkeypatch, capsys):
+    from transfer_automl.children.trainer import TextChildTrainer
+
+    real, calls = TextChildTrainer.train, []
+
+    def sometimes_slow(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        calls.append(1)
+        result.duration_s = 5.0 if len(calls) == 4 else 0.5  # as if the fourth child hung
+        return result
+
+    monkeypatch.setattr(TextChildTrainer, "train", sometimes_slow)
+    study = Study.in_memory({**base, "tasks": ("mpqa",), "trials": 4, "batch_size": 4, "method": "rs"})
+    rows = _run_rounds(study)
+    assert study.slow_children == [rows[3].trial_id]
+    assert f"trial {rows[3].trial_id} took 5.0 s" in capsys.readouterr().err
+    assert study.expected_cost[rows[3].trial_id] > 0
