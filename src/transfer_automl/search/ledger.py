@@ -41,11 +41,13 @@ SCHEMA = pa.schema([
     ("ended_at", pa.timestamp("us", tz="UTC")),
     ("duration_s", pa.float64()),
 ])
-# Multi-fidelity search (search/fidelity.py) added three columns. A round file written before them
-# (`LEGACY_SCHEMA`) still loads: its trials were trained at the full budget, rung 0, no parent.
+# Multi-fidelity search (search/fidelity.py) and the cost model (study/cost.py) added four columns.
+# A round file written before them (`LEGACY_SCHEMA`) still loads: its trials were trained at the
+# full budget, rung 0, no parent, and no estimate was made.
 LEGACY_SCHEMA = SCHEMA
 SCHEMA = LEGACY_SCHEMA.append(pa.field("rung", pa.int64())) \
-    .append(pa.field("budget", pa.float64())).append(pa.field("parent_trial_id", pa.string()))
+    .append(pa.field("budget", pa.float64())).append(pa.field("parent_trial_id", pa.string())) \
+    .append(pa.field("expected_cost_s", pa.float64()))
 _SCHEMAS = (SCHEMA, LEGACY_SCHEMA)
 
 
@@ -69,6 +71,7 @@ class LedgerRow:
     rung: int = 0  # the successive-halving rung (0 without --fidelity)
     budget: float | None = None  # the fraction of the child's training budget it trained for; None: all of it
     parent_trial_id: str | None = None  # the trial (rung - 1) whose weights this one continued
+    expected_cost_s: float | None = None  # study/cost.py's estimate before it ran (None: nothing measured yet)
 
     @property
     def index(self) -> int:
@@ -89,8 +92,8 @@ class LedgerRow:
     @classmethod
     def from_dict(cls, row: dict[str, Any], where: str = "row") -> LedgerRow:
         """From a ledger row or its JSON; refuses a row that lacks a field (naming it and `where`).
-        A row of a ledger written before multi-fidelity search (no rung, budget, parent) is a
-        full-budget trial at rung 0."""
+        A row of a ledger written before multi-fidelity search (no rung, budget, parent, expected
+        cost) is a full-budget trial at rung 0."""
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in row and n not in _FIDELITY_FIELDS]
         if missing:
@@ -273,7 +276,7 @@ class Ledger:
         return table.sort_by([("controller_step", "ascending"), ("trial_id", "ascending")])
 
 
-_FIDELITY_FIELDS = ("rung", "budget", "parent_trial_id")
+_FIDELITY_FIELDS = ("rung", "budget", "parent_trial_id", "expected_cost_s")
 
 
 def _known_schema(schema: pa.Schema) -> bool:

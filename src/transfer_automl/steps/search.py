@@ -16,8 +16,8 @@ def run_search(settings: SearchSettings | Mapping[str, Any], tracker: Tracker | 
     """Open the study (scratch, resume or transfer), run its pending rounds, finish it.
 
     With a time budget (settings.time_budget, seconds from when this run opened the study), a
-    trial starts only if the time left covers its estimated cost (study/cost.py; before anything
-    was measured: if any time is left); when one does not, its round is cut to the trials that
+    trial starts only if the time left covers its estimated cost (study/cost.py, fitted on the
+    committed rounds; before the first round is committed: if any time is left); when one does not, its round is cut to the trials that
     ran (`Study.end_round_early`) and told. An asha round runs a batch of promotions only if it
     fits; a sha bracket starts only if the whole bracket's estimate fits. So every trial is committed or never started, and the run
     overshoots by at most the child running when time ran out. Then it finishes as usual."""

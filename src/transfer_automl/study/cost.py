@@ -8,8 +8,9 @@ from the ledger: the median of duration / work over the group's children once it
 for its frozen features, and one slow outlier would move a mean for the rest of the search. A
 trainer without `work` (a table lookup) counts one unit per child.
 
-`Study.run_trial` logs each child's estimate beside its duration (`child/expected_cost_s`) and
-warns when a child takes more than `SLOW_FACTOR` times it (and `MIN_SLOW_S` more); `taml search --time-budget` starts a
+The model is fitted on the committed rounds (so every runner, the `taml search` loop or a
+pipeline's pods, estimates a trial alike). `Study.run_trial` records each child's estimate in its
+ledger row (`expected_cost_s`, logged as `child/expected_cost_s` beside its duration) and warns when a child takes more than `SLOW_FACTOR` times it (and `MIN_SLOW_S` more); `taml search --time-budget` starts a
 round only if the round's estimate fits the time left.
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterable
 from typing import Any
 
 MIN_SAMPLES = 2
@@ -51,14 +51,6 @@ class CostModel:
         group, work = child_work(self.trainer, config, budget, from_budget)
         if work > 0 and duration_s >= 0:
             self.rates.setdefault(group, []).append(duration_s / work)
-
-    def observe_rows(self, rows: Iterable[Any], budgets: dict[str, float | None] | None = None) -> None:
-        """Ledger rows (LedgerRow); `budgets` maps a parent trial id to its budget."""
-        rows = list(rows)
-        budget_of = dict(budgets or {}) | {r.trial_id: r.budget for r in rows}
-        for r in rows:
-            if r.status in ("ok", "timeout"):
-                self.observe(r.config, r.budget, r.duration_s, budget_of.get(r.parent_trial_id or ""))
 
     def estimate(self, config: dict[str, Any], budget: float | None, from_budget: float | None = None) -> float | None:
         """Expected seconds, or None before any child was measured."""

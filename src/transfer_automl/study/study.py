@@ -107,8 +107,7 @@ class Study:
         self.trials_run = 0
         self.started = time.perf_counter()
         self._child_states: dict[str, dict[str, Any]] = {}  # an in-memory study's continued children
-        self._cost = None  # study.cost.CostModel, fitted from the ledger on first use
-        self.expected_cost: dict[str, float] = {}  # trial id -> the estimate it ran with (logged on tell)
+        self._cost = None  # study.cost.CostModel over the committed rounds (refitted after each tell)
         self.slow_children: list[str] = []  # trials that took more than cost.SLOW_FACTOR x their estimate
 
     # -- opening -------------------------------------------------------------------------------------
@@ -410,11 +409,11 @@ class Study:
             reward=reward_from_accuracy(result.val_accuracy, self.settings.reward_power) if ok else 0.0,
             val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy, status=result.status,
             error=result.error, started_at=started_at, ended_at=datetime.now(UTC), duration_s=result.duration_s,
-            rung=trial.rung, budget=trial.budget, parent_trial_id=trial.parent_trial_id,
+            rung=trial.rung, budget=trial.budget, parent_trial_id=trial.parent_trial_id, expected_cost_s=expected,
         )
         if ok and result.state is not None:
             self._save_child_state(trial.trial_id, result.state)
-        self._observe_cost(trial, row, expected)
+        self._check_cost(trial, row)
         self.trials_run += 1
         if self.directory is not None:
             key = result_key(trial.controller_step, trial.index)
@@ -448,8 +447,7 @@ class Study:
         tracker = self.tracker  # the trials before the checkpoint: a crash in between replays them
         ledger_file = Ledger.round_name(step)
         for row, trial in zip(rows, trials, strict=True):
-            extra = {"expected_cost_s": self.expected_cost[row.trial_id]} if row.trial_id in self.expected_cost else {}
-            tracker.log_trial({**row.to_dict(), "ledger_file": ledger_file, **extra}, trial.config)
+            tracker.log_trial({**row.to_dict(), "ledger_file": ledger_file}, trial.config)
         # The search learns from its own trials' rung-0 results (search/fidelity.py says why).
         told = [(t, r) for t, r in zip(trials, rows, strict=True) if t.parent_trial_id is None]
         metrics = self.search.tell([t for t, _ in told], [r.reward for _, r in told])
@@ -457,6 +455,7 @@ class Study:
         self._count(rows)
         self._asked.pop(step, None)
         self._drop_child_states(rows)
+        self._cost = None  # the next round's estimates include this one
         round_rewards = {f"reward/{task}/reward": _mean([r.reward for _, r in told if r.task == task])
                          for task in sorted({r.task for _, r in told})}
         task_metrics = {k: v for task in self.search.tasks for k, v in
@@ -550,12 +549,18 @@ class Study:
 
     @property
     def cost_model(self):
-        """study.cost.CostModel over this search's committed children."""
+        """study.cost.CostModel over this search's committed rounds: every runner (this loop, a
+        pipeline's pods) estimates a trial from the same rows."""
         if self._cost is None:
             from transfer_automl.study.cost import CostModel
 
             self._cost = CostModel(self.backend.trainer)
-            self._cost.observe_rows(self.rows())
+            rows = self.rows()
+            budgets = {r.trial_id: r.budget for r in rows}
+            for r in rows:
+                if r.status in (STATUS_OK, "timeout"):
+                    parent = budgets.get(r.parent_trial_id) if r.parent_trial_id else None
+                    self._cost.observe(r.config, r.budget, r.duration_s, parent)
         return self._cost
 
     def _parent_budget(self, trial: Trial) -> float | None:
@@ -564,16 +569,13 @@ class Study:
         return self.settings.rungs.budgets[trial.rung - 1]
 
     def estimate_cost(self, trial: Trial) -> float | None:
-        """The trial's expected seconds (study/cost.py), None before any child was measured."""
-        estimate = self.cost_model.estimate(trial.config, trial.budget, self._parent_budget(trial))
-        if estimate is not None:
-            self.expected_cost[trial.trial_id] = estimate
-        return estimate
+        """The trial's expected seconds (study/cost.py), None before any round was committed."""
+        return self.cost_model.estimate(trial.config, trial.budget, self._parent_budget(trial))
 
     def estimate_round(self, trials: Sequence[Trial]) -> float | None:
         """Expected seconds of running `trials`; for fidelity sha, of their whole bracket (each rung
         costs about what rung 0 does: n / eta^k children, eta^k times the budget)."""
-        estimates = [self.cost_model.estimate(t.config, t.budget, self._parent_budget(t)) for t in trials]
+        estimates = [self.estimate_cost(t) for t in trials]
         if any(e is None for e in estimates):
             return None
         total = sum(estimates)
@@ -581,13 +583,13 @@ class Study:
             total *= 1 + self.settings.rungs.top * (1 - 1 / self.settings.eta)
         return total
 
-    def _observe_cost(self, trial: Trial, row: LedgerRow, expected: float | None) -> None:
+    def _check_cost(self, trial: Trial, row: LedgerRow) -> None:
+        """Report a child that took more than cost.SLOW_FACTOR times its estimate."""
         import sys
 
         from transfer_automl.study.cost import MIN_SLOW_S, SLOW_FACTOR
 
-        if row.status in (STATUS_OK, "timeout"):
-            self.cost_model.observe(trial.config, trial.budget, row.duration_s, self._parent_budget(trial))
+        expected = row.expected_cost_s
         if expected is not None and row.duration_s > max(SLOW_FACTOR * expected, expected + MIN_SLOW_S):
             self.slow_children.append(trial.trial_id)
             print(f"taml: trial {trial.trial_id} took {row.duration_s:.1f} s, {row.duration_s / expected:.1f}x its "
