@@ -18,7 +18,7 @@ from transfer_automl.steps.search import run_search
 from transfer_automl.study import SearchDir, SearchSettings, Study, stored_settings
 from transfer_automl.tracking import MemoryTracker
 
-_VOLATILE = ("started_at", "ended_at", "duration_s")
+_VOLATILE = ("started_at", "ended_at", "duration_s", "expected_cost_s")  # times, and estimates made of them
 
 
 def _settings(table, method="reinforce", seed=3, **extra) -> dict:
