@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-xor bench-table bench-transfer bench-children bench-serving fuzz clean
+.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-xor bench-table bench-transfer bench-children bench-serving bench-fidelity fuzz clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -104,6 +104,11 @@ bench-children:
 # (minutes; never part of `make test`). Not niced: it measures latency.
 bench-serving:
 	$(PY) -m benchmarks.serving --out docs/benchmarks/serving.md
+
+# ASHA and SHA against full-budget random search at equal wall time (--time-budget) on real text
+# tasks: docs/benchmarks/fidelity.md and fidelity.png (about 40 minutes; never part of `make test`).
+bench-fidelity:
+	nice -n 10 $(PY) -m benchmarks.fidelity --seconds 120 --seeds 0,1,2 --out runs/bench/fidelity
 
 clean:
 	rm -rf runs .pytest_cache

@@ -465,7 +465,7 @@ def _search(args: argparse.Namespace) -> int:
                     "mlflow": result.tracking_location, "mlflow_runs_url": result.browse_url or None,
                     "tasks": [_task_summary(s) for s in result.per_task],
                     "models": result.champions.to_dict() if result.champions is not None else None,
-                    "report": report})
+                    "report": report, "stopped": result.stopped})
         return 0
     reference = result.per_task[0].reference if result.per_task else ""
     print_table(["task", "trials", "trained", "best val", "its test", "acc-top10", f"{reference} (test)"],
@@ -473,6 +473,8 @@ def _search(args: argparse.Namespace) -> int:
                   s.reference_test] for s in result.per_task],
                 title=f"search {result.search_id} ({result.method}): {result.trials_run} trials run in {result.wall_s:.0f} s",
                 numeric=[False] + [True] * 6)
+    if result.stopped:
+        print(f"stopped:    {result.stopped}")
     print(f"data:       {result.data_location}")
     print(f"ledger:     {result.ledger_dir}  (pyarrow.dataset.dataset(...))")
     print(f"checkpoint: {result.checkpoint}")

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-_VOLATILE = ("started_at", "ended_at", "duration_s")
+_VOLATILE = ("started_at", "ended_at", "duration_s", "expected_cost_s")  # times, and estimates made of them
 TINY_TEXT_SPACE = {
     "name": "taml-tiny",
     "decisions": [

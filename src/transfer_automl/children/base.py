@@ -26,6 +26,7 @@ class ChildResult:
     error: str = ""
     model: nn.Module | None = None  # the trained child, only when train(..., keep_model=True)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: features, train, evaluate
+    state: dict[str, Any] | None = None  # the child's state to continue from, only when train(..., keep_state=True)
 
 
 @runtime_checkable

@@ -27,7 +27,12 @@ from transfer_automl.children.image_modules import ImageInputModule, get_image_m
 from transfer_automl.children.loop import proximal_adagrad_for
 from transfer_automl.children.model import deep_tower
 from transfer_automl.children.spec import ChildSpec
-from transfer_automl.children.trainer import ChildResult, ChildTrainerConfig, GuardedChildTrainer
+from transfer_automl.children.trainer import (
+    ChildResult,
+    ChildTrainerConfig,
+    Fidelity,
+    GuardedChildTrainer,
+)
 from transfer_automl.errors import ConfigError
 from transfer_automl.tasks.features import FeatureCache
 from transfer_automl.tasks.images import ImageTask
@@ -108,7 +113,8 @@ class ImageChildTrainer(GuardedChildTrainer):
         subject = _CacheSubject(f"{source}-images", self._pixel_hashes[task.content_hash], task.pixels)
         return self.cache.get(subject, module.name, compute)
 
-    def _train(self, spec: ChildSpec, task: ImageTask, seed: int, started: float, keep_model: bool) -> ChildResult:
+    def _train(self, spec: ChildSpec, task: ImageTask, seed: int, started: float, keep_model: bool,
+               fidelity: Fidelity | None = None) -> ChildResult:
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         phases = {}
@@ -142,4 +148,4 @@ class ImageChildTrainer(GuardedChildTrainer):
             steps = math.ceil(steps * self.config.network_fine_tune_scale)
         eval_batch = self.config.encoder_eval_batch_size * 4 if encoder is not None else self.config.eval_batch_size
         return self._fit_and_score(model, optimizer, make_batch, labels, task.splits, steps, rng, deadline,
-                                   eval_batch, started, phases, keep_model)
+                                   eval_batch, started, phases, keep_model, fidelity)

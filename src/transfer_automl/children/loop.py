@@ -35,11 +35,23 @@ def proximal_adagrad_for(model: nn.Module, spec: ChildSpec) -> ProximalAdagrad:
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, make_batch: BatchFn, labels: Tensor,
         train_rows: np.ndarray, steps: int, batch_size: int, rng: np.random.Generator,
-        deadline: float = math.inf, timeout_s: float | None = None) -> tuple[str, int, str]:
-    """Train in place; returns (status, steps done, reason)."""
+        deadline: float = math.inf, timeout_s: float | None = None,
+        position: dict | None = None) -> tuple[str, int, str]:
+    """Train in place; returns (status, steps done, reason).
+
+    `position` makes training resumable: when it holds "order" and "cursor" (the epoch's
+    permutation and the next row in it, as a previous call left them), training continues there
+    instead of drawing a new permutation; on return it holds where this call stopped. With the
+    same `rng`, torch generator, model and optimizer state, n steps then m more steps are the
+    n + m steps of one call (children/trainer.py: a promoted child continues its parent)."""
     loss_fn = nn.CrossEntropyLoss()
     batch_size = min(batch_size, len(train_rows))
-    order, cursor = rng.permutation(train_rows), 0
+    if position is not None and "order" in position:
+        order, cursor = np.asarray(position["order"]), int(position["cursor"])
+    else:
+        order, cursor = rng.permutation(train_rows), 0
+    if position is not None:
+        position["order"], position["cursor"] = order, cursor
     model.train()
     for step in range(steps):
         if time.perf_counter() > deadline:
@@ -48,6 +60,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, make_batch: BatchFn,
             order, cursor = rng.permutation(train_rows), 0
         rows = order[cursor : cursor + batch_size]
         cursor += batch_size
+        if position is not None:
+            position["order"], position["cursor"] = order, cursor
         loss = loss_fn(model(make_batch(rows)), labels[torch.from_numpy(rows).to(labels.device)])
         if not math.isfinite(loss.item()):
             return STATUS_DIVERGED, step, f"training loss became non-finite at step {step}"

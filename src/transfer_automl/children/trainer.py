@@ -14,7 +14,7 @@ import abc
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -80,6 +80,14 @@ class ChildInputs:
     wide: TokenBags | None = None
 
 
+class Fidelity(NamedTuple):
+    """How much of a child to train (`GuardedChildTrainer.train`'s budget, resume, keep_state)."""
+
+    budget: float | None = None
+    resume: dict[str, Any] | None = None
+    keep_state: bool = False
+
+
 class GuardedChildTrainer(abc.ABC):
     """A `ChildTrainer` (children/base.py) for children that train a network: what text and image
     children share around their training.
@@ -90,42 +98,124 @@ class GuardedChildTrainer(abc.ABC):
 
     config: ChildTrainerConfig
 
-    def train(self, config: dict[str, Any], task: Any, seed: int = 0, keep_model: bool = False) -> ChildResult:
+    def train(self, config: dict[str, Any], task: Any, seed: int = 0, keep_model: bool = False,
+              budget: float | None = None, resume: dict[str, Any] | None = None,
+              keep_state: bool = False) -> ChildResult:
+        """Multi-fidelity (search/fidelity.py): `budget` in (0, 1] trains ceil(budget x the
+        configuration's steps) steps (None: all of them); `resume`, a `ChildResult.state` of the
+        same configuration, task and seed, continues that child to the budget instead of starting
+        again; `keep_state` returns the child's state (weights, optimizer, batch order, random
+        generators) in `ChildResult.state`. On CPU, training to b1 then resuming to b2 gives
+        exactly the child trained to b2 in one go (tests/unit/test_fidelity.py)."""
         started = time.perf_counter()
+        if budget is not None and not (isinstance(budget, int | float) and 0 < budget <= 1):
+            raise ConfigError(f"budget must be a fraction in (0, 1] of the child's training budget, got {budget!r}")
         spec = child_spec(config, self.config.budget_scale, self.config.batch_size)
         problem = self.invalid_reason(spec)
         if problem:
             return ChildResult(STATUS_INVALID, 0.0, 0.0, 0, time.perf_counter() - started, problem)
         try:
-            return self._train(spec, task, seed, started, keep_model)
+            return self._train(spec, task, seed, started, keep_model, Fidelity(budget, resume, keep_state))
         except TamlError:
             raise
         except Exception as exc:  # noqa: BLE001 - any other error fails this child, not the search
             return ChildResult(STATUS_FAILED, 0.0, 0.0, 0, time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
+
+    def work(self, config: dict[str, Any], budget: float | None = None,
+             from_budget: float | None = None) -> tuple[str, float]:
+        """(group, work) for study/cost.py: the steps from `from_budget` to `budget` times the deep
+        tower's width factor 1 + layers x units / 256; the group (input module, fine-tuned or
+        frozen, towers) carries what a step of it costs, fitted from measured children."""
+        spec = child_spec(config, self.config.budget_scale, self.config.batch_size)
+        ran = budget_steps(spec.train_steps, budget) - (budget_steps(spec.train_steps, from_budget)
+                                                        if from_budget is not None else 0)
+        width = 1 + (spec.hidden_layers * spec.hidden_size / 256 if spec.use_deep else 0)
+        towers = "+".join(t for t, on in (("deep", spec.use_deep), ("wide", spec.use_wide)) if on)
+        module = f"{spec.input_module}/{'fine-tuned' if spec.fine_tune else 'frozen'}" if spec.use_deep else "-"
+        return f"{module}/{towers}", max(ran, 1) * width
 
     @abc.abstractmethod
     def invalid_reason(self, spec: ChildSpec) -> str:
         """Why this configuration cannot be built ("" if it can)."""
 
     @abc.abstractmethod
-    def _train(self, spec: ChildSpec, task: Any, seed: int, started: float, keep_model: bool) -> ChildResult: ...
+    def _train(self, spec: ChildSpec, task: Any, seed: int, started: float, keep_model: bool,
+               fidelity: Fidelity | None = None) -> ChildResult: ...
 
     def _fit_and_score(self, model: nn.Module, optimizer: Any, make_batch: Any, labels: np.ndarray,
                        splits: dict[str, np.ndarray], steps: int, rng: Any, deadline: float, eval_batch: int,
-                       started: float, phases: dict[str, float], keep_model: bool) -> ChildResult:
-        """Train for `steps` (or until the deadline, or divergence), then score validation and test."""
+                       started: float, phases: dict[str, float], keep_model: bool,
+                       fidelity: Fidelity | None = None) -> ChildResult:
+        """Train for `steps` (the budget's share of them, continuing a resumed child; or until the
+        deadline, or divergence), then score validation and test."""
+        budget, resume, keep_state = fidelity or Fidelity()
+        target = budget_steps(steps, budget)
+        position: dict[str, Any] = {}
+        done = 0
+        if resume is not None:
+            done = restore_child_state(resume, model, optimizer, rng, position, target)
         clock = time.perf_counter()
-        status, steps, reason = fit(model, optimizer, make_batch, labels, splits["train"], steps,
-                                    self.config.batch_size, rng, deadline, self.config.timeout_s)
+        status, ran, reason = fit(model, optimizer, make_batch, labels, splits["train"], target - done,
+                                  self.config.batch_size, rng, deadline, self.config.timeout_s, position)
+        steps = done + ran
         phases["train"] = time.perf_counter() - clock
         if status != STATUS_OK:
             return ChildResult(status, 0.0, 0.0, steps, time.perf_counter() - started, reason, phases=phases)
+        state = child_state(model, optimizer, rng, position, steps) if keep_state else None
         clock = time.perf_counter()
         val = accuracy(model, make_batch, splits["validation"], labels, eval_batch)
         test = accuracy(model, make_batch, splits["test"], labels, eval_batch)
         phases["evaluate"] = time.perf_counter() - clock
         return ChildResult(STATUS_OK, val, test, steps, time.perf_counter() - started,
-                           model=model if keep_model else None, phases=phases)
+                           model=model if keep_model else None, phases=phases, state=state)
+
+
+CHILD_STATE_FORMAT = "taml-child-state/1"
+
+
+def budget_steps(steps: int, budget: float | None) -> int:
+    """The steps a budget fraction buys: ceil(budget x steps), at least 1 (all of them for None)."""
+    if budget is None:
+        return steps
+    return min(steps, max(1, math.ceil(steps * budget - 1e-9)))
+
+
+def child_state(model: nn.Module, optimizer: Any, rng: np.random.Generator, position: dict[str, Any],
+                steps: int) -> dict[str, Any]:
+    """What a promoted child needs to continue: plain tensors and strings (torch.load(weights_only=True))."""
+    import json
+
+    def cpu(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.detach().cpu().clone()
+        if isinstance(value, dict):
+            return {k: cpu(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [cpu(v) for v in value]
+        return value
+
+    return {"format": CHILD_STATE_FORMAT, "steps": int(steps), "model": cpu(model.state_dict()),
+            "optimizer": cpu(optimizer.state_dict()), "torch_rng": torch.get_rng_state(),
+            "numpy_rng": json.dumps(rng.bit_generator.state), "order": torch.from_numpy(np.asarray(position["order"])),
+            "cursor": int(position["cursor"])}
+
+
+def restore_child_state(state: dict[str, Any], model: nn.Module, optimizer: Any, rng: np.random.Generator,
+                        position: dict[str, Any], target: int) -> int:
+    """Load a `child_state` into a freshly built child; returns the steps it has done."""
+    import json
+
+    if not isinstance(state, dict) or state.get("format") != CHILD_STATE_FORMAT:
+        raise ConfigError(f"resume: not a child state of format {CHILD_STATE_FORMAT!r}")
+    done = int(state["steps"])
+    if done > target:
+        raise ConfigError(f"resume: the child has trained {done} steps, more than the {target} its budget buys")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    rng.bit_generator.state = json.loads(state["numpy_rng"])
+    position["order"], position["cursor"] = state["order"].numpy(), int(state["cursor"])
+    return done
 
 
 class TextChildTrainer(GuardedChildTrainer):
@@ -190,7 +280,8 @@ class TextChildTrainer(GuardedChildTrainer):
 
     # -- training -----------------------------------------------------------------------------
 
-    def _train(self, spec: ChildSpec, task: TextTask, seed: int, started: float, keep_model: bool = False) -> ChildResult:
+    def _train(self, spec: ChildSpec, task: TextTask, seed: int, started: float, keep_model: bool = False,
+               fidelity: Fidelity | None = None) -> ChildResult:
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         phases = {}
@@ -228,4 +319,4 @@ class TextChildTrainer(GuardedChildTrainer):
             steps = math.ceil(steps * self.config.network_fine_tune_scale)
         eval_batch = self.config.encoder_eval_batch_size if encoder is not None else self.config.eval_batch_size
         return self._fit_and_score(model, optimizer, make_batch, labels, task.splits, steps, rng, deadline,
-                                   eval_batch, started, phases, keep_model)
+                                   eval_batch, started, phases, keep_model, fidelity)

@@ -40,6 +40,11 @@ class Trial:
     controller_step: int  # the search's step when the trial was asked
     actions: list[int]  # one choice index per decision
     config: dict[str, Any]  # {decision: value}
+    # Multi-fidelity search (search/fidelity.py): a promotion continues its parent's child for a
+    # larger budget. A search's own trials are rung 0 with no parent; only those are told to it.
+    rung: int = 0
+    budget: float | None = None  # fraction of the child's training budget; None: all of it
+    parent_trial_id: str | None = None
 
 
 class Search(ABC):

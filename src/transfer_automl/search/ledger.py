@@ -41,6 +41,14 @@ SCHEMA = pa.schema([
     ("ended_at", pa.timestamp("us", tz="UTC")),
     ("duration_s", pa.float64()),
 ])
+# Multi-fidelity search (search/fidelity.py) and the cost model (study/cost.py) added four columns.
+# A round file written before them (`LEGACY_SCHEMA`) still loads: its trials were trained at the
+# full budget, rung 0, no parent, and no estimate was made.
+LEGACY_SCHEMA = SCHEMA
+SCHEMA = LEGACY_SCHEMA.append(pa.field("rung", pa.int64())) \
+    .append(pa.field("budget", pa.float64())).append(pa.field("parent_trial_id", pa.string())) \
+    .append(pa.field("expected_cost_s", pa.float64()))
+_SCHEMAS = (SCHEMA, LEGACY_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,10 @@ class LedgerRow:
     started_at: datetime
     ended_at: datetime
     duration_s: float
+    rung: int = 0  # the successive-halving rung (0 without --fidelity)
+    budget: float | None = None  # the fraction of the child's training budget it trained for; None: all of it
+    parent_trial_id: str | None = None  # the trial (rung - 1) whose weights this one continued
+    expected_cost_s: float | None = None  # study/cost.py's estimate before it ran (None: nothing measured yet)
 
     @property
     def index(self) -> int:
@@ -70,17 +82,24 @@ class LedgerRow:
         return asdict(self)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON values: timestamps as ISO strings (a pipeline step's output, a result file)."""
-        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
+        """JSON values: timestamps as ISO strings (a pipeline step's output, a result file). The
+        multi-fidelity fields are left out where unset (a pipeline's outputs take no nulls)."""
+        out = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
+        if self.budget is None:
+            del out["rung"]
+        return {k: v for k, v in out.items() if k not in _FIDELITY_FIELDS or v is not None}
 
     @classmethod
     def from_dict(cls, row: dict[str, Any], where: str = "row") -> LedgerRow:
-        """From a ledger row or its JSON; refuses a row that lacks a field (naming it and `where`)."""
+        """From a ledger row or its JSON; refuses a row that lacks a field (naming it and `where`).
+        A row of a ledger written before multi-fidelity search (no rung, budget, parent, expected
+        cost) is a full-budget trial at rung 0."""
         names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in row]
+        missing = [n for n in names if n not in row and n not in _FIDELITY_FIELDS]
         if missing:
             raise LedgerError(f"{where}: a trial row lacks {missing}")
-        values = {n: row[n] for n in names}
+        values = {n: row[n] for n in names if n in row}
+        values["rung"] = int(values.get("rung") or 0)
         for key in ("started_at", "ended_at"):
             if isinstance(values[key], str):
                 values[key] = datetime.fromisoformat(values[key])
@@ -224,7 +243,7 @@ class Ledger:
             schema = pq.read_schema(path, filesystem=fs)
         except (pa.ArrowException, OSError):
             return "not readable Parquet"
-        if not schema.equals(SCHEMA, check_metadata=False):
+        if not _known_schema(schema):
             return "a foreign schema"
         return ""
 
@@ -249,12 +268,19 @@ class Ledger:
                 schema = pq.read_schema(path, filesystem=fs)
             except (pa.ArrowException, OSError) as exc:
                 raise LedgerError(f"ledger file {self._location(key)} is not readable Parquet: {exc}") from None
-            if not schema.equals(SCHEMA, check_metadata=False):
+            if not _known_schema(schema):  # a legacy file's missing columns read as nulls
                 missing = sorted(set(SCHEMA.names) - set(schema.names))
                 raise LedgerError(f"ledger file {self._location(key)} has a foreign schema "
                                   f"(missing {missing or 'none'}, columns {schema.names})")
         table = ds.dataset(paths, filesystem=fs, format="parquet", schema=SCHEMA).to_table()
         return table.sort_by([("controller_step", "ascending"), ("trial_id", "ascending")])
+
+
+_FIDELITY_FIELDS = ("rung", "budget", "parent_trial_id", "expected_cost_s")
+
+
+def _known_schema(schema: pa.Schema) -> bool:
+    return any(schema.equals(s, check_metadata=False) for s in _SCHEMAS)
 
 
 def _is_trial_id(trial_id: Any, search_id: str, step: int) -> bool:

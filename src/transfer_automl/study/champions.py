@@ -44,7 +44,9 @@ def register_champions(search_dir: str | Path, tracking_uri: str | None = None, 
     reason = _no_model_reason(body, saved)
     if reason:
         return ChampionReport(search_id, "", skipped=reason)
-    best = _best_rows(out.ledger.read().to_pylist())
+    rows = out.ledger.read().to_pylist()
+    best = _best_rows(rows)
+    parents = {r["trial_id"]: r.get("parent_trial_id") for r in rows}
     if not best:
         return ChampionReport(search_id, "", skipped=f"search {search_id} has no trial with status ok: no model to log")
     if out.store.exists(SETTINGS_NAME):
@@ -71,7 +73,7 @@ def register_champions(search_dir: str | Path, tracking_uri: str | None = None, 
                                       float(row["test_accuracy"]), json.loads(row["config"]))
         announce("refit", f"retraining {task_name}'s best child (trial {row['trial_id']}, val "
                           f"{float(row['val_accuracy']):.4f}) to log it as a model")
-        model = _retrain(trainer, loaded[task_name], row, int(saved.get("seed", 0)), out)
+        model = _retrain(trainer, loaded[task_name], row, int(saved.get("seed", 0)), out, parents)
         announce("registration", f"logging and registering {task_name}'s model in {registry.uri}")
         run_id = _trial_run_id(registry, out, candidate)
         with tempfile.TemporaryDirectory(prefix="taml-champion-") as bundle:
@@ -142,20 +144,29 @@ def _no_model_reason(body: dict[str, Any], saved: dict[str, Any]) -> str:
 
 
 def _best_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each task's best configuration by validation accuracy at the highest rung it reached."""
+    from transfer_automl.search.fidelity import highest_rungs
+
     best: dict[str, dict[str, Any]] = {}
-    for row in rows:
+    for row in highest_rungs(rows):
         if row["status"] == STATUS_OK and (row["task"] not in best or row["val_accuracy"] > best[row["task"]]["val_accuracy"]):
             best[row["task"]] = row
     return best
 
 
-def _retrain(trainer: Any, task: Any, row: dict[str, Any], search_seed: int, out: Any) -> Any:
-    """The trial's model, trained again with its seed; refused unless it reproduces the ledger row."""
+def _retrain(trainer: Any, task: Any, row: dict[str, Any], search_seed: int, out: Any,
+             parents: dict[str, Any] | None = None) -> Any:
+    """The trial's model, trained again with its seed; refused unless it reproduces the ledger row.
+    A promoted trial (multi-fidelity) is its rung-0 trial's child trained in one go to its budget:
+    what continuing it rung by rung gives (children/trainer.py)."""
+    from transfer_automl.search.fidelity import lineage_root
     from transfer_automl.study.study import trial_seed
 
-    index = int(row["trial_id"].rsplit("/", 1)[-1])  # trial ids are "<search_id>/<step>/<k>"
+    root = lineage_root(row["trial_id"], parents or {})
+    step, index = (int(part) for part in root.rsplit("/", 2)[-2:])  # trial ids are "<search_id>/<step>/<k>"
+    extra = {"budget": row["budget"]} if row.get("budget") is not None else {}
     result = trainer.train(json.loads(row["config"]), task, keep_model=True,
-                           seed=trial_seed(search_seed, int(row["controller_step"]), index))
+                           seed=trial_seed(search_seed, step, index), **extra)
     if result.status != STATUS_OK:
         raise TamlError(f"retraining trial {row['trial_id']} of {out} failed ({result.status}: {result.error})")
     if (result.val_accuracy, result.test_accuracy) != (row["val_accuracy"], row["test_accuracy"]):

@@ -59,6 +59,12 @@ def result_key(step: int, index: int) -> str:
     return f"{round_prefix(step)}/results/{int(index):03d}.json"
 
 
+def child_state_key(trial_id: str) -> str:
+    """Where a multi-fidelity child waits to be continued: rounds/<step>/children/<k>.pt."""
+    step, index = trial_id.rsplit("/", 2)[-2:]
+    return f"{round_prefix(int(step))}/children/{int(index):03d}.pt"
+
+
 class SearchDir:
     """The files of one search, under `location` (a path, `file://` or `s3://` uri)."""
 

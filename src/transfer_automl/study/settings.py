@@ -29,6 +29,7 @@ INIT_FROM = ("scratch", "resume", "transfer")
 NORMALIZATIONS = ("std", "baseline")
 BENCHMARKS = ("transnasbench101-micro", "nasbench201", "taml-text-real")
 EMBEDDINGS = ("random", "closest", "mean")
+FIDELITIES = ("none", "asha", "sha")  # search/fidelity.py
 MAX_SEED = 2**63 - 1
 
 # What a new search runs unless told otherwise: the best setting measured on real text children
@@ -56,17 +57,19 @@ def _methods() -> list[str]:
 def setting(default: Any = MISSING, *, help: str, low: float | None = None, high: float | None = None,
             low_open: bool = False, high_open: bool = False, choices: tuple | Callable[[], list] | None = None,
             flag: str | None = None, cli: bool = True, resume: str = "fixed", factory: Any = MISSING,
-            pattern: str | None = None, listed: Callable[[], list[str]] | None = None) -> Any:
+            pattern: str | None = None, listed: Callable[[], list[str]] | None = None,
+            duration: bool = False) -> Any:
     """A dataclass field with the metadata the flags, the validation and the resume rule read.
 
     resume: "fixed" (a resumed search must keep the value) or "free" (it may change).
     pattern: a regular expression a text value must match whole.
     listed: the registered names the flag's help lists (read when the help is built, so a name
     registered later is listed too), for a setting that also takes other values (a file).
+    duration: a number of seconds that may also be written 90s, 30m, 1.5h, 2d.
     """
     meta = {"help": help, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
             "choices": choices, "flag": flag, "cli": cli, "resume": resume, "pattern": pattern,
-            "listed": listed}
+            "listed": listed, "duration": duration}
     if factory is not MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -138,6 +141,23 @@ class SearchSettings:
     pack: int | None = setting(None, low=1, high=4096, resume="free",
                                help="text children trained at once on one device, stacked (children/packing.py); "
                                     "the same trials and seeds as one at a time (default: 64 on CUDA, 1 on CPU)")
+    fidelity: str = setting("none", choices=FIDELITIES,
+                            help="multi-fidelity search over the children's training budget: asha (asynchronous "
+                                 "successive halving), sha (synchronous, one bracket per round; taml search only), "
+                                 "none; promoted children continue from their weights")
+    min_budget: float = setting(1 / 9, low=0, high=1, low_open=True,
+                                help="with --fidelity: the lowest rung's budget, a fraction of each child's training "
+                                     "steps (default 1/9)")
+    max_budget: float = setting(1.0, low=0, high=1, low_open=True,
+                                help="with --fidelity: the top rung's budget, a fraction of each child's training steps")
+    eta: float = setting(3.0, low=1, high=100, low_open=True,
+                         help="with --fidelity: reduction factor; rungs are max_budget * eta^-k and 1/eta of a "
+                              "rung's children go on to the next")
+    time_budget: float | None = setting(None, low=0, high=365 * 24 * 3600, low_open=True, resume="free",
+                                        duration=True,
+                                        help="wall time for this run of the search (90s, 30m, 2h or seconds): no new "
+                                             "round starts unless its estimated cost fits what is left; then the "
+                                             "search finishes as usual")
     top_n: int = setting(10, low=1, high=10_000, resume="free", help="accuracy-topN reported per task")
     progress: bool = setting(True, cli=False, resume="free", help="a progress bar on stderr")
 
@@ -182,7 +202,23 @@ class SearchSettings:
             raise ConfigError(f"{where}.embedding {self.embedding!r} needs transfer_sources (the new tasks' "
                               "closest source tasks); use embedding random")
         _check_method_options(self.method, self.method_options, where)
+        if self.fidelity != "none":
+            if self.tabular:
+                raise ConfigError(f"{where}.fidelity {self.fidelity!r}: a table holds one result per configuration, "
+                                  "not results at smaller training budgets; use --fidelity none with "
+                                  "--benchmark/--table")
+            if self.min_budget > self.max_budget:
+                raise ConfigError(f"{where}.min_budget {self.min_budget:g} is above max_budget {self.max_budget:g}")
         return self
+
+    @property
+    def rungs(self):
+        """The successive-halving rungs (search/fidelity.py), None without --fidelity."""
+        if self.fidelity == "none":
+            return None
+        from transfer_automl.search.fidelity import Rungs
+
+        return Rungs(self.min_budget, self.max_budget, self.eta)
 
     def validate(self) -> None:
         self.validated()
@@ -229,6 +265,13 @@ def check_pipeline_settings(values: Mapping[str, Any], where: str = "settings") 
         _check_field(SearchSettings.__dataclass_fields__[name], value, where)
     if "method_options" in coerced:
         _check_method_options(coerced.get("method", "reinforce"), coerced["method_options"], where)
+    if coerced.get("fidelity") == "sha":
+        raise ConfigError(f"{where}.fidelity 'sha': synchronous successive halving promotes within a round, after "
+                          "all its children ran, which a pipeline's compiled round does not do; use 'asha' (its "
+                          "promotions are asked with each round)")
+    if coerced.get("time_budget") is not None:
+        raise ConfigError(f"{where}.time_budget: a pipeline runs its compiled rounds; bound it with the pipeline "
+                          "run's own timeout, or use `taml search --time-budget`")
     return coerced
 
 
@@ -389,6 +432,8 @@ def _coerce_one(name: str, kind: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{label}: expected an integer, got {value!r}")
         return value
     if kind == "float":
+        if isinstance(value, str) and SearchSettings.__dataclass_fields__[name].metadata.get("duration"):
+            value = _seconds(value, label)
         if isinstance(value, str):
             try:
                 value = float(value.strip())
@@ -400,6 +445,17 @@ def _coerce_one(name: str, kind: str, value: Any, where: str) -> Any:
     if not isinstance(value, str):
         raise ConfigError(f"{label}: expected a string, got {value!r}")
     return value
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(text: str, label: str) -> float:
+    """'90s', '30m', '1.5h', '2d' or a plain number of seconds."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise ConfigError(f"{label}: expected a duration such as 90s, 30m, 2h or seconds, got {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
 def _check_field(f, value: Any, where: str) -> None:

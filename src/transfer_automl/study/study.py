@@ -44,6 +44,7 @@ from transfer_automl.search import (
     Trial,
     make_search,
 )
+from transfer_automl.search.fidelity import asha_promotions, highest_rungs, sha_promotions
 from transfer_automl.space import space_from_dict
 from transfer_automl.study.backends import Backend, make_backend
 from transfer_automl.study.lease import Lease
@@ -52,6 +53,7 @@ from transfer_automl.study.search_dir import (
     SETTINGS_NAME,
     SPACE_NAME,
     SearchDir,
+    child_state_key,
     result_key,
     trials_key,
 )
@@ -78,6 +80,7 @@ class SearchResult:
     wall_s: float
     champions: Any = None  # study.champions.ChampionReport: each task's best child in the MLflow registry
     browse_url: str = ""  # the search's runs in the MLflow UI ("" without an MLflow tracker)
+    stopped: str = ""  # why the run ended before its last round ("" when it ran them all), e.g. the time budget
 
 
 @dataclass
@@ -109,6 +112,9 @@ class Study:
         self.lease: Lease | None = None  # the directory's lease, held by a runner (study.lease)
         self.trials_run = 0
         self.started = time.perf_counter()
+        self._child_states: dict[str, dict[str, Any]] = {}  # an in-memory study's continued children
+        self._cost = None  # study.cost.CostModel over the committed rounds (refitted after each tell)
+        self.slow_children: list[str] = []  # trials that took more than cost.SLOW_FACTOR x their estimate
 
     # -- opening -------------------------------------------------------------------------------------
 
@@ -252,12 +258,15 @@ class Study:
             rows = self.rows()  # refuses a file of another schema
             if self.directory is not None:  # and foreign or doubled rows, before they are counted
                 self.directory.ledger.check(self.search.search_id)
-            self._history = TaskHistory(r.to_dict() for r in rows)
+            self._history = TaskHistory(r.to_dict() for r in highest_rungs(rows))
             self._counted = {r.trial_id for r in rows}
         return self._history
 
     def _count(self, rows: list[LedgerRow]) -> None:
         """Add a told round to the history unless the ledger it was built from already had it."""
+        if self.settings.fidelity != "none":  # a promotion replaces its parent: rebuild
+            self._history = None
+            return
         history = self.history  # first: built from the ledger, it may hold the round already
         new = [r for r in rows if r.trial_id not in self._counted]
         history.add(r.to_dict() for r in new)
@@ -284,9 +293,10 @@ class Study:
         return max(0, min(batch, self.settings.trials - before))
 
     def _told_trials(self) -> int:
-        """Trials of the rounds told so far (the ledger's rows of steps before the search's)."""
+        """Trials of the rounds told so far (the ledger's rows of steps before the search's; a
+        promotion continues one of them and is not counted)."""
         if self._told is None:
-            self._told = sum(1 for r in self.rows() if r.controller_step < self.search.step)
+            self._told = sum(1 for r in self.rows() if r.controller_step < self.search.step and r.parent_trial_id is None)
         return self._told
 
     def params(self) -> dict[str, Any]:
@@ -306,8 +316,8 @@ class Study:
         return [LedgerRow.from_dict(r) for r in self.directory.ledger.read().to_pylist()]
 
     def summaries(self) -> list[TaskSummary]:
-        return summarize([r.to_dict() for r in self.rows()], self.backend.task_names, self.backend.references,
-                         self.settings.top_n)
+        return summarize([r.to_dict() for r in highest_rungs(self.rows())], self.backend.task_names,
+                         self.backend.references, self.settings.top_n)
 
     # -- ask, run, tell ----------------------------------------------------------------------------
 
@@ -331,17 +341,82 @@ class Study:
             raise ConfigError(f"round {step}: the search has {self.settings.trials} trials, all asked; "
                               "resume with more --trials")
         trials = self.search.ask(n)
+        rungs = self.settings.rungs
+        if rungs is not None:  # the search's own trials start at the lowest rung
+            trials = [replace(t, budget=rungs.budgets[0]) for t in trials]
         recorded = self._recorded_trials(step)
-        if recorded is not None and [trial_record(t, self.search.search_id) for t in recorded] != \
-                [trial_record(t, self.search.search_id) for t in trials]:
+        # A recorded round may hold promotions after the search's own trials (multi-fidelity), or
+        # fewer of them (a round `end_round_early` cut short).
+        own = [t for t in recorded or [] if t.parent_trial_id is None]
+        if recorded is not None and [trial_record(t, self.search.search_id) for t in own] != \
+                [trial_record(t, self.search.search_id) for t in trials[:len(own)]]:
             raise ConfigError(f"{self.directory.where(trials_key(step))} holds other trials than the checkpoint asks "
                               "for; was the checkpoint replaced?")
-        if recorded is None and self.directory is not None:
-            self.directory.write_json(trials_key(step), [trial_record(t, self.search.search_id) for t in trials],
-                                      indent=1)
-            self._fresh.add(step)  # asked for the first time: no child of it has run anywhere yet
+        if recorded is not None:
+            trials = recorded
+        else:
+            if self.settings.fidelity == "asha":  # what the results so far promote, beside the new trials
+                trials = trials + self._promotions(step, trials, [])
+            if self.directory is not None:
+                self.directory.write_json(trials_key(step), [trial_record(t, self.search.search_id) for t in trials],
+                                          indent=1)
+                self._fresh.add(step)  # asked for the first time: no child of it has run anywhere yet
         self._asked[step] = trials
         return trials
+
+    def more_trials(self, step: int, rows: Sequence[LedgerRow], within_s: float | None = None) -> list[Trial]:
+        """Multi-fidelity: the promotions that round `step`'s results so far (`rows`) allow, added
+        to the round (its trials.json too); run them, pass their rows again, until none are left.
+        `sha` must do so before `tell_round`; `asha` may stop at any point: with `within_s`, it adds
+        nothing when their estimated cost exceeds it (a time budget). Without --fidelity: none."""
+        if self.settings.fidelity == "none":
+            return []
+        asked = self.ask_round(step)
+        new = self._promotions(step, asked, list(rows))
+        if new and within_s is not None and self.settings.fidelity == "asha":
+            estimate = self.estimate_round(new)
+            if estimate is not None and estimate > within_s:
+                return []
+        if new:
+            self._asked[step] = asked + new
+            if self.directory is not None:
+                self.directory.write_json(trials_key(step), [trial_record(t, self.search.search_id)
+                                                             for t in self._asked[step]], indent=1)
+        return new
+
+    def end_round_early(self, step: int, rows: Sequence[LedgerRow]) -> None:
+        """Cut round `step` down to the trials that ran (`rows`, a prefix of its trials): a runner out
+        of time. The others leave the round's record, never started, so `tell_round` commits every
+        trial that ran and the search learns from those. A cut round is not refilled on resume."""
+        asked = self.ask_round(step)
+        ran = [r.trial_id for r in rows]
+        if ran != [t.trial_id for t in asked[:len(ran)]]:
+            raise ConfigError(f"round {step}: the trials run {ran[:3]}... are not the first {len(ran)} of the round")
+        if not ran:
+            raise ConfigError(f"round {step}: no trial ran; leave the round unstarted instead of cutting it")
+        self._asked[step] = asked[:len(ran)]
+        if self.directory is not None:
+            self.directory.write_json(trials_key(step), [trial_record(t, self.search.search_id)
+                                                         for t in self._asked[step]], indent=1)
+
+    def _promotions(self, step: int, asked: list[Trial], rows: list[LedgerRow]) -> list[Trial]:
+        """Trials continuing the children that search/fidelity.py promotes, numbered after `asked`."""
+        rungs = self.settings.rungs
+        already = {t.parent_trial_id for t in asked if t.parent_trial_id}
+        if self.settings.fidelity == "asha":
+            promoted = asha_promotions(self.rows() + rows, rungs, self.settings.eta, already)
+        else:
+            promoted = [r for r in sha_promotions(rows, rungs, self.settings.eta) if r.trial_id not in already]
+        out = []
+        for parent in promoted:
+            k = len(asked) + len(out)
+            config = json.loads(parent.config)
+            task_index = self.search.tasks.index(parent.task)
+            out.append(Trial(trial_id=f"{self.search.search_id}/{step:06d}/{k:03d}", index=k, task=parent.task,
+                             task_index=task_index, controller_step=step, actions=self.search.space.encode(config),
+                             config=config, rung=parent.rung + 1, budget=rungs.budgets[parent.rung + 1],
+                             parent_trial_id=parent.trial_id))
+        return out
 
     def run_trial(self, trial: Trial) -> LedgerRow:
         """Train (or look up) the trial's child; a trial already run (its result file, or its
@@ -368,16 +443,27 @@ class Study:
 
     def _train(self, trials: list[Trial], pack: int) -> list[Any]:
         backend = self.backend
-        items = [(t.config, backend.task_objects[t.task], trial_seed(self.settings.seed, t.controller_step, t.index))
-                 for t in trials]
-        if pack > 1 and len(items) > 1 and can_pack(backend.trainer):
+        if pack > 1 and len(trials) > 1 and can_pack(backend.trainer) and all(t.budget is None for t in trials):
             from transfer_automl.children.packing import PackedTextTrainer
 
+            items = [(t.config, backend.task_objects[t.task], trial_seed(self.settings.seed, t.controller_step,
+                                                                          t.index)) for t in trials]
             return PackedTextTrainer(backend.trainer, max_pack=pack).train_many(items)
-        return [backend.trainer.train(config, task, seed=seed) for config, task, seed in items]
+        return [self._train_one(t) for t in trials]
+
+    def _train_one(self, trial: Trial) -> Any:
+        backend = self.backend
+        seed = trial_seed(self.settings.seed, trial.controller_step, trial.index)
+        if trial.budget is None:
+            return backend.trainer.train(trial.config, backend.task_objects[trial.task], seed=seed)
+        # Multi-fidelity: a promotion continues its parent's child; below the top rung, keep its state.
+        resume = self._child_state(trial.parent_trial_id) if trial.parent_trial_id else None
+        return backend.trainer.train(trial.config, backend.task_objects[trial.task], seed=seed, budget=trial.budget,
+                                     resume=resume, keep_state=trial.rung < self.settings.rungs.top)
 
     def _record(self, trial: Trial, result: Any, started_at: datetime) -> LedgerRow:
         """The trial's ledger row, written to its result file (the first write wins)."""
+        expected = self.estimate_cost(trial)  # the cost model changes only when a round is told
         ok = result.status == STATUS_OK
         row = LedgerRow(
             trial_id=trial.trial_id, search_id=self.search.search_id, task=trial.task,
@@ -385,7 +471,11 @@ class Study:
             reward=reward_from_accuracy(result.val_accuracy, self.settings.reward_power) if ok else 0.0,
             val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy, status=result.status,
             error=result.error, started_at=started_at, ended_at=datetime.now(UTC), duration_s=result.duration_s,
+            rung=trial.rung, budget=trial.budget, parent_trial_id=trial.parent_trial_id, expected_cost_s=expected,
         )
+        if ok and result.state is not None:
+            self._save_child_state(trial.trial_id, result.state)
+        self._check_cost(trial, row)
         self.trials_run += 1
         if self.directory is not None:
             key = result_key(trial.controller_step, trial.index)
@@ -409,19 +499,29 @@ class Study:
         if step < self.search.step:  # a retried step: the commit a crash may have lost, and nothing else
             self._commit(step, rows)
             return RoundReport(step, rows, {}, told=False)
+        cut = sum(1 for t in trials if t.parent_trial_id is None) < self.round_size(step)  # end_round_early
+        if self.settings.fidelity == "sha" and not cut:
+            pending = self._promotions(step, trials, rows)
+            if pending:
+                raise ConfigError(f"round {step}: synchronous successive halving (fidelity sha) still has "
+                                  f"{len(pending)} promotion(s) to run; run Study.more_trials until it returns none")
         self._commit(step, rows)
         tracker = self.tracker  # the trials before the checkpoint: a crash in between replays them
         ledger_file = Ledger.round_name(step)
         for row, trial in zip(rows, trials, strict=True):
             tracker.log_trial({**row.to_dict(), "ledger_file": ledger_file}, trial.config)
-        metrics = self.search.tell(trials, [r.reward for r in rows])
+        # The search learns from its own trials' rung-0 results (search/fidelity.py says why).
+        told = [(t, r) for t, r in zip(trials, rows, strict=True) if t.parent_trial_id is None]
+        metrics = self.search.tell([t for t, _ in told], [r.reward for _, r in told])
         self._save_checkpoint()
         self._count(rows)
         if self._told is not None:
-            self._told += len(rows)
+            self._told += len(told)  # the search's own trials; promotions continue them
         self._asked.pop(step, None)
-        round_rewards = {f"reward/{task}/reward": _mean([r.reward for r in rows if r.task == task])
-                         for task in sorted({r.task for r in rows})}
+        self._drop_child_states(rows)
+        self._cost = None  # the next round's estimates include this one
+        round_rewards = {f"reward/{task}/reward": _mean([r.reward for _, r in told if r.task == task])
+                         for task in sorted({r.task for _, r in told})}
         task_metrics = {k: v for task in self.search.tasks for k, v in
                         self.history.metrics(task, self.settings.top_n).items()}
         all_metrics = {**metrics, **round_rewards, **baseline_metrics(self.search), **task_metrics}
@@ -472,6 +572,95 @@ class Study:
         if self.lease is not None:
             self.lease.release()
             self.lease = None
+
+    # -- multi-fidelity and cost -----------------------------------------------------------------------
+
+    def _child_state(self, trial_id: str) -> dict[str, Any]:
+        """The state a promoted trial's parent left (children/trainer.py `child_state`)."""
+        if self.directory is None:
+            if trial_id not in self._child_states:
+                raise ConfigError(f"trial {trial_id}: no saved child to continue (an in-memory study keeps them "
+                                  "only while it lives)")
+            return self._child_states[trial_id]
+        import io
+
+        import torch
+
+        key = child_state_key(trial_id)
+        if not self.directory.store.exists(key):
+            raise CheckpointError(f"{self.directory.where(key)}: the child of trial {trial_id} to continue is missing; "
+                                  "a promotion never restarts a child from scratch")
+        return torch.load(io.BytesIO(self.directory.store.get_bytes(key)), weights_only=True)
+
+    def _save_child_state(self, trial_id: str, state: dict[str, Any]) -> None:
+        if self.directory is None:
+            self._child_states[trial_id] = state
+            return
+        import io
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        self.directory.store.put_bytes(child_state_key(trial_id), buffer.getvalue())
+
+    def _drop_child_states(self, rows: list[LedgerRow]) -> None:
+        """A promoted child's parent state is spent (a child is promoted once): delete it after the
+        promotion is committed."""
+        for row in rows:
+            if row.parent_trial_id and row.status == STATUS_OK:
+                if self.directory is None:
+                    self._child_states.pop(row.parent_trial_id, None)
+                elif self.directory.store.exists(child_state_key(row.parent_trial_id)):
+                    self.directory.store.delete(child_state_key(row.parent_trial_id))
+
+    @property
+    def cost_model(self):
+        """study.cost.CostModel over this search's committed rounds: every runner (this loop, a
+        pipeline's pods) estimates a trial from the same rows."""
+        if self._cost is None:
+            from transfer_automl.study.cost import CostModel
+
+            self._cost = CostModel(self.backend.trainer)
+            rows = self.rows()
+            budgets = {r.trial_id: r.budget for r in rows}
+            for r in rows:
+                if r.status in (STATUS_OK, "timeout"):
+                    parent = budgets.get(r.parent_trial_id) if r.parent_trial_id else None
+                    self._cost.observe(r.config, r.budget, r.duration_s, parent)
+        return self._cost
+
+    def _parent_budget(self, trial: Trial) -> float | None:
+        if trial.parent_trial_id is None:
+            return None
+        return self.settings.rungs.budgets[trial.rung - 1]
+
+    def estimate_cost(self, trial: Trial) -> float | None:
+        """The trial's expected seconds (study/cost.py), None before any round was committed."""
+        return self.cost_model.estimate(trial.config, trial.budget, self._parent_budget(trial))
+
+    def estimate_round(self, trials: Sequence[Trial]) -> float | None:
+        """Expected seconds of running `trials`; for fidelity sha, of their whole bracket (each rung
+        costs about what rung 0 does: n / eta^k children, eta^k times the budget)."""
+        estimates = [self.estimate_cost(t) for t in trials]
+        if any(e is None for e in estimates):
+            return None
+        total = sum(estimates)
+        if self.settings.fidelity == "sha" and trials and all(t.rung == 0 for t in trials):
+            total *= 1 + self.settings.rungs.top * (1 - 1 / self.settings.eta)
+        return total
+
+    def _check_cost(self, trial: Trial, row: LedgerRow) -> None:
+        """Report a child that took more than cost.SLOW_FACTOR times its estimate."""
+        import sys
+
+        from transfer_automl.study.cost import MIN_SLOW_S, SLOW_FACTOR
+
+        expected = row.expected_cost_s
+        if expected is not None and row.duration_s > max(SLOW_FACTOR * expected, expected + MIN_SLOW_S):
+            self.slow_children.append(trial.trial_id)
+            print(f"taml: trial {trial.trial_id} took {row.duration_s:.1f} s, {row.duration_s / expected:.1f}x its "
+                  f"estimated {expected:.1f} s", file=sys.stderr)
 
     # -- files -----------------------------------------------------------------------------------------
 
@@ -738,14 +927,18 @@ def trial_record(trial: Trial, search_id: str) -> dict[str, Any]:
     """A trial as JSON (rounds/<step>/trials.json, a pipeline's loop item)."""
     return {"trial_id": trial.trial_id, "search_id": search_id, "task": trial.task, "task_index": trial.task_index,
             "controller_step": trial.controller_step, "index": trial.index, "actions": list(trial.actions),
-            "config": json.dumps(trial.config, sort_keys=True)}
+            "config": json.dumps(trial.config, sort_keys=True),
+            **({"rung": trial.rung, "budget": trial.budget, "parent_trial_id": trial.parent_trial_id}
+               if trial.budget is not None else {})}
 
 
 def trial_from_record(d: Mapping[str, Any]) -> Trial:
     try:
         return Trial(trial_id=str(d["trial_id"]), index=int(d["index"]), task=str(d["task"]),
                      task_index=int(d["task_index"]), controller_step=int(d["controller_step"]),
-                     actions=[int(a) for a in d["actions"]], config=json.loads(d["config"]))
+                     actions=[int(a) for a in d["actions"]], config=json.loads(d["config"]),
+                     rung=int(d.get("rung", 0)), budget=None if d.get("budget") is None else float(d["budget"]),
+                     parent_trial_id=None if d.get("parent_trial_id") is None else str(d["parent_trial_id"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"trial: not a trial record ({type(exc).__name__}: {exc}): {dict(d)!r:.200}") from None
 

@@ -125,6 +125,8 @@ class MlflowTracker(Tracker):
             )
             for run in page:
                 self.child_runs[run.data.tags["taml.trial_id"]] = (run.info.run_id, run.info.status)
+                for promoted in _promoted_trials(run.data.tags, search_id):
+                    self.child_runs[promoted] = (run.info.run_id, run.info.status)
             token = page.token
             if not token:
                 return
@@ -189,9 +191,13 @@ class MlflowTracker(Tracker):
 
     def log_trial(self, row: dict[str, Any], config: dict[str, Any]) -> None:
         """Idempotent: a trial already logged is skipped; one cut off mid-log is logged again."""
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Param
 
         if self.has_trial(row["trial_id"]):
+            return
+        parent = row.get("parent_trial_id")
+        if parent and parent in self.child_runs:  # a promotion: the next step of its configuration's run
+            self._log_rung(row)
             return
         known = self.child_runs.get(row["trial_id"])
         if known is not None:
@@ -201,16 +207,17 @@ class MlflowTracker(Tracker):
             "mlflow.parentRunId": self.run_id, "taml.role": "child", "taml.trial_id": row["trial_id"],
             "taml.search_id": row["search_id"], "taml.task": row["task"], "taml.status": row["status"],
             "taml.ledger_file": row.get("ledger_file", ""),
+            **({"taml.rung": str(row.get("rung") or 0)} if row.get("budget") is not None else {}),
         }
-        step = int(row["controller_step"])
+        # Multi-fidelity children log one step per rung (promotions continue this run: _log_rung).
+        step = int(row.get("rung") or 0) if row.get("budget") is not None else int(row["controller_step"])
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.trial_name(row),
                                      start_time=_epoch_ms(row.get("started_at")))
         if row["task"] in self.datasets:
             self.client.log_inputs(run.info.run_id, datasets=[self.datasets[row["task"]]])
         now = _now_ms()
         keys = _keys(config)
-        metrics = [Metric(f"child/{k}", float(row[k]), now, step)
-                   for k in ("val_accuracy", "test_accuracy", "reward", "duration_s") if _finite(row[k])]
+        metrics = _child_metrics(row, now, step)
         self.client.log_batch(run.info.run_id, metrics=metrics,
                               params=[Param(keys[k], _param(v)) for k, v in sorted(config.items())])
         status = "FINISHED" if row["status"] == "ok" else "FAILED"
@@ -225,6 +232,20 @@ class MlflowTracker(Tracker):
         except (KeyError, ValueError):
             return f"{row['task']} {row['trial_id']}"
         return f"{row['task']} #{number}"
+
+    def _log_rung(self, row: dict[str, Any]) -> None:
+        """A promoted trial's results as step `rung` of its parent's run, tagged so the run is found
+        by the promoted trial's id too (`trial_run_id`)."""
+        from mlflow.entities import RunTag
+
+        run_id = self.child_runs[row["parent_trial_id"]][0]
+        rung = int(row.get("rung") or 0)
+        self.client.log_batch(run_id, metrics=_child_metrics(row, _now_ms(), rung), tags=[
+            RunTag(promoted_tag(row["trial_id"]), "true"), RunTag("taml.rung", str(rung)),
+            RunTag("taml.latest_trial_id", row["trial_id"]), RunTag("taml.status", row["status"])])
+        status = "FINISHED" if row["status"] == "ok" else "FAILED"
+        self.client.set_terminated(run_id, status=status, end_time=_epoch_ms(row.get("ended_at")))
+        self.child_runs[row["trial_id"]] = (run_id, status)
 
     def finish(self, summary: dict[str, float], status: str = "FINISHED") -> None:
         if not self.run_id:
@@ -269,6 +290,12 @@ class MlflowModelRegistry:
                                            f"and tags.`taml.trial_id` = '{trial_id}'",
             run_view_type=ViewType.ACTIVE_ONLY, max_results=1,
         )
+        if not runs:  # a promoted trial (multi-fidelity) logs into its lineage's run
+            runs = self.client.search_runs(
+                [experiment_id], filter_string=f"tags.`taml.search_id` = '{search_id}' and tags.`taml.role` = 'child' "
+                                               f"and tags.`{promoted_tag(trial_id)}` = 'true'",
+                run_view_type=ViewType.ACTIVE_ONLY, max_results=1,
+            )
         return runs[0].info.run_id if runs else None
 
     def register(self, candidate: ChampionCandidate, model: ServingModel, run_id: str) -> RegisteredChampion:
@@ -495,6 +522,31 @@ def _save_empty_store_template(body: bytes) -> None:
         os.replace(tmp, target)
     except OSError:
         tmp.unlink(missing_ok=True)
+
+
+def promoted_tag(trial_id: str) -> str:
+    """The tag marking a promoted trial's rung in its lineage's run: taml.promoted.<step>-<k>."""
+    step, index = trial_id.rsplit("/", 2)[-2:]
+    return f"taml.promoted.{step}-{index}"
+
+
+def _promoted_trials(tags: dict[str, str], search_id: str) -> list[str]:
+    out = []
+    for key in tags:
+        if key.startswith("taml.promoted."):
+            step, _, index = key[len("taml.promoted."):].partition("-")
+            out.append(f"{search_id}/{step}/{index}")
+    return out
+
+
+def _child_metrics(row: dict[str, Any], now: int, step: int) -> list[Any]:
+    """child/* of a ledger row at `step`: accuracies, reward, duration; the budget and the expected
+    cost (study/cost.py) when there are."""
+    from mlflow.entities import Metric
+
+    names = ("val_accuracy", "test_accuracy", "reward", "duration_s", "budget", "expected_cost_s")
+    return [Metric(f"child/{k}", float(row[k]), now, step) for k in names
+            if row.get(k) is not None and _finite(row[k])]
 
 
 def _keys(names: Iterable[str]) -> dict[str, str]:
