@@ -70,6 +70,7 @@ class TransferBenchSettings:
     top_fraction: float = 0.01  # the target: a configuration among the best ceil(fraction * rows)
     checkpoints: tuple[int, ...] = (10, 25)
     tasks: tuple[str, ...] = ()  # held-out tasks (default: all)
+    shuffle_sources: bool = False  # sources that predict nothing: does transfer hurt?
     workers: int = 1
     data_dir: str | None = None
 
@@ -87,11 +88,19 @@ class TransferBenchSettings:
 # -- sources and the target -----------------------------------------------------------------
 
 
-def draw_sources(bench, task: str, seed: int, n: int) -> dict[str, np.ndarray]:
-    """{source task: row indices}: n distinct random rows of every other task, per (task, seed)."""
+def draw_sources(bench, task: str, seed: int, n: int, shuffled: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{source task: (row indices, values)}: n distinct random rows of every other task, per (task,
+    seed). `shuffled`: each source's values permuted among its rows, so the sources predict nothing
+    (the check that transfer does not hurt)."""
     rng = np.random.default_rng([seed, bench.tasks.index(task), 14])
     n = min(n, bench.num_rows)
-    return {s: np.sort(rng.choice(bench.num_rows, n, replace=False)) for s in bench.tasks if s != task}
+    out = {}
+    for s in bench.tasks:
+        if s != task:
+            rows = np.sort(rng.choice(bench.num_rows, n, replace=False))
+            values = bench.metric[s][rows]
+            out[s] = (rows, rng.permutation(values) if shuffled else values)
+    return out
 
 
 def top_threshold(bench, task: str, fraction: float) -> float:
@@ -106,11 +115,11 @@ def write_sources(bench, sources: dict[str, np.ndarray], path: Path) -> Path:
     import pyarrow.parquet as pq
 
     rows = []
-    for task, idx in sources.items():
-        for r in idx.tolist():
+    for task, (idx, values) in sources.items():
+        for r, v in zip(idx.tolist(), values.tolist(), strict=True):
             config = bench.space.decode(bench.row_actions[r].tolist())
             rows.append({"task": task, "config": json.dumps(config, sort_keys=True),
-                         "val_accuracy": float(bench.metric[task][r]), "status": "ok"})
+                         "val_accuracy": float(v), "status": "ok"})
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
 
@@ -118,18 +127,18 @@ def write_sources(bench, sources: dict[str, np.ndarray], path: Path) -> Path:
 # -- the peers ------------------------------------------------------------------------------
 
 
-def _source_surrogate(bench, task: str, rows: np.ndarray, cands: np.ndarray) -> np.ndarray:
+def _source_surrogate(bench, rows: np.ndarray, values: np.ndarray, cands: np.ndarray) -> np.ndarray:
     """Kernel-ridge predictions (copula scale) of a source over the candidate rows."""
     xs = bench.row_actions[rows]
-    alpha = kernel_ridge(pair_kernel(matches(xs, xs)), copula_values(bench.metric[task][rows]), 1.0)
+    alpha = kernel_ridge(pair_kernel(matches(xs, xs)), copula_values(values), 1.0)
     return pair_kernel(matches(cands, xs)) @ alpha
 
 
 def zero_shot(bench, sources, rng) -> Iterator[int]:
     cands = bench.row_actions
     ranks = []
-    for task, rows in sources.items():
-        pred = _source_surrogate(bench, task, rows, cands)
+    for rows, values in sources.values():
+        pred = _source_surrogate(bench, rows, values, cands)
         r = np.empty(len(pred))
         r[np.argsort(-pred, kind="stable")] = np.arange(len(pred))
         ranks.append(r)
@@ -146,7 +155,7 @@ def zero_shot(bench, sources, rng) -> Iterator[int]:
 
 
 def round_robin(bench, sources, rng) -> Iterator[int]:
-    order = [list(rows[np.argsort(-bench.metric[task][rows], kind="stable")]) for task, rows in sources.items()]
+    order = [list(rows[np.argsort(-values, kind="stable")]) for rows, values in sources.values()]
     order = [order[i] for i in rng.permutation(len(order))]
     used: set[int] = set()
     for k in range(max(len(o) for o in order)):
@@ -160,7 +169,7 @@ def round_robin(bench, sources, rng) -> Iterator[int]:
 
 
 def bounding_box(bench, sources, rng) -> Iterator[int]:
-    best = np.stack([bench.row_actions[rows[int(np.argmax(bench.metric[task][rows]))]] for task, rows in sources.items()])
+    best = np.stack([bench.row_actions[rows[int(np.argmax(values))]] for rows, values in sources.values()])
     inside = np.all([np.isin(bench.row_actions[:, d], np.unique(best[:, d])) for d in range(best.shape[1])], axis=0)
     box = np.flatnonzero(inside)
     rest = np.flatnonzero(~inside)
@@ -170,8 +179,8 @@ def bounding_box(bench, sources, rng) -> Iterator[int]:
 
 def quantile(bench, sources, rng, values: np.ndarray) -> Iterator[int]:
     cands = bench.row_actions
-    xs = np.concatenate([bench.row_actions[rows] for rows in sources.values()])
-    zs = np.concatenate([copula_values(bench.metric[task][rows]) for task, rows in sources.items()])
+    xs = np.concatenate([bench.row_actions[rows] for rows, _ in sources.values()])
+    zs = np.concatenate([copula_values(values) for _, values in sources.values()])
     k = pair_kernel(matches(xs, xs))
     alpha = kernel_ridge(k, zs, 1.0)
     mu = pair_kernel(matches(cands, xs)) @ alpha
@@ -240,7 +249,7 @@ def run_job(settings: TransferBenchSettings, task: str, seed: int) -> list[Curve
 
     backend = named_backend(settings.benchmark, settings.data_dir)
     bench = backend.trainer.benchmark
-    sources = draw_sources(bench, task, seed, settings.source_trials)
+    sources = draw_sources(bench, task, seed, settings.source_trials, settings.shuffle_sources)
     threshold = top_threshold(bench, task, settings.top_fraction)
     curves = []
     with tempfile.TemporaryDirectory(prefix="taml-bench-sources-") as tmp:
@@ -319,7 +328,8 @@ def render(summary: dict[str, Any], settings: TransferBenchSettings, command: st
     tasks = list(summary["tasks"])
     lines = [f"# Transfer search: {summary['benchmark']}", "", f"Command: `{command}`  ",
              f"Wall time: {wall_s:.0f} s on {settings.workers} worker(s). {settings.seeds} seeds; sources: "
-             f"{settings.source_trials} random evaluations of every other task, redrawn per seed; "
+             f"{settings.source_trials} random evaluations of every other task, redrawn per seed"
+             f"{' (values shuffled among rows: sources that predict nothing)' if settings.shuffle_sources else ''}; "
              f"{settings.trials} trials per search, every suggestion counted.", "",
              f"## Trials until a configuration of the held-out task's top {settings.top_fraction:.0%} is evaluated",
              "", f"Median [IQR] over seeds, then seeds that reached it; `>{settings.trials}` = not reached.", "",
@@ -344,7 +354,7 @@ def command_line(settings: TransferBenchSettings) -> str:
     tasks = f" --tasks {','.join(settings.tasks)}" if settings.tasks else ""
     return (f"python -m benchmarks.transfer_search --benchmark {settings.benchmark} --methods "
             f"{','.join(settings.methods)} --seeds {settings.seeds} --trials {settings.trials} --source-trials "
-            f"{settings.source_trials}{tasks} --workers {settings.workers} --out {settings.out}")
+            f"{settings.source_trials}{tasks}{' --shuffle-sources' if settings.shuffle_sources else ''} --workers {settings.workers} --out {settings.out}")
 
 
 def run_benchmark(settings: TransferBenchSettings, progress: bool = True) -> dict[str, Any]:
@@ -392,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--source-trials", type=int, default=200)
     p.add_argument("--tasks", default="")
+    p.add_argument("--shuffle-sources", action="store_true",
+                   help="permute each source's values among its rows: sources that predict nothing")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--data-dir")
     p.add_argument("--out", required=True)
@@ -400,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = TransferBenchSettings(
         benchmark=a.benchmark, out=a.out, methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()),
         seeds=a.seeds, trials=a.trials, source_trials=a.source_trials,
-        tasks=tuple(t.strip() for t in a.tasks.split(",") if t.strip()), workers=a.workers, data_dir=a.data_dir)
+        tasks=tuple(t.strip() for t in a.tasks.split(",") if t.strip()), shuffle_sources=a.shuffle_sources,
+        workers=a.workers, data_dir=a.data_dir)
     result = run_benchmark(settings, progress=not a.no_progress)
     print((Path(result["out"]) / "summary.md").read_text(encoding="utf-8"))
     return 0
