@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-xor bench-table bench-transfer bench-children bench-serving bench-fidelity fuzz clean
+.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-transfer-search bench-xor bench-table bench-transfer bench-children bench-serving bench-fidelity fuzz clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,13 @@ push-images:
 bench-search:
 	$(VENV)/bin/taml bench search --benchmark transnasbench101-micro --seeds 20 --trials 200 --out runs/bench/transnasbench101-micro
 	$(VENV)/bin/taml bench search --benchmark nasbench201 --seeds 20 --trials 200 --out runs/bench/nasbench201
+
+# Transfer from earlier searches' results against the transfer-HPO peers, leave one task out, sources
+# of 200 random evaluations per other task redrawn per seed: docs/benchmarks/transfer_search.md.
+bench-transfer-search:
+	for b in transnasbench101-micro nasbench201 taml-text-real; do \
+	  nice -n 10 $(PY) -m benchmarks.transfer_search --benchmark $$b --seeds 20 --trials 100 --source-trials 200 \
+	    --out runs/bench-transfer/$$b --no-progress || exit 1; done
 
 # Which source to transfer from: LD / rank-correlation / embedding distances vs random, farthest,
 # all sources and scratch; image tasks (a table of real trainings, built first) and the tabular

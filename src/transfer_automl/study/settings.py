@@ -90,7 +90,8 @@ class SearchSettings:
     space: str | None = setting(None, listed=_builtin_spaces,
                                 help="a built-in space or a .yaml/.json file; text default: taml-text")
     method: str = setting("reinforce", choices=_methods,
-                          help="search method: reinforce, ppo, pqt, transformer (controllers); rs, re, tpe (baselines)")
+                          help="search method: reinforce, ppo, pqt, transformer (controllers); rs, re, tpe (baselines); "
+                               "rank-ensemble (transfer from earlier searches: --method-option sources=DIR,...)")
     method_options: dict[str, Any] = setting(
         factory=dict, flag="--method-option",
         help="the method's own settings, KEY=VALUE, repeatable: e.g. population_size=50 (re), n_startup_trials=5 "
