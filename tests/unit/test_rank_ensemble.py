@@ -158,7 +158,7 @@ def _run(table: Path, out: Path, **settings) -> None:
 def test_a_resumed_search_continues_exactly_as_an_uninterrupted_one(tmp_path, table):
     # The sources: an earlier search's directory (its ledger), as a user would pass it.
     _run(table, tmp_path / "earlier", tasks=("t1", "t3"), method="rs", trials=40)
-    opts = {"tasks": ("t2",), "method": "rank-ensemble", "seed": 5,
+    opts = {"tasks": ("t2",), "method": "rank-ensemble", "seed": 5, "batch_size": 1,
             "method_options": {"sources": str(tmp_path / "earlier")}}
     _run(table, tmp_path / "whole", trials=10, **opts)
     _run(table, tmp_path / "split", trials=4, **opts)
