@@ -117,3 +117,27 @@ def test_a_task_on_s3_over_the_size_limit_is_refused_before_it_is_read(tmp_path,
         load_text_task(f"s3://{s3_bucket}/data/t.parquet")
     monkeypatch.setenv("TAML_MAX_TASK_BYTES", str(size))
     assert len(load_text_task(f"s3://{s3_bucket}/data/t.parquet").texts) == 40
+
+
+def test_a_search_records_how_many_texts_it_truncated(tmp_path, monkeypatch, feature_cache_dir):
+    import json
+
+    from transfer_automl.steps.search import run_search
+    from transfer_automl.tracking import MemoryTracker
+
+    monkeypatch.setenv("TAML_MAX_TEXT_CHARS", "50")
+    texts = [f"message number {i} " + ("long " * 20 if i % 5 == 0 else "") for i in range(40)]
+    path = _task(tmp_path / "cut.parquet", texts)
+    space = tmp_path / "space.json"
+    decisions = [("input_module", ["random-hashed-64"]), ("fine_tune", [False]), ("hidden_layers", [1]),
+                 ("hidden_size", [8]), ("activation", ["relu"]), ("normalization", ["none"]), ("dropout", [0.0]),
+                 ("deep_lr", [0.1]), ("deep_reg", [0.0]), ("wide_lr", [0.1]), ("wide_reg", [0.0]),
+                 ("training_samples", [1000])]
+    space.write_text(json.dumps({"name": "tiny", "decisions": [{"name": n, "choices": c} for n, c in decisions]}))
+    tracker = MemoryTracker()
+    run_search({"tasks": (str(path),), "trials": 1, "out": str(tmp_path / "s"), "space": str(space),
+                "cache_dir": str(feature_cache_dir), "budget_scale": 0.01, "method": "rs", "progress": False,
+                "search_id": "cut"}, tracker=tracker)
+    recorded = json.loads((tmp_path / "s" / "settings.json").read_text())["_data"]["files"]["cut"]
+    assert recorded["truncated_texts"] == 8
+    assert tracker.params["data.truncated_texts"] == {"cut": 8}

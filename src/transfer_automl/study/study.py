@@ -305,7 +305,9 @@ class Study:
         record = self.backend.data_record
         data = {} if not record else {
             "data.dir": record["data_dir"], "data.bundled_samples": record["bundled_samples"],
-            "data.content_hash": {task: f["content_hash"] for task, f in record["files"].items()}}
+            "data.content_hash": {task: f["content_hash"] for task, f in record["files"].items()},
+            **({"data.truncated_texts": truncated} if (truncated := {
+                task: f["truncated_texts"] for task, f in record["files"].items() if f.get("truncated_texts")}) else {})}
         return {**settings, "tasks": ",".join(self.search.tasks), "space_fingerprint": self.search.space.fingerprint(),
                 "child_trainer": self.backend.trainer_settings, "search_state": describe(self.search), **data}
 

@@ -87,10 +87,14 @@ def absolute_location(location: str | Path) -> str:
 def data_record(tasks, directory: str | Path | None = None) -> dict:
     """What a search read, as settings.json (`_data`) and its MLflow run record it: the data
     directory (absolute path or URI), each task's file and content hash (`content_hash`: SHA-256 of
-    the file's bytes, 16 hex digits), and whether it was the package's bundled samples.
+    the file's bytes, 16 hex digits; `truncated_texts` when texts were cut to the length limit), and
+    whether it was the package's bundled samples.
     `tasks`: loaded tasks (`.name`, `.source`, `.content_hash`)."""
     root = data_dir(directory)
-    files = {t.name: {"path": absolute_location(t.source), "content_hash": t.content_hash} for t in tasks}
+    files = {t.name: {"path": absolute_location(t.source), "content_hash": t.content_hash,
+                      # texts cut to TAML_MAX_TEXT_CHARS (transfer_automl.limits); recorded when any were
+                      **({"truncated_texts": t.truncated_texts} if getattr(t, "truncated_texts", 0) else {})}
+             for t in tasks}
     bundled = any(Path(f["path"]).parent == SAMPLES_DIR.resolve() for f in files.values()
                   if "://" not in f["path"])
     return {"data_dir": absolute_location(root), "files": files, "bundled_samples": bundled}
