@@ -2,8 +2,8 @@
 
 Each arm is `taml search` itself (`steps.search.run_search`, a search directory under `--out`)
 with `--time-budget`, random search over a CPU-sized Transfer AutoML space (SPACE: frozen GloVe
-or random-hashed features, the 12 decisions, children of 100 to 1,000 steps at `--budget-scale`
-0.2), so every arm gets the same seconds and the same proposals in the same order:
+or random-hashed features, the 12 decisions, children of 25 to 250 steps at `--budget-scale`
+0.05, the CPU default), so every arm gets the same seconds and the same proposals in the same order:
 
     none   every child trained at its full budget
     asha   asynchronous successive halving, rungs 1/9, 1/3, 1 of each child's steps, eta 3
@@ -163,8 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tasks", default="mpqa,customer_reviews")
     parser.add_argument("--arms", default="none,asha,sha")
     parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--seconds", type=float, default=90.0, help="time budget per search")
-    parser.add_argument("--budget-scale", type=float, default=0.2)
+    parser.add_argument("--seconds", type=float, default=75.0, help="time budget per search")
+    parser.add_argument("--budget-scale", type=float, default=0.05)
     parser.add_argument("--batch-size", type=int, default=9)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/fidelity"))
@@ -180,14 +180,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     results = []
     run = args.out / time.strftime("%Y%m%d-%H%M%S")
+    log = run.with_suffix(".jsonl")  # one line per search, as it ends
     for seed in (int(s) for s in args.seeds.split(",")):
         for task in tasks:
             for arm in args.arms.split(","):  # round-robin: the machine's load falls on every arm alike
                 r = run_arm(task, arm, seed, args.seconds, run, space, cache, args.data_dir, args.budget_scale,
                             args.batch_size)
                 print(json.dumps({k: v for k, v in r.items() if k != "curve"}), flush=True)
+                with log.open("a") as f:
+                    f.write(json.dumps(r, default=str) + "\n")
                 results.append(r)
-    (args.out / "results.json").write_text(json.dumps(results, default=str))
     command = "python -m benchmarks.fidelity " + " ".join(sys.argv[1:] if argv is None else argv)
     write_report(results, args, command.strip(), time.perf_counter() - started, args.docs)
     return 0
