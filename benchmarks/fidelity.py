@@ -104,8 +104,9 @@ def write_report(results: list[dict[str, Any]], args: argparse.Namespace, comman
     tasks, arms = list(dict.fromkeys(r["task"] for r in results)), list(dict.fromkeys(r["arm"] for r in results))
     lines = [
         "# Multi-fidelity search at equal wall time", "",
-        f"Command: `{command}` ({wall / 60:.0f} min wall on a shared 2-core CPU machine, load average above 10 "
-        "while it ran: absolute times are slow and noisy, the arms shared the same conditions round-robin).", "",
+        f"Command: `{command}` ({wall / 60:.0f} min wall on a 2-core CPU machine shared with other jobs, whose "
+        "load varied while it ran: absolute times are noisy; the arms ran round-robin, so each seed's three "
+        "searches met about the same load).", "",
         f"Random search over `benchmarks/fidelity.py:SPACE` (Transfer AutoML's 12 decisions, frozen GloVe or "
         f"random-hashed features, children of {int(500 * args.budget_scale)} to {int(5000 * args.budget_scale)} "
         f"steps at budget scale {args.budget_scale}), {args.seconds:g} s per search (`--time-budget`), "
@@ -169,8 +170,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/fidelity"))
     parser.add_argument("--docs", type=Path, default=Path("docs/benchmarks"))
+    parser.add_argument("--report-from", type=Path, default=None,
+                        help="write the report from a run's <time>.jsonl (each search as it ended) instead of running")
     args = parser.parse_args(argv)
     import yaml
+
+    if args.report_from is not None:
+        results = [json.loads(line) for line in args.report_from.read_text().splitlines() if line.strip()]
+        write_report(results, args, f"python -m benchmarks.fidelity --seconds {args.seconds:g} --seeds {args.seeds}",
+                     sum(r["wall_s"] for r in results), args.docs)
+        return 0
 
     args.out.mkdir(parents=True, exist_ok=True)
     space, cache = args.out / "space.yaml", args.out / "cache"
