@@ -113,9 +113,9 @@ bench-serving:
 	$(PY) -m benchmarks.serving --out docs/benchmarks/serving.md
 
 # ASHA and SHA against full-budget random search at equal wall time (--time-budget) on real text
-# tasks: docs/benchmarks/fidelity.md and fidelity.png (about 40 minutes; never part of `make test`).
+# tasks: docs/benchmarks/fidelity.md and fidelity.png (about 20 minutes; never part of `make test`).
 bench-fidelity:
-	nice -n 10 $(PY) -m benchmarks.fidelity --seconds 120 --seeds 0,1,2 --out runs/bench/fidelity
+	nice -n 10 $(PY) -m benchmarks.fidelity --seconds 75 --seeds 0,1 --out runs/bench/fidelity
 
 clean:
 	rm -rf runs .pytest_cache

@@ -281,6 +281,10 @@ def test_sha_refuses_to_tell_a_bracket_with_promotions_left(base):
     rows = [study.run_trial(t) for t in study.ask_round(0)]
     with pytest.raises(ConfigError, match="still has 1 promotion"):
         study.tell_round(0, rows)
+    # A runner out of time cuts the bracket to what ran (its promotions asked, not run): told as it is.
+    assert len(study.more_trials(0, rows)) == 1
+    study.end_round_early(0, rows)
+    assert study.tell_round(0, rows).told and study.search.step == 1
 
 
 def test_a_ledger_without_rung_columns_still_loads_and_resumes(base, tmp_path):
@@ -421,3 +425,25 @@ def test_a_child_three_times_over_its_estimate_is_reported(base, monkeypatch, ca
     assert [r.expected_cost_s is None for r in rows] == [True] * 3 + [False] * 3  # fitted on committed rounds
     assert study.slow_children == [rows[3].trial_id]
     assert f"trial {rows[3].trial_id} took 5.0 s" in capsys.readouterr().err
+
+
+def test_pipeline_steps_run_asha_with_promotions_asked_with_each_round(base, tmp_path, monkeypatch):
+    """The Kubeflow steps, one process per call in a pipeline: each round's controller step asks
+    the new trials and the promotions the committed rounds allow; a pod continues a parent's child
+    from the search directory; results may come back in any order."""
+    from transfer_automl.steps import pipeline_steps as steps
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    out = tmp_path / "pipeline"
+    settings = {k: v for k, v in base.items() if k != "progress"} | {
+        "tasks": ["mpqa"], "method": "rs", "fidelity": "asha", "search_id": "kfp"}
+    start = steps.init_search(out, settings, children_per_round=4, rounds=3)
+    for k in range(start, start + 3):
+        trials = steps.controller_step(out, k, 4)
+        results = [steps.train_child(out, t) for t in reversed(trials)]
+        steps.aggregate_rewards(out, k, results)
+    rows = Study.load(out).rows()
+    _check_lineages(rows, Study.load(out).settings.rungs.budgets)
+    promoted = [r for r in rows if r.parent_trial_id]
+    assert promoted and all(r.controller_step > int(r.parent_trial_id.split("/")[1]) for r in promoted)
+    assert sum(1 for r in rows if r.parent_trial_id is None) == 12

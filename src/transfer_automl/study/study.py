@@ -114,6 +114,7 @@ class Study:
         self.started = time.perf_counter()
         self._child_states: dict[str, dict[str, Any]] = {}  # an in-memory study's continued children
         self._cost = None  # study.cost.CostModel over the committed rounds (refitted after each tell)
+        self._cut: set[int] = set()  # rounds end_round_early cut short
         self.slow_children: list[str] = []  # trials that took more than cost.SLOW_FACTOR x their estimate
 
     # -- opening -------------------------------------------------------------------------------------
@@ -397,6 +398,7 @@ class Study:
         if not ran:
             raise ConfigError(f"round {step}: no trial ran; leave the round unstarted instead of cutting it")
         self._asked[step] = asked[:len(ran)]
+        self._cut.add(step)
         if self.directory is not None:
             self.directory.write_json(trials_key(step), [trial_record(t, self.search.search_id)
                                                          for t in self._asked[step]], indent=1)
@@ -501,7 +503,9 @@ class Study:
         if step < self.search.step:  # a retried step: the commit a crash may have lost, and nothing else
             self._commit(step, rows)
             return RoundReport(step, rows, {}, told=False)
-        cut = sum(1 for t in trials if t.parent_trial_id is None) < self.round_size(step)  # end_round_early
+        # A round end_round_early cut (here, or fewer own trials than the round has: recorded so)
+        # may leave a bracket unfinished.
+        cut = step in self._cut or sum(1 for t in trials if t.parent_trial_id is None) < self.round_size(step)
         if self.settings.fidelity == "sha" and not cut:
             pending = self._promotions(step, trials, rows)
             if pending:
