@@ -321,7 +321,8 @@ def test_the_time_budget_stops_between_rounds_and_finishes_cleanly(base, tmp_pat
     assert committed == set(range(len(committed)))
     results = {int(p.parent.parent.name) for p in out.glob("rounds/*/results/*.json")}
     assert results <= committed  # the round it did not start ran nothing
-    assert (out / "rounds" / f"{len(committed):06d}" / "trials.json").is_file()
+    if "was cut" not in result.stopped:  # stopped before a round it had asked: the resume runs it
+        assert (out / "rounds" / f"{len(committed):06d}" / "trials.json").is_file()
 
 
 def test_fidelity_and_time_budget_settings(base, tmp_path):
