@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.jobs import run_jobs
 from transfer_automl.errors import ConfigError
 
 SINGLE_TASK_METHODS = ("rs", "re", "tpe", "reinforce", "ppo", "pqt", "transformer")
@@ -140,9 +140,6 @@ def run_job(settings: BenchSettings, task: str, seed: int) -> list[RunCurve]:
     return curves
 
 
-def _run_job_star(args):
-    return run_job(*args)
-
 
 # -- the whole benchmark ----------------------------------------------------------------------
 
@@ -164,20 +161,7 @@ def run_benchmark(settings: BenchSettings, progress: bool = True) -> dict[str, A
     settings = BenchSettings(**{**asdict(settings), "methods": methods})
     jobs = [(settings, task, seed) for task in tasks for seed in range(settings.seeds)]
 
-    from tqdm import tqdm
-
-    curves: list[RunCurve] = []
-    bar = tqdm(total=len(jobs), disable=not progress, unit="job", desc=f"{bench.name}")
-    if settings.workers > 1:
-        with mp.get_context("spawn").Pool(settings.workers) as pool:
-            for result in pool.imap_unordered(_run_job_star, jobs):
-                curves.extend(result)
-                bar.update()
-    else:
-        for job in jobs:
-            curves.extend(run_job(*job))
-            bar.update()
-    bar.close()
+    curves: list[RunCurve] = run_jobs(run_job, jobs, settings.workers, progress, bench.name)
 
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
 import tempfile
 import time
 from collections.abc import Iterator
@@ -45,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.jobs import run_jobs
 from transfer_automl.errors import ConfigError
 from transfer_automl.search.rank_ensemble import (
     copula_values,
@@ -271,9 +271,6 @@ def run_job(settings: TransferBenchSettings, task: str, seed: int) -> list[Curve
     return curves
 
 
-def _run_job_star(args):
-    return run_job(*args)
-
 
 # -- analysis -------------------------------------------------------------------------------
 
@@ -368,20 +365,7 @@ def run_benchmark(settings: TransferBenchSettings, progress: bool = True) -> dic
     if unknown:
         raise ConfigError(f"tasks: {unknown} are not tasks of {bench.name} ({bench.tasks})")
     jobs = [(settings, task, seed) for task in tasks for seed in range(settings.seeds)]
-    from tqdm import tqdm
-
-    curves: list[Curve] = []
-    bar = tqdm(total=len(jobs), disable=not progress, unit="job", desc=bench.name)
-    if settings.workers > 1:
-        with mp.get_context("spawn").Pool(settings.workers) as pool:
-            for result in pool.imap_unordered(_run_job_star, jobs):
-                curves.extend(result)
-                bar.update()
-    else:
-        for job in jobs:
-            curves.extend(run_job(*job))
-            bar.update()
-    bar.close()
+    curves: list[Curve] = run_jobs(run_job, jobs, settings.workers, progress, bench.name)
     curves.sort(key=lambda c: (tasks.index(c.task), c.seed, settings.methods.index(c.method)))
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
