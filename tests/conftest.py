@@ -93,3 +93,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture()
+def tiny_text_space(tmp_path) -> Path:
+    """A one-configuration text space (random-hashed module, 1x8): a child trains in well under a second."""
+    import json
+
+    decisions = [("input_module", ["random-hashed-64"]), ("fine_tune", [False]), ("hidden_layers", [1]),
+                 ("hidden_size", [8]), ("activation", ["relu"]), ("normalization", ["none"]), ("dropout", [0.0]),
+                 ("deep_lr", [0.1]), ("deep_reg", [0.0]), ("wide_lr", [0.1]), ("wide_reg", [0.0]),
+                 ("training_samples", [1000])]
+    space = tmp_path / "tiny-space.json"
+    space.write_text(json.dumps({"name": "tiny", "decisions": [{"name": n, "choices": c} for n, c in decisions]}))
+    return space

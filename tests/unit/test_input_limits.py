@@ -119,7 +119,7 @@ def test_a_task_on_s3_over_the_size_limit_is_refused_before_it_is_read(tmp_path,
     assert len(load_text_task(f"s3://{s3_bucket}/data/t.parquet").texts) == 40
 
 
-def test_a_search_records_how_many_texts_it_truncated(tmp_path, monkeypatch, feature_cache_dir):
+def test_a_search_records_how_many_texts_it_truncated(tmp_path, monkeypatch, feature_cache_dir, tiny_text_space):
     import json
 
     from transfer_automl.steps.search import run_search
@@ -128,12 +128,7 @@ def test_a_search_records_how_many_texts_it_truncated(tmp_path, monkeypatch, fea
     monkeypatch.setenv("TAML_MAX_TEXT_CHARS", "50")
     texts = [f"message number {i} " + ("long " * 20 if i % 5 == 0 else "") for i in range(40)]
     path = _task(tmp_path / "cut.parquet", texts)
-    space = tmp_path / "space.json"
-    decisions = [("input_module", ["random-hashed-64"]), ("fine_tune", [False]), ("hidden_layers", [1]),
-                 ("hidden_size", [8]), ("activation", ["relu"]), ("normalization", ["none"]), ("dropout", [0.0]),
-                 ("deep_lr", [0.1]), ("deep_reg", [0.0]), ("wide_lr", [0.1]), ("wide_reg", [0.0]),
-                 ("training_samples", [1000])]
-    space.write_text(json.dumps({"name": "tiny", "decisions": [{"name": n, "choices": c} for n, c in decisions]}))
+    space = tiny_text_space
     tracker = MemoryTracker()
     run_search({"tasks": (str(path),), "trials": 1, "out": str(tmp_path / "s"), "space": str(space),
                 "cache_dir": str(feature_cache_dir), "budget_scale": 0.01, "method": "rs", "progress": False,

@@ -5,7 +5,6 @@ finished trial when stderr is not a terminal."""
 from __future__ import annotations
 
 import io
-import json
 import re
 
 import pytest
@@ -113,14 +112,10 @@ def test_a_search_prints_one_line_per_trial_and_its_phases(tmp_path, toy_table):
 
 
 @pytest.mark.slow
-def test_a_text_search_announces_refit_and_registration(tmp_path, monkeypatch, samples_dir, feature_cache_dir):
+def test_a_text_search_announces_refit_and_registration(tmp_path, monkeypatch, samples_dir, feature_cache_dir,
+                                                        tiny_text_space):
     monkeypatch.chdir(tmp_path)
-    space = tmp_path / "space.json"
-    decisions = [("input_module", ["random-hashed-64"]), ("fine_tune", [False]), ("hidden_layers", [1]),
-                 ("hidden_size", [8]), ("activation", ["relu"]), ("normalization", ["none"]), ("dropout", [0.0]),
-                 ("deep_lr", [0.1]), ("deep_reg", [0.0]), ("wide_lr", [0.1]), ("wide_reg", [0.0]),
-                 ("training_samples", [1000])]
-    space.write_text(json.dumps({"name": "tiny", "decisions": [{"name": n, "choices": c} for n, c in decisions]}))
+    space = tiny_text_space
     stream = io.StringIO()
     run_search(SearchSettings(tasks=("mpqa",), trials=2, out=str(tmp_path / "run"), space=str(space),
                               data_dir=str(samples_dir), cache_dir=str(feature_cache_dir), budget_scale=0.01,

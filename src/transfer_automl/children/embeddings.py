@@ -108,9 +108,9 @@ class WordTableModule(InputModule):
         bags, used = compact(self.token_bags(texts))
         return TableInput(bags, np.ascontiguousarray(self.vectors(used), dtype=np.float32))
 
+    @abstractmethod
     def serving_table(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The whole table for serving: meta.json's lookup entry and the arrays (`vectors` [V, d])."""
-        raise NotImplementedError
 
     def serving_export(self, directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta, arrays = self.serving_table()
