@@ -934,8 +934,9 @@ def trial_record(trial: Trial, search_id: str) -> dict[str, Any]:
     return {"trial_id": trial.trial_id, "search_id": search_id, "task": trial.task, "task_index": trial.task_index,
             "controller_step": trial.controller_step, "index": trial.index, "actions": list(trial.actions),
             "config": json.dumps(trial.config, sort_keys=True),
-            **({"rung": trial.rung, "budget": trial.budget, "parent_trial_id": trial.parent_trial_id}
-               if trial.budget is not None else {})}
+            **({"rung": trial.rung, "budget": trial.budget} if trial.budget is not None else {}),
+            # no null: a pipeline's loop item becomes a protobuf Struct, which kfp.local refuses None in
+            **({"parent_trial_id": trial.parent_trial_id} if trial.parent_trial_id is not None else {})}
 
 
 def trial_from_record(d: Mapping[str, Any]) -> Trial:
