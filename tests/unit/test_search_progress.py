@@ -70,10 +70,28 @@ def test_a_terminal_shows_the_trial_now_training_and_a_labelled_estimate():
     progress.trial_finished("mpqa", GLOVE_SMALL, "ok", 0.8)
     progress.trial_started("sms_spam", GLOVE_SMALL)
     clock.now += 4
-    bar, training = progress.status_lines()
+    bar, training, best = progress.status_lines()
     # 10 s per measured child of this key: 6 s left of this one, 10 s for the last, no overhead yet
     assert "1/3 trials" in bar and "ETA ~16s (estimate from 1 child)" in bar
     assert training.startswith("  training sms_spam:") and training.endswith("· 4s")
+    assert best == "  best so far: mpqa 0.8000"
+
+
+def test_the_best_so_far_per_task_counts_only_ok_trials_and_starts_from_a_resumed_searchs_best():
+    clock, stream = Clock(), io.StringIO()
+    progress = SearchProgress(total=9, done=4, enabled=True, stream=stream, terminal=False, clock=clock,
+                              best={"sst2": 0.81})
+    for task, status, val in (("mpqa", "ok", 0.70), ("mpqa", "ok", 0.66), ("sst2", "ok", 0.79),
+                              ("mpqa", "diverged", 0.99), ("sst2", "ok", 0.84)):
+        progress.trial_started(task, GLOVE_SMALL)
+        progress.trial_finished(task, GLOVE_SMALL, status, val)
+    assert progress.best == {"mpqa": 0.70, "sst2": 0.84}
+    progress.round_finished(1, 5, 0.84)
+    assert stream.getvalue().splitlines()[-1].endswith("best so far: mpqa 0.7000, sst2 0.8400")
+    progress.terminal = True
+    assert progress.status_lines()[-1] == "  best so far: mpqa 0.7000, sst2 0.8400"
+    progress.best = {f"t{i}": 0.5 for i in range(8)}
+    assert progress.best_so_far().endswith("t5 0.5000, +2 more")
 
 
 def test_not_a_terminal_one_line_per_trial_and_round_then_the_phases():
@@ -89,7 +107,8 @@ def test_not_a_terminal_one_line_per_trial_and_round_then_the_phases():
     assert lines[0].startswith("trial 1/2 mpqa: val 0.7500 in 2.0s (glove-6b-50d frozen")
     assert "ETA ~2s (estimate from 1 child)" in lines[0]
     assert lines[1].startswith("trial 2/2 sms_spam: diverged in 4.0s") and "ETA ~0s" in lines[1]
-    assert lines[2:] == ["round 0 done (2 trials, controller updated): best val of the round 0.7500", "refit: retraining mpqa's best child"]
+    assert lines[2:] == ["round 0 done (2 trials, controller updated): best val of the round 0.7500 · best so far: "
+                         "mpqa 0.7500", "refit: retraining mpqa's best child"]
     silent = io.StringIO()
     off = SearchProgress(total=1, enabled=False, stream=silent, terminal=False, clock=clock)
     off.trial_started("t", {})
