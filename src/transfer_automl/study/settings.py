@@ -30,6 +30,7 @@ NORMALIZATIONS = ("std", "baseline")
 BENCHMARKS = ("transnasbench101-micro", "nasbench201", "taml-text-real")
 EMBEDDINGS = ("random", "closest", "mean")
 FIDELITIES = ("none", "asha", "sha")  # search/fidelity.py
+REFIT_MODES = ("none", "best", "topk")  # study/refit.py
 MAX_SEED = 2**63 - 1
 
 # What a new search runs unless told otherwise: the best setting measured on real text children
@@ -160,6 +161,12 @@ class SearchSettings:
                                              "round starts unless its estimated cost fits what is left; then the "
                                              "search finishes as usual")
     top_n: int = setting(10, low=1, high=10_000, resume="free", help="accuracy-topN reported per task")
+    refit: str = setting("topk", choices=REFIT_MODES, resume="free",
+                         help="after the search, per task: topk retrains the --refit-k best configurations at the "
+                              "full budget (budget scale 1.0) with early stopping on validation and registers the "
+                              "best of them by validation accuracy; best the best one only; none registers the best "
+                              "child as the search trained it (study/refit.py)")
+    refit_k: int = setting(3, low=1, high=100, resume="free", help="with --refit topk: configurations per task")
     progress: bool = setting(True, cli=False, resume="free", help="a progress bar on stderr")
 
     @property
@@ -294,12 +301,13 @@ def require_data_dir(values: Mapping[str, Any], where: str = "settings") -> None
 # -- flags -------------------------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
     """One flag per setting (the metadata's help, choices and range); a flag not given stays out
-    of the namespace, so `given_settings` tells what the user set from what defaulted."""
+    of the namespace, so `given_settings` tells what the user set from what defaulted. `only`:
+    just these settings' flags (another command that takes a few of them)."""
     for f in fields(SearchSettings):
         meta = f.metadata
-        if not meta["cli"]:
+        if not meta["cli"] or (only is not None and f.name not in only):
             continue
         flag = meta["flag"] or "--" + f.name.replace("_", "-")
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": _flag_help(f)}
