@@ -159,10 +159,19 @@ def continue_search(search_dir: str | Path, settings: Mapping[str, Any], max_tri
     return {"status": "submitted", "step": step, "next_run": next_run}
 
 
-def finish_search(search_dir: str | Path) -> dict[str, Any]:
-    """`Study.finish()`: the run closed with its summary and files, each task's best child
-    registered (alias `champion` only when better). {"tasks": {task: {...}}, "markdown": str}."""
-    result = Study.load(search_dir).finish()
+def finish_search(search_dir: str | Path, refit: str = "topk", refit_k: int = 3) -> dict[str, Any]:
+    """`Study.finish()`: the run closed with its summary and files, each task's champion refit
+    (study/refit.py: `refit` none, best or topk, `refit_k` candidates per task; checked as
+    SearchSettings checks them, before anything runs) and registered (alias `champion` only when
+    better). {"tasks": {task: {...}}, "markdown": str}."""
+    from dataclasses import replace
+
+    from transfer_automl.study.refit import check_refit
+
+    check_refit(refit, refit_k)
+    study = Study.load(search_dir)
+    study.settings = replace(study.settings, refit=refit, refit_k=int(refit_k))  # this run's, not stored
+    result = study.finish()
     report = result.champions
     tasks = {} if report is None else {
         r.candidate.task: {"model": r.name, "version": str(r.version), "val_accuracy": r.candidate.val_accuracy,

@@ -123,7 +123,7 @@ def refit_models(search_dir: str | Path, mode: str = "topk", k: int = 3, *, data
             if mode == "none":
                 announce("refit", f"retraining {task_name}'s best child (trial {row['trial_id']}, val "
                                   f"{float(row['val_accuracy']):.4f}) to log it as a model")
-                _reproduce(trainer, loaded[task_name], candidate, out)
+                reproduce(trainer, loaded[task_name], candidate, out)
             else:
                 announce("refit", f"refitting {task_name}'s candidate {rank} of {len(candidates)} (trial "
                                   f"{row['trial_id']}, search val {float(row['val_accuracy']):.4f}) at the full "
@@ -202,7 +202,7 @@ def _full_budget(trainer: Any, task: Any, candidate: RefitCandidate, rule: Early
         candidate.model = result.model.cpu().eval()
 
 
-def _reproduce(trainer: Any, task: Any, candidate: RefitCandidate, out: Any) -> None:
+def reproduce(trainer: Any, task: Any, candidate: RefitCandidate, out: Any) -> None:
     """The trial's model trained again with its seed and budget; refused unless it reproduces the
     ledger row. A promoted trial (multi-fidelity) is its rung-0 trial's child trained in one go to
     its budget: what continuing it rung by rung gives (children/trainer.py)."""
