@@ -70,7 +70,8 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
                                       rounds=rounds, max_trials=max_trials), "init-search")
         last = search_rounds(search_dir, init.output, rounds, children_per_round, gpu, parallelism)
         more = state_step(continue_search(search_dir=search_dir, settings=settings, max_trials=max_trials,
-                                          run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).after(last), "continue-search")
+                                          run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, refit=refit,
+                                          refit_k=refit_k).after(last), "continue-search")
         finish_and_report(search_dir, more, refit, refit_k)
 
     return multitask_search

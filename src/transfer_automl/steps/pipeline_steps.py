@@ -122,7 +122,7 @@ CONTINUATIONS = "continuations"  # continuations/<step>.json: who continued the 
 
 
 def continue_search(search_dir: str | Path, settings: Mapping[str, Any], max_trials: int, run_id: str,
-                    submit: Any = None) -> dict[str, Any]:
+                    submit: Any = None, passed_on: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """After a window's rounds: submit the next window (one more run of this run's pipeline
     version, `init_from=resume`) while the search has rounds left of `max_trials`.
 
@@ -133,7 +133,8 @@ def continue_search(search_dir: str | Path, settings: Mapping[str, Any], max_tri
     twice whatever happens: the ledger and each trial's result file decide (`Study`).
 
     Returns {"status": "single-run" | "done" | "submitted" | "continued", "step", "next_run"}.
-    `submit(run_id, parameters, step) -> next run id` defaults to kubeflow.continuation.submit_next."""
+    `submit(run_id, parameters, step) -> next run id` defaults to kubeflow.continuation.submit_next.
+    `passed_on`: more of this run's parameters the next window gets as they are (refit, refit_k)."""
     if max_trials <= 0:
         return {"status": "single-run", "step": None, "next_run": None}
     study = Study.load(search_dir)
@@ -153,7 +154,7 @@ def continue_search(search_dir: str | Path, settings: Mapping[str, Any], max_tri
     if submit is None:
         from transfer_automl.kubeflow.continuation import submit_next as submit
     parameters = {"search_dir": str(search_dir), "settings": {**dict(settings), "init_from": "resume"},
-                  "max_trials": int(max_trials)}
+                  "max_trials": int(max_trials), **dict(passed_on or {})}
     next_run = submit(run_id, parameters, step)
     directory.write_json(key, {**record, "next_run": next_run, "parameters": parameters})
     return {"status": "submitted", "step": step, "next_run": next_run}

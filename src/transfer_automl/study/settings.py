@@ -254,10 +254,12 @@ class SearchSettings:
 # -- pipelines ---------------------------------------------------------------------------------------
 
 # Settings a pipeline's shape fixes, not its settings mapping: the search_dir, the compiled rounds
-# and children.
+# and children; the refit, a parameter of the pipeline's last step (one place to set it).
 PIPELINE_SHAPED = {"out": "search_dir", "batch_size": "the pipeline's --children",
                    "trials": "--rounds x --children", "progress": "nothing (no progress bar in a pod)",
-                   "pack": "the pipeline's --gpus (a round's children split into one pack per GPU pod)"}
+                   "pack": "the pipeline's --gpus (a round's children split into one pack per GPU pod)",
+                   "refit": "the pipeline's refit parameter (its register_champion step's)",
+                   "refit_k": "the pipeline's refit_k parameter (its register_champion step's)"}
 
 
 def check_pipeline_settings(values: Mapping[str, Any], where: str = "settings") -> dict[str, Any]:
