@@ -151,9 +151,9 @@ def refit_models(search_dir: str | Path, mode: str = "topk", k: int = 3, *, data
 
 def check_refit(mode: Any, k: Any, where: str = "") -> None:
     """The refit settings as SearchSettings checks them (`--refit`, `--refit-k`); ConfigError names them."""
-    from transfer_automl.study.settings import check_pipeline_settings
+    from transfer_automl.study.settings import check_fields
 
-    check_pipeline_settings({"refit": mode, "refit_k": k}, where or "refit")
+    check_fields({"refit": mode, "refit_k": k}, where or "settings")
 
 
 def ranked_rows(rows: list[dict[str, Any]], k: int) -> dict[str, list[dict[str, Any]]]:

@@ -270,9 +270,7 @@ def check_pipeline_settings(values: Mapping[str, Any], where: str = "settings") 
     if shaped:
         raise ConfigError(f"{where}: {shaped} are set by the pipeline ("
                           + "; ".join(f"{k}: {PIPELINE_SHAPED[k]}" for k in shaped) + "), not in the settings mapping")
-    coerced = _coerced(values, where)
-    for name, value in coerced.items():
-        _check_field(SearchSettings.__dataclass_fields__[name], value, where)
+    coerced = check_fields(values, where)
     if "method_options" in coerced:
         _check_method_options(coerced.get("method", "reinforce"), coerced["method_options"], where)
     if coerced.get("fidelity") == "sha":
@@ -282,6 +280,14 @@ def check_pipeline_settings(values: Mapping[str, Any], where: str = "settings") 
     if coerced.get("time_budget") is not None:
         raise ConfigError(f"{where}.time_budget: a pipeline runs its compiled rounds; bound it with the pipeline "
                           "run's own timeout, or use `taml search --time-budget`")
+    return coerced
+
+
+def check_fields(values: Mapping[str, Any], where: str = "settings") -> dict[str, Any]:
+    """Some settings, each checked as its field says (type, range, choices); returns them coerced."""
+    coerced = _coerced(values, where)
+    for name, value in coerced.items():
+        _check_field(SearchSettings.__dataclass_fields__[name], value, where)
     return coerced
 
 
