@@ -160,6 +160,13 @@ class SearchSettings:
                                         help="wall time for this run of the search (90s, 30m, 2h or seconds): no new "
                                              "round starts unless its estimated cost fits what is left; then the "
                                              "search finishes as usual")
+    cost_target_s: float | None = setting(None, low=0, high=365 * 24 * 3600, low_open=True,
+                                          help="cost-aware reward for every method (MnasNet's soft constraint): reward x "
+                                               "(cost / target)^w, cost a child's estimated seconds (study/cost.py; "
+                                               "its measured seconds before the first estimate); the ledger keeps "
+                                               "val_accuracy and records the reward used (default: off)")
+    cost_weight: float = setting(-0.07, low=-10, high=0,
+                                 help="with --cost-target-s: the exponent w (MnasNet: -0.07; 0 ignores the cost)")
     top_n: int = setting(10, low=1, high=10_000, resume="free", help="accuracy-topN reported per task")
     refit: str = setting("topk", choices=REFIT_MODES, resume="free",
                          help="after the search, per task: topk retrains the --refit-k best configurations at the "
