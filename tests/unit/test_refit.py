@@ -266,3 +266,53 @@ def test_bad_refit_values_change_nothing_in_a_finished_search(tmp_path, space, s
         SearchSettings.from_mapping({"tasks": ["mpqa"], "out": "x", "trials": 1, "refit": "all"})
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert not (out / "refit.json").exists()
+
+
+def test_packed_refit_is_the_refit_one_at_a_time(tmp_path, space, samples_dir, feature_cache_dir):
+    """On a GPU the refit packs its candidates (children/packing.py); each packed child evaluates,
+    keeps its best weights and stops as it would alone (no dropout here: up to float rounding)."""
+    from transfer_automl.children.packing import PackedTextTrainer
+    from transfer_automl.children.trainer import ChildTrainerConfig, TextChildTrainer
+    from transfer_automl.tasks import load_task
+    from transfer_automl.tasks.features import FeatureCache
+
+    trainer = TextChildTrainer(ChildTrainerConfig(budget_scale=1.0), FeatureCache(feature_cache_dir))
+    tasks = [load_task(name, samples_dir) for name in ("mpqa", "sms_spam")]
+    base = {n: c[0] for n, c in DECISIONS}
+    items = [({**base, "hidden_size": h, "deep_lr": lr}, task, seed)
+             for task in tasks for h in (8, 16) for lr, seed in ((0.03, 1), (1.0, 2))]
+    rule = EarlyStopping(evaluations=10, patience=2)
+    packer = PackedTextTrainer(trainer, max_pack=8, keep_models=True)
+    packed = packer.train_many(items, early_stopping=rule)
+    assert sorted(packer.last_pack_sizes) == [4, 4]  # one pack per width, both tasks in it
+    alone = [trainer.train(config, task, seed, keep_model=True, early_stopping=rule) for config, task, seed in items]
+    assert any(a.train_steps < a.max_steps for a in alone)  # some stop early
+    for p, a in zip(packed, alone, strict=True):
+        assert (p.status, p.train_steps, p.max_steps, p.best_step) == (a.status, a.train_steps, a.max_steps, a.best_step)
+        assert p.val_accuracy == pytest.approx(a.val_accuracy, abs=0.02)
+        assert p.test_accuracy == pytest.approx(a.test_accuracy, abs=0.02)
+
+
+def test_a_search_with_pack_refits_its_candidates_packed(tmp_path, space, samples_dir, feature_cache_dir, monkeypatch):
+    from transfer_automl.children.packing import PackedTextTrainer
+
+    calls = []
+    original = PackedTextTrainer.train_many
+
+    def spy(self, items, early_stopping=None):
+        calls.append((len(items), early_stopping))
+        return original(self, items, early_stopping=early_stopping)
+
+    packed_out = _search(tmp_path, space, samples_dir, feature_cache_dir, name="packed", pack=4)
+    plain_out = _search(tmp_path, space, samples_dir, feature_cache_dir, name="plain")
+    monkeypatch.setattr(PackedTextTrainer, "train_many", spy)
+    packed = refit_champions(packed_out, "topk", 2)
+    assert calls and calls[-1][0] == 4 and calls[-1][1] is not None  # 2 tasks x 2 candidates, one call
+    plain = refit_champions(plain_out, "topk", 2)
+    assert len(calls) == 1  # pack 1 on CPU: one at a time
+    for task, entry in packed["tasks"].items():
+        other = plain["tasks"][task]
+        assert [c["trial_id"].split("/", 1)[1] for c in entry["candidates"]] == \
+            [c["trial_id"].split("/", 1)[1] for c in other["candidates"]]
+        assert [c["steps"] for c in entry["candidates"]] == [c["steps"] for c in other["candidates"]]
+        assert entry["champion_val_accuracy"] == pytest.approx(other["champion_val_accuracy"], abs=0.02)

@@ -113,23 +113,29 @@ def refit_models(search_dir: str | Path, mode: str = "topk", k: int = 3, *, data
     parents = {r["trial_id"]: r.get("parent_trial_id") for r in rows}
     result = RefitResult({"search_id": str(body["search_id"]), "mode": mode, "k": int(k), "total_cost_s": 0.0,
                           "tasks": {}}, task_objects=loaded, wide_buckets=trainer.config.wide_buckets)
-    for task_name, candidates in sorted(ranked.items()):
-        if task_name not in loaded:
-            raise ConfigError(f"tasks: the ledger of {out} has task {task_name!r}, which is not among {sorted(loaded)}")
-        refits = []
-        for rank, row in enumerate(candidates, 1):
-            seed = trial_seed_of(row, int(saved.get("seed", 0)), parents)
-            candidate = RefitCandidate(row, seed)
+    unknown = sorted(set(ranked) - set(loaded))
+    if unknown:
+        raise ConfigError(f"tasks: the ledger of {out} has task(s) {unknown}, which are not among {sorted(loaded)}")
+    per_task = {task: [RefitCandidate(row, trial_seed_of(row, int(saved.get("seed", 0)), parents)) for row in rows_]
+                for task, rows_ in sorted(ranked.items())}
+    pack = _pack(saved.get("pack"), trainer) if mode != "none" else 1
+    if pack > 1:  # on a GPU: every task's candidates at once, same-shape ones stacked (children/packing.py)
+        everyone = [(task, c) for task, cs in per_task.items() for c in cs]
+        announce("refit", f"refitting {len(everyone)} candidates of {len(per_task)} task(s) at the full budget with "
+                          f"early stopping, packed {pack} at a time")
+        _full_budget_packed(trainer, loaded, everyone, early_stopping, pack)
+    for task_name, refits in per_task.items():
+        for rank, candidate in enumerate(refits if pack == 1 else [], 1):
+            row = candidate.row
             if mode == "none":
                 announce("refit", f"retraining {task_name}'s best child (trial {row['trial_id']}, val "
                                   f"{float(row['val_accuracy']):.4f}) to log it as a model")
                 reproduce(trainer, loaded[task_name], candidate, out)
             else:
-                announce("refit", f"refitting {task_name}'s candidate {rank} of {len(candidates)} (trial "
+                announce("refit", f"refitting {task_name}'s candidate {rank} of {len(refits)} (trial "
                                   f"{row['trial_id']}, search val {float(row['val_accuracy']):.4f}) at the full "
                                   "budget with early stopping")
                 _full_budget(trainer, loaded[task_name], candidate, early_stopping)
-            refits.append(candidate)
         champion = choose_champion(refits)
         if champion is None:
             raise TamlError(f"refit of {task_name} in {out}: every candidate failed at the full budget "
@@ -188,12 +194,34 @@ def trial_seed_of(row: dict[str, Any], search_seed: int, parents: dict[str, Any]
     return trial_seed(search_seed, step, index)
 
 
+def _pack(pack: Any, trainer: Any) -> int:
+    """The search's --pack (default: 64 on CUDA, 1 on CPU) where the trainer can pack."""
+    from transfer_automl.study.study import can_pack, resolve_pack
+
+    return resolve_pack(pack, trainer) if can_pack(trainer) else 1
+
+
+def _full_budget_packed(trainer: Any, loaded: dict[str, Any], candidates: list[tuple[str, RefitCandidate]],
+                        rule: EarlyStopping, pack: int) -> None:
+    """`_full_budget` for many candidates at once; each one's cost is its share of its pack's time."""
+    from transfer_automl.children.packing import PackedTextTrainer
+
+    items = [(json.loads(c.row["config"]), loaded[task], c.seed) for task, c in candidates]
+    results = PackedTextTrainer(trainer, max_pack=pack, keep_models=True).train_many(items, early_stopping=rule)
+    for (_, candidate), result in zip(candidates, results, strict=True):
+        _record(candidate, result, result.duration_s)
+
+
 def _full_budget(trainer: Any, task: Any, candidate: RefitCandidate, rule: EarlyStopping) -> None:
     """Train the candidate's configuration for all its steps, early stopping on validation."""
     clock = time.perf_counter()
     result = trainer.train(json.loads(candidate.row["config"]), task, seed=candidate.seed, keep_model=True,
                            early_stopping=rule)
-    candidate.cost_s = time.perf_counter() - clock
+    _record(candidate, result, time.perf_counter() - clock)
+
+
+def _record(candidate: RefitCandidate, result: Any, cost_s: float) -> None:
+    candidate.cost_s = cost_s
     candidate.steps = int(result.train_steps)
     candidate.max_steps = int(result.max_steps if result.max_steps is not None else result.train_steps)
     if result.status == STATUS_OK:
