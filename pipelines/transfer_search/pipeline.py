@@ -46,6 +46,8 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
         mode: str = "warm_start",
         top_k: int = 10,
         settings: dict = {"embedding": "closest"},  # noqa: B006  (one key: see multitask_search)
+        refit: str = "topk",  # champions: none, best or topk (study/refit.py)
+        refit_k: int = 3,
     ):
         dist = state_step(task_distance(
             search_dir=search_dir, target_tasks=target_tasks, source_search=source_search, distance=distance,
@@ -56,7 +58,7 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
             settings=settings, mode=mode, top_k=top_k, children_per_round=children_per_round, rounds=rounds,
         ), "transfer-init")
         last = search_rounds(search_dir, init.output, rounds, children_per_round, gpu, parallelism)
-        finish_and_report(search_dir, last)
+        finish_and_report(search_dir, last, refit, refit_k)
 
     return transfer_search
 

@@ -29,7 +29,7 @@ def test_a_bad_parameter_is_refused_before_anything_runs(tmp_path, capsys):
     assert main([*argv, "settings={'seed': 1}", f"search_dir={tmp_path}"]) == 2  # not JSON
     assert "pipeline parameter settings: \"{'seed': 1}\" is not a valid Dict" in capsys.readouterr().err
     assert main([*argv, "seed=1", f"search_dir={tmp_path}"]) == 2  # a setting goes in `settings`
-    assert ("pipeline parameter 'seed' is not an input of multitask-search; inputs: ['max_trials', 'search_dir', 'settings']"
+    assert ("pipeline parameter 'seed' is not an input of multitask-search; inputs: ['max_trials', 'refit', 'refit_k', 'search_dir', 'settings']"
             in capsys.readouterr().err)
     # the search's settings are checked by SearchSettings before any task runs
     for settings, message in (('{"entropy_weight": NaN}', "settings.entropy_weight must be a finite number"),

@@ -141,7 +141,8 @@ def test_a_text_search_announces_refit_and_registration(tmp_path, monkeypatch, s
                               search_id="phases"), stream=stream)  # its own MLflow store: registers mpqa
     lines = stream.getvalue().splitlines()
     phases = [line.split(":")[0] for line in lines if not line.startswith(("trial ", "round "))]
-    assert phases == ["summary", "refit", "registration"], stream.getvalue()
+    # one refit line per candidate: --refit topk with k 3, and the task has 2 trials
+    assert phases == ["summary", "refit", "refit", "registration"], stream.getvalue()
 
 
 def test_search_report_is_the_last_phase_and_an_existing_file_is_refused_first(tmp_path, toy_table, capsys):

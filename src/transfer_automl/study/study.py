@@ -33,7 +33,7 @@ from typing import Any
 
 from transfer_automl.errors import CheckpointError, ConfigError, StorageError, TamlError
 from transfer_automl.outputs import check_output_dir
-from transfer_automl.rewards import reward_from_accuracy
+from transfer_automl.rewards import cost_aware_reward, reward_from_accuracy
 from transfer_automl.rewards.summary import TaskHistory, TaskSummary, summarize
 from transfer_automl.search import (
     SEARCHES,
@@ -472,7 +472,7 @@ class Study:
         row = LedgerRow(
             trial_id=trial.trial_id, search_id=self.search.search_id, task=trial.task,
             controller_step=trial.controller_step, config=json.dumps(trial.config, sort_keys=True),
-            reward=reward_from_accuracy(result.val_accuracy, self.settings.reward_power) if ok else 0.0,
+            reward=self._reward(result, expected) if ok else 0.0,
             val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy, status=result.status,
             error=result.error, started_at=started_at, ended_at=datetime.now(UTC), duration_s=result.duration_s,
             rung=trial.rung, budget=trial.budget, parent_trial_id=trial.parent_trial_id, expected_cost_s=expected,
@@ -490,6 +490,18 @@ class Study:
                     raise
                 return self._recorded_result(trial)
         return row
+
+    def _reward(self, result: Any, expected_cost_s: float | None) -> float:
+        """The one place a child's reward is formed, so every method (and ASHA's promotions) sees
+        the same: validation accuracy ** reward_power, times MnasNet's cost factor with
+        --cost-target-s (rewards.cost_aware_reward; the cost is the child's estimate, its measured
+        seconds while the search has no estimate yet)."""
+        reward = reward_from_accuracy(result.val_accuracy, self.settings.reward_power)
+        target = self.settings.cost_target_s
+        if target is None:
+            return reward
+        cost = expected_cost_s if expected_cost_s is not None else result.duration_s
+        return cost_aware_reward(reward, cost, target, self.settings.cost_weight)
 
     def tell_round(self, step: int, rows: Sequence[LedgerRow | Mapping[str, Any]]) -> RoundReport:
         """Commit round `step` to the ledger, tell the search, write the checkpoint, log the round.
