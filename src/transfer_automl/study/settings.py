@@ -30,6 +30,7 @@ NORMALIZATIONS = ("std", "baseline")
 BENCHMARKS = ("transnasbench101-micro", "nasbench201", "taml-text-real")
 EMBEDDINGS = ("random", "closest", "mean")
 FIDELITIES = ("none", "asha", "sha")  # search/fidelity.py
+TRANSFERS = ("none", "auto")  # auto: rank-ensemble over the task history's earlier searches (study/history.py)
 MAX_SEED = 2**63 - 1
 
 # What a new search runs unless told otherwise: the best setting measured on real text children
@@ -159,6 +160,14 @@ class SearchSettings:
                                         help="wall time for this run of the search (90s, 30m, 2h or seconds): no new "
                                              "round starts unless its estimated cost fits what is left; then the "
                                              "search finishes as usual")
+    history: str | None = setting(None, resume="free",
+                                  help="task history: a directory or s3:// prefix where every finished search is "
+                                       "recorded and --transfer auto looks (default $TAML_HISTORY, else "
+                                       "~/.cache/transfer-automl/history); none: nothing recorded or read")
+    transfer: str = setting("none", choices=TRANSFERS,
+                            help="auto: learn from the earlier searches of this space in the history and the "
+                                 "shipped starter history (rank-ensemble over them; with none, a scratch search "
+                                 "of --method)")
     top_n: int = setting(10, low=1, high=10_000, resume="free", help="accuracy-topN reported per task")
     progress: bool = setting(True, cli=False, resume="free", help="a progress bar on stderr")
 
@@ -192,6 +201,13 @@ class SearchSettings:
         if (self.init_from == "transfer") != bool(self.source):
             raise ConfigError(f"{where}: init_from=transfer needs a source (--from: a search directory or "
                               "checkpoint), and a source needs init_from=transfer")
+        if self.transfer == "auto" and self.init_from == "transfer":
+            raise ConfigError(f"{where}.transfer: auto learns from the history; init_from=transfer (--from) "
+                              "continues one search's controller: choose one")
+        if self.history is not None:
+            from transfer_automl.history import check_history_uri
+
+            check_history_uri(self.history, f"{where}.history")
         if self.benchmark and self.space:
             raise ConfigError(f"{where}.space (--space) does not apply with a benchmark: its space is the "
                               f"benchmark table's columns; leave it out, or use --table with your own space")
