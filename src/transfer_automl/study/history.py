@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -57,10 +58,10 @@ def _table_hash(location: str) -> str:
 # -- writing ----------------------------------------------------------------------------------
 
 
-def record_search(study: Any) -> str | None:
+def record_search(study: Any, on_start: Callable[[str], None] | None = None) -> str | None:
     """Write the finished search to its history (settings.history); returns the entry's location,
-    None when there is none (`none`, an in-memory study). A failure to write is a warning: the
-    search itself is finished and kept."""
+    None when there is none (`none`, an in-memory study). `on_start(history uri)` hears it begin.
+    A failure to write is a warning: the search itself is finished and kept."""
     import pyarrow as pa
 
     from transfer_automl.search import ControllerSearch
@@ -71,6 +72,8 @@ def record_search(study: Any) -> str | None:
     uri = check_history_uri(study.settings.history)
     if uri is None:
         return None
+    if on_start is not None:
+        on_start(uri)
     rows = [r.to_dict() for r in study.rows()]
     summary = pa.table({c: [r.get(c) for r in rows] for c in SUMMARY_COLUMNS},
                        schema=pa.schema([("task", pa.string()), ("config", pa.string()),

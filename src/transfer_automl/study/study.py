@@ -565,10 +565,10 @@ class Study:
         # At the last told step, whichever process finishes (a pipeline's last step knows no step).
         tracker.log_controller(max(0, self.search.step - 1), {k: v for k, v in summary.items() if math.isfinite(v)})
         tracker.finish({})
-        announce("history", "the search's summary, task fingerprints and checkpoint to the task history")
         from transfer_automl.study.history import record_search
 
-        history_entry = record_search(self) or ""
+        history_entry = record_search(self, on_start=lambda where: announce(
+            "history", f"the search's summary, task fingerprints and checkpoint to {where}")) or ""
         champions = None
         if register and self.owns_tracker and self.directory is not None:
             from transfer_automl.study.champions import register_after_search
