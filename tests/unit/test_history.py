@@ -20,6 +20,7 @@ from transfer_automl.history.store import MANIFEST
 from transfer_automl.steps.search import run_search
 from transfer_automl.tasks.benchmarks import TNB101_MICRO_TASKS, load_benchmark
 from transfer_automl.tracking import Tracker
+from transfer_automl.tracking.memory import MemoryTracker
 
 TNB = "transnasbench101-micro"
 
@@ -82,7 +83,9 @@ def test_transfer_auto_picks_the_compatible_search_and_not_the_incompatible_one(
                 "trials": 5, "method": "rs", "search_id": "nb201-earlier"}, tracker=Tracker())
     assert {e.search_id for e in HistoryStore(h).entries()} == {"tnb-earlier", "nb201-earlier"}
     capsys.readouterr()
-    _search(tmp_path / "new", h, tasks=("jigsaw",), transfer="auto")
+    tracker = MemoryTracker()
+    run_search({"benchmark": TNB, "out": str(tmp_path / "new"), "history": str(h), "progress": False, "trials": 10,
+                "tasks": ("jigsaw",), "transfer": "auto"}, tracker=tracker)
     assert "rank-ensemble over" in capsys.readouterr().err
     stored = _settings(tmp_path / "new")
     assert stored["method"] == "rank-ensemble" and stored["transfer"] == "auto"
@@ -91,6 +94,7 @@ def test_transfer_auto_picks_the_compatible_search_and_not_the_incompatible_one(
     assert used["tnb-earlier"] == {"class_scene": 10}
     assert set(used[f"starter-{TNB}"]) == set(TNB101_MICRO_TASKS) - {"jigsaw"}
     assert "nb201-earlier" not in used
+    assert tracker.params["history.sources"] == {u["search_id"]: u["tasks"] for u in stored["_history"]["entries"]}
     sources = pq.read_table(tmp_path / "new" / "history-sources.parquet").to_pylist()
     assert "jigsaw" not in {r["task"] for r in sources}
     assert sum(r["task"] == "class_scene" for r in sources) == 10 + 200  # one task: both searches' rows
