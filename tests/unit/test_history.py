@@ -18,6 +18,7 @@ from transfer_automl.cli import main
 from transfer_automl.history import HistoryStore, TaskFingerprint, select_sources, starter_history
 from transfer_automl.history.store import MANIFEST
 from transfer_automl.steps.search import run_search
+from transfer_automl.storage import get_store
 from transfer_automl.tasks.benchmarks import TNB101_MICRO_TASKS, load_benchmark
 from transfer_automl.tracking import Tracker
 from transfer_automl.tracking.memory import MemoryTracker
@@ -74,6 +75,14 @@ def test_a_finished_search_on_s3_lands_in_an_s3_history(s3_bucket):
     [entry] = HistoryStore(history).entries()
     assert entry.where == f"{history}/entries/{result.search_id}"
     assert entry.summary().num_rows == 10 and entry.checkpoint_bytes() is None  # rs has no controller
+    # A --transfer auto search on S3 reads it (its sources file is an S3 object) and records itself.
+    _search(f"s3://{s3_bucket}/runs/b", history, tasks=("class_scene",), transfer="auto", trials=4, batch_size=2,
+            search_id="auto-on-s3")
+    assert {e.search_id for e in HistoryStore(history).entries()} == {result.search_id, "auto-on-s3"}
+    stored = json.loads(get_store(f"s3://{s3_bucket}/runs/b").get_bytes("settings.json"))
+    assert stored["method"] == "rank-ensemble"
+    assert stored["method_options"]["sources"] == f"s3://{s3_bucket}/runs/b/history-sources.parquet"
+    assert result.search_id in {u["search_id"] for u in stored["_history"]["entries"]}
 
 
 def test_transfer_auto_picks_the_compatible_search_and_not_the_incompatible_one(tmp_path, capsys):

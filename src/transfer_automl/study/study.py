@@ -184,6 +184,8 @@ class Study:
         settings = settings.validated()
         if settings.init_from == "resume":
             raise ConfigError("init_from: an in-memory study cannot resume; it has no directory")
+        if settings.transfer == "auto":  # its sources file and history record live in the search directory
+            raise ConfigError("transfer: auto needs a search directory (Study.open); an in-memory study has none")
         backend = backend or make_backend(settings, None)
         body = source.search.state_dict() if isinstance(source, Study) else source
         search = _new_search(settings, backend, settings.search_id or "memory", source_body=body)
