@@ -50,8 +50,7 @@ def test_a_finished_search_lands_in_the_history(tmp_path):
     assert [(t.name, t.identity) for t in entry.tasks] == [
         ("class_scene", f"benchmark:{TNB}/class_scene"), ("room_layout", f"benchmark:{TNB}/room_layout")]
     summary = entry.summary().to_pylist()
-    assert sorted(json.loads(r["config"]) == json.loads(c) for r, c in zip(
-        sorted(summary, key=lambda r: r["config"]), sorted(_configs(tmp_path / "a")), strict=True)) == [True] * 10
+    assert sorted(r["config"] for r in summary) == sorted(_configs(tmp_path / "a"))  # every trial, as the ledger
     assert {r["task"] for r in summary} == {"class_scene", "room_layout"}
     assert entry.checkpoint_bytes() == (tmp_path / "a" / "checkpoint.pt").read_bytes()  # a controller search's
 
