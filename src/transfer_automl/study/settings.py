@@ -163,7 +163,8 @@ class SearchSettings:
     history: str | None = setting(None, resume="free",
                                   help="task history: a directory or s3:// prefix where every finished search is "
                                        "recorded and --transfer auto looks (default $TAML_HISTORY, else "
-                                       "~/.cache/transfer-automl/history); none: nothing recorded or read")
+                                       "~/.cache/transfer-automl/history); none: nothing recorded, only the shipped starter "
+                                       "history read")
     transfer: str = setting("none", choices=TRANSFERS,
                             help="auto: learn from the earlier searches of this space in the history and the "
                                  "shipped starter history (rank-ensemble over them; with none, a scratch search "
