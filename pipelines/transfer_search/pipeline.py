@@ -8,6 +8,12 @@ source's controller (mode warm_start: each target's task embedding from its clos
 as a fresh search over the closest sources' top configurations (mode reduce_space); the rounds
 are the multitask search's. See transfer_automl.steps.transfer_steps.
 
+With settings {"transfer": "auto", "history": URI} no source_search is needed: transfer_init
+opens `taml search --transfer auto` over the task history at URI (a directory the pods share or
+an s3:// prefix; the shipped starter history after it): rank-ensemble over the earlier searches of
+the same space, a scratch search without any. Every pipeline's finished search is recorded in its
+settings' `history` (register_champion: Study.finish); multitask_search takes it the same way.
+
     python pipelines/transfer_search/pipeline.py OUT_DIR   # writes OUT_DIR/transfer_search.yaml
 """
 
@@ -38,7 +44,7 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
     def transfer_search(
         search_dir: str,
         target_tasks: list,
-        source_search: str,
+        source_search: str = "",
         distance: str = "fisher_ld",
         select: str = "closest",
         repeats: int = 3,

@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  taml search --tasks sms_spam,mpqa,customer_reviews --trials 60 --out runs/demo\n"
         "  taml search --tasks sst2 --trials 60 --out runs/sst2 --init-from transfer --from runs/demo\n"
         "  taml search --benchmark nasbench201 --method pqt --trials 300 --out runs/nb201\n"
+        "  taml search --benchmark transnasbench101-micro --tasks jigsaw --transfer auto --trials 10 --out runs/jig\n"
         "  taml search --table my.parquet --metric-columns task_a,task_b --method tpe --trials 100 --out runs/mine",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -469,7 +470,7 @@ def _search(args: argparse.Namespace) -> int:
                     "mlflow": result.tracking_location, "mlflow_runs_url": result.browse_url or None,
                     "tasks": [_task_summary(s) for s in result.per_task],
                     "models": result.champions.to_dict() if result.champions is not None else None,
-                    "report": report, "stopped": result.stopped})
+                    "report": report, "stopped": result.stopped, "history": result.history_entry or None})
         return 0
     reference = result.per_task[0].reference if result.per_task else ""
     print_table(["task", "trials", "trained", "best val", "its test", "acc-top10", f"{reference} (test)"],
@@ -482,6 +483,8 @@ def _search(args: argparse.Namespace) -> int:
     print(f"data:       {result.data_location}")
     print(f"ledger:     {result.ledger_dir}  (pyarrow.dataset.dataset(...))")
     print(f"checkpoint: {result.checkpoint}")
+    if result.history_entry:
+        print(f"history:    {result.history_entry}")
     print(f"mlflow:     {result.tracking_location}")
     if result.tracking_location.startswith("sqlite:"):
         print(f"browse:     mlflow ui --backend-store-uri {result.tracking_location}, then {result.browse_url}"

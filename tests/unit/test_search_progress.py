@@ -126,7 +126,8 @@ def test_a_search_prints_one_line_per_trial_and_its_phases(tmp_path, toy_table):
     trials = [line for line in lines if line.startswith("trial ")]
     assert [re.match(r"trial (\d)/4 (t1|t2): val ", line) is not None for line in trials] == [True] * 4
     assert [line.split(" (")[0] for line in lines if line.startswith("round ")] == ["round 0 done", "round 1 done"]
-    assert lines[-1].startswith("summary: ")  # a table search registers no model: no refit phase
+    assert lines[-2].startswith("summary: ")  # a table search registers no model: no refit phase
+    assert lines[-1].startswith("history: ")  # the finished search recorded in the task history
     assert "depth=" in trials[0] and "(estimate from" in trials[-1]
 
 
@@ -142,7 +143,7 @@ def test_a_text_search_announces_refit_and_registration(tmp_path, monkeypatch, s
     lines = stream.getvalue().splitlines()
     phases = [line.split(":")[0] for line in lines if not line.startswith(("trial ", "round "))]
     # one refit line per candidate: --refit topk with k 3, and the task has 2 trials
-    assert phases == ["summary", "refit", "refit", "registration"], stream.getvalue()
+    assert phases == ["summary", "history", "refit", "refit", "registration"], stream.getvalue()
 
 
 def test_search_report_is_the_last_phase_and_an_existing_file_is_refused_first(tmp_path, toy_table, capsys):
@@ -151,7 +152,7 @@ def test_search_report_is_the_last_phase_and_an_existing_file_is_refused_first(t
     assert main(args) == 0
     captured = capsys.readouterr()
     phases = [line.split(":")[0] for line in captured.err.splitlines() if not line.startswith(("trial ", "round "))]
-    assert phases == ["summary", "report"]
+    assert phases == ["summary", "history", "report"]
     assert "<html" in (tmp_path / "s.html").read_text().lower() and f"report:     {tmp_path / 's.html'}" in captured.out
     before = (tmp_path / "s.html").read_bytes()
     args[args.index("--out") + 1] = str(tmp_path / "t")

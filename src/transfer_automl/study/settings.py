@@ -31,6 +31,7 @@ BENCHMARKS = ("transnasbench101-micro", "nasbench201", "taml-text-real")
 EMBEDDINGS = ("random", "closest", "mean")
 FIDELITIES = ("none", "asha", "sha")  # search/fidelity.py
 REFIT_MODES = ("none", "best", "topk")  # study/refit.py
+TRANSFERS = ("none", "auto")  # auto: rank-ensemble over the task history's earlier searches (study/history.py)
 MAX_SEED = 2**63 - 1
 
 # What a new search runs unless told otherwise: the best setting measured on real text children
@@ -167,6 +168,15 @@ class SearchSettings:
                                                "val_accuracy and records the reward used (default: off)")
     cost_weight: float = setting(-0.07, low=-10, high=0,
                                  help="with --cost-target-s: the exponent w (MnasNet: -0.07; 0 ignores the cost)")
+    history: str | None = setting(None, resume="free",
+                                  help="task history: a directory or s3:// prefix where every finished search is "
+                                       "recorded and --transfer auto looks (default $TAML_HISTORY, else "
+                                       "~/.cache/transfer-automl/history); none: nothing recorded, only the shipped starter "
+                                       "history read")
+    transfer: str = setting("none", choices=TRANSFERS,
+                            help="auto: learn from the earlier searches of this space in the history and the "
+                                 "shipped starter history (rank-ensemble over them; with none, a scratch search "
+                                 "of --method)")
     top_n: int = setting(10, low=1, high=10_000, resume="free", help="accuracy-topN reported per task")
     refit: str = setting("topk", choices=REFIT_MODES, resume="free",
                          help="after the search, per task: topk retrains the --refit-k best configurations at the "
@@ -206,6 +216,13 @@ class SearchSettings:
         if (self.init_from == "transfer") != bool(self.source):
             raise ConfigError(f"{where}: init_from=transfer needs a source (--from: a search directory or "
                               "checkpoint), and a source needs init_from=transfer")
+        if self.transfer == "auto" and self.init_from == "transfer":
+            raise ConfigError(f"{where}.transfer: auto learns from the history; init_from=transfer (--from) "
+                              "continues one search's controller: choose one")
+        if self.history is not None:
+            from transfer_automl.history import check_history_uri
+
+            check_history_uri(self.history, f"{where}.history")
         if self.benchmark and self.space:
             raise ConfigError(f"{where}.space (--space) does not apply with a benchmark: its space is the "
                               f"benchmark table's columns; leave it out, or use --table with your own space")
