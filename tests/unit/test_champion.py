@@ -5,6 +5,7 @@ tabular searches skipped, and Kubeflow's MLflow variables still nesting everythi
 from __future__ import annotations
 
 import json
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -207,8 +208,9 @@ def test_retraining_that_does_not_reproduce_the_ledger_registers_nothing(searche
     before = len(client.search_model_versions("name = 'taml-mpqa'"))
     table = pq.read_table(samples_dir / "mpqa.parquet")
     pq.write_table(table.slice(0, table.num_rows - 200), tmp_path / "mpqa.parquet")  # other data, same name
-    with pytest.raises(TamlError, match="the ledger says"):
-        register_champions(searches["root"] / "a", searches["uri"], data_dir=str(tmp_path), tasks=("mpqa",),
+    shutil.copy(samples_dir / "sms_spam.parquet", tmp_path)  # the search's other task, unchanged
+    with pytest.raises(TamlError, match="gave val/test accuracy .* the ledger says"):
+        register_champions(searches["root"] / "a", searches["uri"], data_dir=str(tmp_path), tasks=("mpqa", "sms_spam"),
                            cache_dir=str(tmp_path / "cache"), refit="none")
     assert len(client.search_model_versions("name = 'taml-mpqa'")) == before
 

@@ -118,7 +118,11 @@ def test_an_api_error_is_one_line_naming_the_status(kfp_server, capsys):
 
 def test_missing_required_parameter_and_unreachable_host(capsys):
     assert _taml("pipeline", "submit", "transfer_search", "--host", "http://127.0.0.1:9", "search_dir=/x") == 2
-    assert "needs parameter(s) ['source_search', 'target_tasks']" in capsys.readouterr().err
+    assert "needs parameter(s) ['target_tasks']" in capsys.readouterr().err
+    assert _taml("pipeline", "submit", "transfer_search", "--host", "http://127.0.0.1:9", "search_dir=/x",
+                 "target_tasks=t3") == 2
+    assert "needs parameter source_search (the search to transfer from), or settings.transfer auto" in \
+        capsys.readouterr().err
     assert _taml("pipeline", "submit", "multitask_search", "--host", "http://127.0.0.1:9", "search_dir=/x") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "127.0.0.1:9" in err

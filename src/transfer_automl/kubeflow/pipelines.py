@@ -117,6 +117,11 @@ def parse_params(pipeline_func, pairs: list[str]) -> dict[str, Any]:
         check_pipeline_settings(params["settings"], "pipeline parameter settings")
         if "search_dir" in inputs and "target_tasks" not in inputs:  # a search that starts here: where its data is
             require_data_dir(params["settings"], "pipeline parameter settings")
+    settings = params.get("settings") if isinstance(params.get("settings"), dict) else {}
+    if "source_search" in inputs and not params.get("source_search") and settings.get("transfer") != "auto":
+        # refused here, not in a pod: a transfer learns from one earlier search, or from the history
+        raise ConfigError(f"pipeline {pipeline_func.name} needs parameter source_search (the search to transfer "
+                          "from), or settings.transfer auto to learn from the task history")
     return params
 
 
