@@ -43,6 +43,9 @@ TASKS = ("20newsgroups", "sst2", "emotion_text", "airline_tweets", "disaster_twe
          "primary_emotions", "progressive_opinion", "brown")
 SPACE = "taml-text-cpu-full"  # space/builtin.py: frozen GloVe or hashed features, 300 to 10,000 steps
 DOC = Path("docs/benchmarks/quality.md")
+# Below this line the page holds notes written by hand (what was tried, why a task loses); a new
+# run rewrites what is above it and keeps them.
+NOTES_MARKER = "<!-- notes: kept when the page is rewritten -->"
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,38 @@ def render(rows: list[dict[str, Any]], settings: QualitySettings, command: str, 
     return "\n".join(lines) + "\n"
 
 
+def write_page(path: Path, page: str) -> None:
+    """Write the generated page, keeping the hand-written notes below NOTES_MARKER of the old one."""
+    old = path.read_text() if path.exists() else ""
+    notes = old[old.index(NOTES_MARKER):] if NOTES_MARKER in old else NOTES_MARKER + "\n"
+    path.write_text(page + "\n" + notes)
+
+
+# -- one child, for the measurements behind SPACE ----------------------------------------------
+
+# The child the notes' measurements vary: frozen GloVe 1x256 with layer norm and both towers.
+CHILD_BASE = {"input_module": "glove-6b-50d", "fine_tune": False, "hidden_layers": 1, "hidden_size": 256,
+              "activation": "relu", "normalization": "layer", "dropout": 0.0, "deep_lr": 0.1, "deep_reg": 0.0001,
+              "wide_lr": 0.3, "wide_reg": 0.0001, "training_samples": 100000}
+
+
+def train_child(task: str, changes: dict[str, Any], data_dir: str | None, cache: str) -> dict[str, Any]:
+    """Train CHILD_BASE with `changes` at budget scale 1 (seed 0, one thread): accuracy and CPU time."""
+    import torch
+
+    from transfer_automl.children.trainer import ChildTrainerConfig, TextChildTrainer
+    from transfer_automl.tasks import load_task
+    from transfer_automl.tasks.features import FeatureCache
+
+    torch.set_num_threads(1)
+    trainer = TextChildTrainer(ChildTrainerConfig(budget_scale=1.0), FeatureCache(cache))
+    config = {**CHILD_BASE, **changes}
+    result, wall, cpu = _timed(lambda: trainer.train(config, load_task(task, data_dir), seed=0))
+    return {"task": task, "changes": changes, "status": result.status, "val": result.val_accuracy,
+            "test": result.test_accuracy, "steps": result.train_steps, "wall_s": wall, "cpu_s": cpu,
+            "phases": result.phases}
+
+
 # -- the command -------------------------------------------------------------------------------
 
 
@@ -285,7 +320,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=defaults.workers)
     parser.add_argument("--doc", default=str(DOC), help="the page to write")
     parser.add_argument("--report-only", action="store_true", help="write the page from what --out holds")
+    parser.add_argument("--child", nargs="+", metavar=("TASK", "CHANGES"),
+                        help="instead: train one child, CHILD_BASE with JSON changes per CHANGES, and print it")
     args = parser.parse_args(argv)
+    if args.child:
+        for changes in args.child[1:] or ["{}"]:
+            print(json.dumps(train_child(args.child[0], json.loads(changes), args.data_dir,
+                                         str(Path(args.out) / "cache"))), flush=True)
+        return 0
     settings = QualitySettings(out=args.out, tasks=tuple(t for t in args.tasks.split(",") if t),
                                data_dir=args.data_dir, time_budget_s=args.time_budget, method=args.method,
                                batch_size=args.batch_size, refit_k=args.refit_k, seed=args.seed,
@@ -304,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_rows(out, settings.tasks)
     command = "python -m benchmarks.quality " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     machine = f"{os.cpu_count()}-core CPU machine shared with other jobs"
-    Path(args.doc).write_text(render(rows, settings, command.strip(), runs, machine))
+    write_page(Path(args.doc), render(rows, settings, command.strip(), runs, machine))
     print(f"wrote {args.doc}: {sum(r['beats'] for r in rows)} of {len(rows)} tasks at least TF-IDF + LR")
     return 0
 

@@ -88,3 +88,14 @@ def test_config_summary_names_only_the_enabled_towers():
 def test_bad_settings_are_refused_by_name(field, value):
     with pytest.raises(ConfigError, match=field.split("_s")[0] if field != "tasks" else "tasks"):
         QualitySettings(**{field: value})
+
+
+def test_a_rewritten_page_keeps_the_notes_written_below_the_marker(tmp_path):
+    from benchmarks.quality import NOTES_MARKER, write_page
+
+    page = tmp_path / "quality.md"
+    write_page(page, "# first\n")
+    assert page.read_text() == f"# first\n\n{NOTES_MARKER}\n"
+    page.write_text(page.read_text() + "Why 20newsgroups loses: measured.\n")
+    write_page(page, "# second\n")
+    assert page.read_text() == f"# second\n\n{NOTES_MARKER}\nWhy 20newsgroups loses: measured.\n"
