@@ -232,11 +232,12 @@ def render(rows: list[dict[str, Any]], settings: QualitySettings, command: str, 
     wins = sum(r["beats"] for r in rows)
     refit = sum(r["champion"] is not None and r["champion"]["source"] == "refit" for r in rows)
     total_wall = sum(r["wall_s"] for r in runs)
-    run_list = ", ".join(f"{r['wall_s'] / 60:.0f} min started {r['started']}" for r in runs)
+    run_list = "; ".join(f"{r['wall_s'] / 60:.0f} min from {r['started']}"
+                         + (f" (`{r['command']}`)" if r.get("command") else "") for r in runs)
     lines = [
         "# Quality: the searched champion against TF-IDF + logistic regression", "",
-        f"Command: `{command}`, {total_wall / 60:.0f} min wall in {len(runs)} run(s) "
-        f"({run_list}), {machine}.", "",
+        f"Command: `make bench-quality`, i.e. `{command}`; {total_wall / 60:.0f} min wall in {len(runs)} run(s) "
+        f"of it (resumed: a run skips the phases already done): {run_list}; {machine}.", "",
         f"Per task: `taml search --tasks <task> --space {SPACE} --budget-scale 1 --fidelity asha "
         f"--min-budget {settings.min_budget:.4g} --max-budget 1 --eta {settings.eta:g} --method {settings.method} "
         f"--batch-size {settings.batch_size} --time-budget {settings.time_budget_s:g}s --seed {settings.seed}` "
@@ -336,17 +337,23 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runs_file = out / "runs.json"
     runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
+    invoked = " ".join(["python -m benchmarks.quality", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    # the command `make bench-quality` runs, with this run's settings
+    command = (f"python -m benchmarks.quality --out {settings.out} --time-budget {settings.time_budget_s:g} "
+               f"--workers {settings.workers}")
     if not args.report_only:
         from benchmarks.jobs import run_jobs
 
         started, clock = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
         run_jobs(run_task, [(task, settings) for task in settings.tasks], settings.workers, True, "tasks")
-        runs.append({"started": started, "wall_s": time.perf_counter() - clock, "settings": asdict(settings)})
+        # read again: another run of the same --out (other tasks) may have finished meanwhile
+        runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
+        runs.append({"started": started, "wall_s": time.perf_counter() - clock, "settings": asdict(settings),
+                     "refit": refit_function() is not None, "command": invoked})
         runs_file.write_text(json.dumps(runs, indent=1))
     rows = read_rows(out, settings.tasks)
-    command = "python -m benchmarks.quality " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     machine = f"{os.cpu_count()}-core CPU machine shared with other jobs"
-    write_page(Path(args.doc), render(rows, settings, command.strip(), runs, machine))
+    write_page(Path(args.doc), render(rows, settings, command, runs, machine))
     print(f"wrote {args.doc}: {sum(r['beats'] for r in rows)} of {len(rows)} tasks at least TF-IDF + LR")
     return 0
 
