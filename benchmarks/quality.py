@@ -222,6 +222,12 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _champion_cell(champion: dict[str, Any] | None) -> str:
+    if champion is None:
+        return "-"
+    return _pct(champion["test"]) + (" (not refit)" if champion["source"] == "search" else "")
+
+
 def _secs(wall: float | None, cpu: float | None) -> str:
     return "-" if wall is None else f"{wall:.0f} / {cpu:.0f}"
 
@@ -231,6 +237,8 @@ def render(rows: list[dict[str, Any]], settings: QualitySettings, command: str, 
     """The Markdown page: the table, how many tasks beat the baseline, the command and its wall time."""
     wins = sum(r["beats"] for r in rows)
     refit = sum(r["champion"] is not None and r["champion"]["source"] == "refit" for r in rows)
+    partial = f" ({len(rows) - refit} of {len(rows)} tasks not refit yet: their champion is the search's best)" \
+        if 0 < refit < len(rows) else ""
     total_wall = sum(r["wall_s"] for r in runs)
     run_list = "; ".join(f"{r['wall_s'] / 60:.0f} min from {r['started']}"
                          + (f" (`{r['command']}`)" if r.get("command") else "") for r in runs)
@@ -245,7 +253,7 @@ def render(rows: list[dict[str, Any]], settings: QualitySettings, command: str, 
         + (f"`refit_champions(search_dir, \"topk\", {settings.refit_k})` (what `--refit topk --refit-k "
            f"{settings.refit_k}` runs)" if refit else "no refit (the champion refit is not in this checkout): "
            "the champion is the search's best child by validation accuracy")
-        + ". **CPU budget per task: the search's wall time is capped at "
+        + partial + ". **CPU budget per task: the search's wall time is capped at "
         f"{settings.time_budget_s / 60:.3g} min (`--time-budget`), so with one thread it uses at most about "
         f"{settings.time_budget_s / 60:.3g} CPU-minutes**; the refit and the baseline come on top (measured below).", "",
         f"**The champion's test accuracy is at least TF-IDF + LR's on {wins} of {len(rows)} tasks**"
@@ -259,7 +267,7 @@ def render(rows: list[dict[str, Any]], settings: QualitySettings, command: str, 
         paper = f"{r['paper'][0]:.1f} ({r['paper'][1]})" if r["paper"] else "-"
         summary = config_summary(champion["config"], champion["steps"]) if champion else "no child trained"
         lines.append(
-            f"| {r['task']} | {_pct(champion['test']) if champion else '-'} | {_pct(r['tfidf_test'])} ({r['tfidf_C']:g}) "
+            f"| {r['task']} | {_champion_cell(champion)} | {_pct(r['tfidf_test'])} ({r['tfidf_C']:g}) "
             f"| {paper} | {_pct(r['majority_test'])} | {'yes' if r['beats'] else '**no**'} | {summary} "
             f"| {r['configurations']} ({r['promotions']}) | {_secs(r['search_wall_s'], r['search_cpu_s'])} "
             f"| {_secs(r['refit_wall_s'], r['refit_cpu_s'])} |")

@@ -74,7 +74,7 @@ def test_without_a_refit_the_champion_is_the_searchs_best_by_validation(tmp_path
     assert row["champion"]["source"] == "search" and row["champion"]["test"] == 0.78 and row["beats"]
     assert row["paper"] is None and row["refit_wall_s"] is None
     page = render([row], QualitySettings(), "cmd", [{"started": "t", "wall_s": 60.0}], "m")
-    assert "no refit" in page and "| political_social_media | 78.0 | 77.0 (10) | - |" in page
+    assert "no refit" in page and "| political_social_media | 78.0 (not refit) | 77.0 (10) | - |" in page
 
 
 def test_config_summary_names_only_the_enabled_towers():
