@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-transfer-search bench-xor bench-table bench-transfer bench-children bench-serving bench-fidelity bench-quality fuzz clean
+.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-transfer-search bench-xor bench-table bench-transfer bench-children bench-serving bench-fidelity starter-history bench-history bench-quality fuzz clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -100,6 +100,16 @@ TABLE_TASKS := sms_spam,customer_reviews,mpqa,corporate_messaging,global_warming
 bench-table:
 	nice -n 10 $(PY) -m benchmarks.real_table build --tasks $(TABLE_TASKS) --work-dir runs/bench-table --workers 3
 	nice -n 10 $(PY) -m benchmarks.real_table compare --out runs/bench-table/search --seeds 6
+
+# The task history shipped in the package: 200 random rows per task of taml-text-real and
+# TransNAS-Bench-101 micro (benchmarks/starter_history.py; about a second).
+starter-history:
+	$(PY) -m benchmarks.starter_history
+
+# --transfer auto from the starter history alone vs scratch searches, jigsaw, 10 trials, 10 seeds
+# (about a minute): docs/benchmarks/task_history.md.
+bench-history:
+	nice -n 10 $(PY) -m benchmarks.task_history --out runs/bench-history
 
 # Child throughput on cached features (small/medium/large: children per CPU-minute, time split)
 # and the packing speed-up: docs/benchmarks/children.md (minutes; never part of `make test`).

@@ -125,8 +125,9 @@ def search_report(search_dir, after: dsl.PipelineTask) -> dsl.PipelineTask:
     return state_step(report(search_dir=search_dir).after(after), "report")
 
 
-def finish_and_report(search_dir, after: dsl.PipelineTask) -> dsl.PipelineTask:
-    """The search's end once `after` is done: `Study.finish` (summary, files, champions in the
-    model registry), then the report."""
-    finish = state_step(register_champion(search_dir=search_dir).after(after), "register-champion")
+def finish_and_report(search_dir, after: dsl.PipelineTask, refit, refit_k) -> dsl.PipelineTask:
+    """The search's end once `after` is done: `Study.finish` (summary, files, the champions refit
+    as `refit`/`refit_k` say and registered in the model registry), then the report."""
+    finish = state_step(register_champion(search_dir=search_dir, refit=refit, refit_k=refit_k).after(after),
+                        "register-champion")
     return search_report(search_dir, finish)

@@ -61,6 +61,8 @@ def _one_torch_thread():
 _MLFLOW_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")
 # Whatever runs outside a test's own fixtures never writes the working directory's ./mlflow.db.
 os.environ["TAML_HOME"] = tempfile.mkdtemp(prefix="taml-home-session-")
+# Finished searches record themselves in the task history (default under ~/.cache): a temporary one.
+os.environ["TAML_HISTORY"] = tempfile.mkdtemp(prefix="taml-history-session-")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -63,13 +63,16 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
         # One key: kfp writes a dict default's keys in hash order, and the compiled YAML must not vary.
         settings: dict = {"tasks": []},  # noqa: B006  (KFP reads defaults from the signature)
         max_trials: int = max_trials,
+        refit: str = "topk",  # champions: none, best or topk (study/refit.py)
+        refit_k: int = 3,
     ):
         init = state_step(init_search(search_dir=search_dir, settings=settings, children_per_round=children_per_round,
                                       rounds=rounds, max_trials=max_trials), "init-search")
         last = search_rounds(search_dir, init.output, rounds, children_per_round, gpu, parallelism)
         more = state_step(continue_search(search_dir=search_dir, settings=settings, max_trials=max_trials,
-                                          run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).after(last), "continue-search")
-        finish_and_report(search_dir, more)
+                                          run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, refit=refit,
+                                          refit_k=refit_k).after(last), "continue-search")
+        finish_and_report(search_dir, more, refit, refit_k)
 
     return multitask_search
 

@@ -42,13 +42,15 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
     def scheduled_retraining(
         search_root: str,
         tasks: list = [],  # noqa: B006  (KFP takes a pipeline parameter's default from the signature)
+        refit: str = "topk",  # champions: none, best or topk (study/refit.py)
+        refit_k: int = 3,
     ):
         resumed = state_step(resume_search(search_root=search_root, tasks=tasks, children_per_round=children_per_round,
                                            rounds=rounds), "resume-search")
         search_dir = resumed.outputs["search_dir"]
         more = more_rounds(search_dir=search_dir, start_round=resumed.outputs["round_index"])
         more.set_display_name("rounds").set_caching_options(False)  # its steps set their own policies
-        finish_and_report(search_dir, more)
+        finish_and_report(search_dir, more, refit, refit_k)
 
     return scheduled_retraining
 

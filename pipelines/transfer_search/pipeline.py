@@ -8,6 +8,12 @@ source's controller (mode warm_start: each target's task embedding from its clos
 as a fresh search over the closest sources' top configurations (mode reduce_space); the rounds
 are the multitask search's. See transfer_automl.steps.transfer_steps.
 
+With settings {"transfer": "auto", "history": URI} no source_search is needed: transfer_init
+opens `taml search --transfer auto` over the task history at URI (a directory the pods share or
+an s3:// prefix; the shipped starter history after it): rank-ensemble over the earlier searches of
+the same space, a scratch search without any. Every pipeline's finished search is recorded in its
+settings' `history` (register_champion: Study.finish); multitask_search takes it the same way.
+
     python pipelines/transfer_search/pipeline.py OUT_DIR   # writes OUT_DIR/transfer_search.yaml
 """
 
@@ -38,7 +44,7 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
     def transfer_search(
         search_dir: str,
         target_tasks: list,
-        source_search: str,
+        source_search: str = "",
         distance: str = "fisher_ld",
         select: str = "closest",
         repeats: int = 3,
@@ -46,6 +52,8 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
         mode: str = "warm_start",
         top_k: int = 10,
         settings: dict = {"embedding": "closest"},  # noqa: B006  (one key: see multitask_search)
+        refit: str = "topk",  # champions: none, best or topk (study/refit.py)
+        refit_k: int = 3,
     ):
         dist = state_step(task_distance(
             search_dir=search_dir, target_tasks=target_tasks, source_search=source_search, distance=distance,
@@ -56,7 +64,7 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
             settings=settings, mode=mode, top_k=top_k, children_per_round=children_per_round, rounds=rounds,
         ), "transfer-init")
         last = search_rounds(search_dir, init.output, rounds, children_per_round, gpu, parallelism)
-        finish_and_report(search_dir, last)
+        finish_and_report(search_dir, last, refit, refit_k)
 
     return transfer_search
 

@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  taml search --tasks sms_spam,mpqa,customer_reviews --trials 60 --out runs/demo\n"
         "  taml search --tasks sst2 --trials 60 --out runs/sst2 --init-from transfer --from runs/demo\n"
         "  taml search --benchmark nasbench201 --method pqt --trials 300 --out runs/nb201\n"
+        "  taml search --benchmark transnasbench101-micro --tasks jigsaw --transfer auto --trials 10 --out runs/jig\n"
         "  taml search --table my.parquet --metric-columns task_a,task_b --method tpe --trials 100 --out runs/mine",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -353,13 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      "taml runs sync runs/demo --tracking-uri http://mlflow:5000"))
     rs.add_argument("out", help="the search directory or s3:// uri (ledger/, checkpoint.pt)")
     rs.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the search's store (DIR/tracking.json)")
-    rr = rsub.add_parser("register", help="retrain each task's best child, log it to MLflow, register it "
-                                          "(alias champion only if better)",
+    rr = rsub.add_parser("register", help="refit each task's best configurations, log the champion to MLflow, "
+                                          "register it (alias champion only if better)",
                          **_examples("taml runs register runs/demo",
+                                     "taml runs register runs/demo --refit none",
                                      "taml runs register runs/demo --tracking-uri http://mlflow:5000 --json"))
     rr.add_argument("out", help="the search directory (ledger/, checkpoint.pt)")
     rr.add_argument("--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else the search's store (DIR/tracking.json)")
     rr.add_argument("--data-dir", help="where the search's task names resolve (default: as for taml search)")
+    from transfer_automl.study.settings import add_arguments
+
+    add_arguments(rr, only=("refit", "refit_k"))  # default: what the search was run with
     _json_flag(rr)
     rx = rsub.add_parser("repair", help="set aside ledger files that keep a search from resuming "
                                         "(into DIR/quarantine/; nothing is deleted)",
@@ -465,7 +470,7 @@ def _search(args: argparse.Namespace) -> int:
                     "mlflow": result.tracking_location, "mlflow_runs_url": result.browse_url or None,
                     "tasks": [_task_summary(s) for s in result.per_task],
                     "models": result.champions.to_dict() if result.champions is not None else None,
-                    "report": report, "stopped": result.stopped})
+                    "report": report, "stopped": result.stopped, "history": result.history_entry or None})
         return 0
     reference = result.per_task[0].reference if result.per_task else ""
     print_table(["task", "trials", "trained", "best val", "its test", "acc-top10", f"{reference} (test)"],
@@ -478,6 +483,8 @@ def _search(args: argparse.Namespace) -> int:
     print(f"data:       {result.data_location}")
     print(f"ledger:     {result.ledger_dir}  (pyarrow.dataset.dataset(...))")
     print(f"checkpoint: {result.checkpoint}")
+    if result.history_entry:
+        print(f"history:    {result.history_entry}")
     print(f"mlflow:     {result.tracking_location}")
     if result.tracking_location.startswith("sqlite:"):
         print(f"browse:     mlflow ui --backend-store-uri {result.tracking_location}, then {result.browse_url}"
@@ -744,6 +751,21 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refit_settings(args: argparse.Namespace) -> tuple[str, int]:
+    """`--refit`/`--refit-k` as given, else as the search in args.out was run (SearchSettings' defaults)."""
+    from transfer_automl.study import SearchDir
+    from transfer_automl.study.settings import SearchSettings
+
+    stored: dict = {}
+    if not (hasattr(args, "refit") and hasattr(args, "refit_k")):
+        directory = SearchDir.of(args.out)
+        if directory.has_checkpoint():
+            stored = dict(directory.load_checkpoint().get("search_settings", {}))
+    defaults = SearchSettings.__dataclass_fields__
+    return (getattr(args, "refit", stored.get("refit", defaults["refit"].default)),
+            int(getattr(args, "refit_k", stored.get("refit_k", defaults["refit_k"].default))))
+
+
 def _runs(args: argparse.Namespace) -> int:
     if args.runs_command == "list":
         return _runs_list(args)
@@ -752,7 +774,8 @@ def _runs(args: argparse.Namespace) -> int:
     if args.runs_command == "register":
         from transfer_automl.study.champions import register_champions
 
-        report = register_champions(args.out, args.tracking_uri, data_dir=args.data_dir)
+        refit, refit_k = _refit_settings(args)
+        report = register_champions(args.out, args.tracking_uri, data_dir=args.data_dir, refit=refit, refit_k=refit_k)
         if args.json:
             print_json({"search_id": report.search_id, "mlflow": report.tracking_location, **report.to_dict()})
         else:

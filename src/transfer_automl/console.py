@@ -108,15 +108,16 @@ class SearchProgress:
 
     On a terminal: a bar of finished trials, elapsed time and an ETA labelled as an estimate
     (`EtaEstimate`), and below it the trial now training (task, short configuration, its elapsed
-    time), refreshed twice a second. Elsewhere (a log file, a pipe): one line per finished trial,
-    one per finished round of several trials. After the last trial, `phase` announces what still
+    time), refreshed twice a second, and the best validation accuracy so far per task. Elsewhere (a
+    log file, a pipe): one line per finished trial, one per finished round of several trials with
+    the best so far per task. After the last trial, `phase` announces what still
     runs (refit, registration, ...). Disabled, it does nothing.
 
     The loop's surface: `trial_started(task, config)`, `trial_finished(task, config, status,
     val_accuracy)`, `round_finished(step, best_val)`, `phase(name, detail)`, `close()`."""
 
     def __init__(self, total: int, done: int = 0, enabled: bool = True, stream: Any = None,
-                 terminal: bool | None = None, clock: Any = None):
+                 terminal: bool | None = None, clock: Any = None, best: Mapping[str, float] | None = None):
         import time
 
         self.total, self.done = total, done
@@ -127,6 +128,7 @@ class SearchProgress:
         self.started = self.clock()
         self.eta = EtaEstimate()
         self.current: tuple[str, dict, float] | None = None  # task, config, started
+        self.best: dict[str, float] = dict(best or {})  # task -> best val accuracy so far (a resumed search's too)
         self._live = None
         if enabled and self.terminal:
             from rich.console import Console
@@ -150,6 +152,8 @@ class SearchProgress:
             self.eta.add(cost_key(config), started, now)
         self.current = None
         self.done += 1
+        if status == "ok" and val_accuracy > self.best.get(task, float("-inf")):
+            self.best[task] = val_accuracy
         if self.enabled and not self.terminal:
             result = f"val {val_accuracy:.4f}" if status == "ok" else status
             self._line(f"trial {self.done}/{self.total} {task}: {result} in {took:.1f}s ({short_config(config)}) · "
@@ -158,7 +162,7 @@ class SearchProgress:
     def round_finished(self, step: int, trials: int, best_val: float) -> None:
         if self.enabled and not self.terminal and trials > 1:
             self._line(f"round {step} done ({trials} trials, controller updated): best val of the round "
-                       f"{best_val:.4f}")
+                       f"{best_val:.4f}" + (f" · {self.best_so_far()}" if self.best else ""))
 
     def phase(self, name: str, detail: str = "") -> None:
         """After the trials: the step now running (refit, registration, report) and what it does."""
@@ -204,7 +208,15 @@ class SearchProgress:
         if self.current is not None:
             task, config, started = self.current
             lines.append(f"  training {task}: {short_config(config)} · {duration(self.clock() - started)}")
+        if self.best:
+            lines.append(f"  {self.best_so_far()}")
         return lines
+
+    def best_so_far(self, shown: int = 6) -> str:
+        """"best so far: mpqa 0.8100, sst2 0.7700, +3 more": the first `shown` tasks by name."""
+        tasks = sorted(self.best)
+        text = ", ".join(f"{t} {self.best[t]:.4f}" for t in tasks[:shown])
+        return f"best so far: {text}" + (f", +{len(tasks) - shown} more" if len(tasks) > shown else "")
 
     def __rich__(self):
         from rich.text import Text

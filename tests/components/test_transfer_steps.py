@@ -222,3 +222,27 @@ def test_transfer_and_retraining_steps_on_s3(s3_bucket, three_task_table, work_d
     # The S3 searches' MLflow stores live in the local working directory, never in the bucket.
     assert (work_dir / "s3" / s3_bucket / "searches" / "target" / "mlflow.db").is_file()
     assert not [k for k in keys if k.endswith("mlflow.db")]
+
+
+def test_transfer_auto_learns_from_the_history_the_pipelines_write(tmp_path, three_task_table):
+    """transfer_search with settings.transfer auto: no source search, no distances; the new search
+    is a rank-ensemble over the history that multitask_search's finish step recorded into."""
+    history = str(tmp_path / "history")
+    earlier = tmp_path / "earlier"
+    steps.init_search(earlier, {"tasks": ["t1", "t2"], "search_id": "earlier", "history": history,
+                                **three_task_table}, 8, 1)
+    trials = steps.controller_step(earlier, 0, 8)
+    steps.aggregate_rewards(earlier, 0, [steps.train_child(earlier, t) for t in trials])
+    steps.finish_search(earlier)  # the multitask pipeline's last step records the search
+    settings = {"transfer": "auto", "history": history, "embedding": "closest", **three_task_table}
+    assert transfer_steps.task_distance(tmp_path / "new", ["t3"], "", transfer="auto") == {"t3": []}
+    assert transfer_steps.transfer_init(tmp_path / "new", ["t3"], "", {"t3": []}, settings,
+                                        children_per_round=4, rounds=1) == 0
+    stored = stored_settings(SearchDir.of(tmp_path / "new"))
+    assert (stored.method, stored.transfer, stored.init_from) == ("rank-ensemble", "auto", "scratch")
+    recorded = json.loads((tmp_path / "new" / "settings.json").read_text())["_history"]
+    assert [u["search_id"] for u in recorded["entries"]] == ["earlier"]
+    used = recorded["entries"][0]["tasks"]  # the earlier search's 8 trials, drawn over t1 and t2
+    assert set(used) <= {"t1", "t2"} and sum(used.values()) == 8
+    with pytest.raises(ConfigError, match="source_search: give the search to transfer from"):
+        transfer_steps.task_distance(tmp_path / "other", ["t3"], "", distance="rank_correlation")

@@ -110,7 +110,8 @@ def test_search_runs_metrics_artifacts_and_champion_arrive_through_the_server(
     assert len(children) == 3 and controller.info.status == "FINISHED"
     assert all(r.data.tags["mlflow.parentRunId"] == controller.info.run_id for r in children)
     assert [m.step for m in client.get_metric_history(controller.info.run_id, "controller/loss")] == [0, 1, 2]
-    assert {a.path for a in client.list_artifacts(controller.info.run_id)} == {"checkpoint.pt", "space.yaml", "settings.json"}
+    assert {a.path for a in client.list_artifacts(controller.info.run_id)} == {"checkpoint.pt", "space.yaml", "settings.json",
+                                                                            "refit.json"}  # the champion refit's
     assert yaml.safe_load(open(client.download_artifacts(controller.info.run_id, "space.yaml")))["name"] == "server-tiny"
 
     version = client.get_model_version_by_alias("taml-mpqa", "champion")

@@ -98,7 +98,7 @@ def test_ledger_and_mlflow_hold_exactly_the_trials_run(tmp_path, space_file, sam
         / len([r for r in rows if r["task"] == t and r["controller_step"] == s])
         for t, s in {(r["task"], r["controller_step"]) for r in rows}))
     artifacts = {a.path for a in client.list_artifacts(controller.info.run_id)}
-    assert artifacts == {"checkpoint.pt", "space.yaml", "settings.json"}
+    assert artifacts == {"checkpoint.pt", "space.yaml", "settings.json", "refit.json"}  # refit.json: the champion refit's
     assert controller.data.params["budget_scale"] == "0.05"
 
     # Per-task summary agrees with the ledger.

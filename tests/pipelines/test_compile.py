@@ -239,13 +239,14 @@ def test_taml_pipeline_compile_writes_the_checked_in_yaml(tmp_path, monkeypatch,
 
 # What a pipeline takes; every setting of the search comes in the one `settings` mapping
 # (SearchSettings' fields), checked by init_search, so none is typed by hand a second time.
+REFIT = {"refit", "refit_k"}  # the register_champion step's parameters, refused in settings
 INPUTS = {
-    "multitask_search": {"search_dir", "settings", "max_trials"},
+    "multitask_search": {"search_dir", "settings", "max_trials"} | REFIT,
     "transfer_search": {"search_dir", "target_tasks", "source_search", "distance", "select", "repeats",
-                        "probe_trials", "mode", "top_k", "settings"},
-    "scheduled_retraining": {"search_root", "tasks"},  # tasks: which stored search to continue
+                        "probe_trials", "mode", "top_k", "settings"} | REFIT,
+    "scheduled_retraining": {"search_root", "tasks"} | REFIT,  # tasks: which stored search to continue
 }
-_SHAPED = {"out", "batch_size", "trials", "progress", "pack"}  # set by the pipeline's shape, refused in settings
+_SHAPED = {"out", "batch_size", "trials", "progress", "pack"} | REFIT  # set by the pipeline, refused in settings
 
 
 @pytest.mark.parametrize("name", PIPELINES)
@@ -255,7 +256,9 @@ def test_settings_come_in_one_mapping_of_search_settings(name):
     fields = set(SearchSettings.__dataclass_fields__)
     inputs = _documents(COMPILED / f"{name}.yaml")[0]["root"]["inputDefinitions"]["parameters"]
     assert set(inputs) == INPUTS[name]
-    assert set(inputs) & fields <= ({"tasks"} if name == "scheduled_retraining" else set())
+    assert set(inputs) & fields <= ({"tasks"} if name == "scheduled_retraining" else set()) | REFIT
+    assert (inputs["refit"]["defaultValue"], inputs["refit_k"]["defaultValue"]) == (
+        SearchSettings.__dataclass_fields__["refit"].default, SearchSettings.__dataclass_fields__["refit_k"].default)
     if "settings" in inputs:
         assert inputs["settings"]["parameterType"] == "STRUCT"
         default = inputs["settings"].get("defaultValue", {})

@@ -29,7 +29,7 @@ def test_a_bad_parameter_is_refused_before_anything_runs(tmp_path, capsys):
     assert main([*argv, "settings={'seed': 1}", f"search_dir={tmp_path}"]) == 2  # not JSON
     assert "pipeline parameter settings: \"{'seed': 1}\" is not a valid Dict" in capsys.readouterr().err
     assert main([*argv, "seed=1", f"search_dir={tmp_path}"]) == 2  # a setting goes in `settings`
-    assert ("pipeline parameter 'seed' is not an input of multitask-search; inputs: ['max_trials', 'search_dir', 'settings']"
+    assert ("pipeline parameter 'seed' is not an input of multitask-search; inputs: ['max_trials', 'refit', 'refit_k', 'search_dir', 'settings']"
             in capsys.readouterr().err)
     # the search's settings are checked by SearchSettings before any task runs
     for settings, message in (('{"entropy_weight": NaN}', "settings.entropy_weight must be a finite number"),
@@ -113,18 +113,46 @@ def test_transfer_search_then_scheduled_retraining_run_locally(tmp_path, three_t
     assert list(root.rglob("html"))
 
 
-def test_text_children_train_in_packs_one_per_gpu_locally(tmp_path, samples_dir):
-    """`--gpus 2 --children 4 --cpu`: each round's 4 text children in 2 packs of 2, each pack one
-    train_pack task (stacked training on CPU here, as on a GPU in the CUDA image)."""
-    from transfer_automl.cli import main
-
-    space = tmp_path / "space.yaml"
-    space.write_text("\n".join(["name: tiny-packed", "decisions:"] + [
+def _tiny_text_space(path: Path) -> Path:
+    path.write_text("\n".join(["name: tiny-packed", "decisions:"] + [
         f"  - {{name: {name}, choices: {choices}}}" for name, choices in [
             ("input_module", "[random-hashed-64]"), ("fine_tune", "[false]"), ("hidden_layers", "[1]"),
             ("hidden_size", "[8]"), ("activation", "[relu]"), ("normalization", "[none]"), ("dropout", "[0.0]"),
             ("deep_lr", "[0.1, 0.3]"), ("deep_reg", "[0.0, 0.001]"), ("wide_lr", "[0.1]"),
             ("wide_reg", "[disable_wide_tower]"), ("training_samples", "[1000, 3000]")]]) + "\n")
+    return path
+
+
+def test_asha_promotions_run_in_the_pipeline_and_continue_their_parents(tmp_path, samples_dir):
+    """The pipelines take the search's multi-fidelity settings as `taml search` does: with
+    fidelity asha, round 1 asks its own rung-0 trials plus the promotion round 0's results allow,
+    and the promoted child continues its parent (rung 1, full budget, parent recorded). A trial
+    with no parent travels without the key: kfp.local refuses a null in a loop item."""
+    from transfer_automl.cli import main
+
+    search_dir, root = tmp_path / "search", tmp_path / "root"
+    settings = {"tasks": ["mpqa"], "space": str(_tiny_text_space(tmp_path / "space.yaml")),
+                "data_dir": str(samples_dir), "method": "rs", "seed": 3, "search_id": "asha-pipeline",
+                "fidelity": "asha", "min_budget": 0.3, "eta": 3}
+    assert main(["pipeline", "run", "--local", "multitask_search", "--pipelines-dir", str(REPO / "pipelines"),
+                 "--pipeline-root", str(root), "--rounds", "2", "--children", "3", "--cpu",
+                 f"search_dir={search_dir}", f"settings={json.dumps(settings)}"]) == 0
+    rows = Ledger(search_dir / "ledger").read().to_pylist()
+    own = [r for r in rows if r["parent_trial_id"] is None]
+    promoted = [r for r in rows if r["parent_trial_id"] is not None]
+    assert len(own) == 6 and {(r["rung"], round(r["budget"], 3)) for r in own} == {(0, 0.333)}
+    assert [(r["rung"], r["budget"], r["controller_step"]) for r in promoted] == [(1, 1.0, 1)]
+    [parent] = [r for r in own if r["trial_id"] == promoted[0]["parent_trial_id"]]
+    assert parent["controller_step"] == 0 and parent["config"] == promoted[0]["config"]
+    assert {r["status"] for r in rows} == {"ok"}
+
+
+def test_text_children_train_in_packs_one_per_gpu_locally(tmp_path, samples_dir):
+    """`--gpus 2 --children 4 --cpu`: each round's 4 text children in 2 packs of 2, each pack one
+    train_pack task (stacked training on CPU here, as on a GPU in the CUDA image)."""
+    from transfer_automl.cli import main
+
+    space = _tiny_text_space(tmp_path / "space.yaml")
     search_dir, root = tmp_path / "search", tmp_path / "root"
     settings = {"tasks": ["mpqa"], "space": str(space), "data_dir": str(samples_dir), "method": "rs", "seed": 3,
                 "search_id": "packed"}

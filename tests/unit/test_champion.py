@@ -53,7 +53,8 @@ def searches(tmp_path_factory, samples_dir, feature_cache_dir):
         for name, seed in (("a", 0), ("b", 1)):
             results[name] = run_search(SearchSettings(
                 tasks=TASKS, trials=4, batch_size=2, seed=seed, out=str(root / name), space=str(space),
-                data_dir=str(samples_dir), cache_dir=str(feature_cache_dir), search_id=f"champ-{name}", progress=False))
+                data_dir=str(samples_dir), cache_dir=str(feature_cache_dir), search_id=f"champ-{name}", progress=False,
+                refit="none"))  # the ledger's own children (test_refit.py: the full-budget refit)
     return {"uri": uri, "root": root, "space": space, **results}
 
 
@@ -208,7 +209,7 @@ def test_retraining_that_does_not_reproduce_the_ledger_registers_nothing(searche
     pq.write_table(table.slice(0, table.num_rows - 200), tmp_path / "mpqa.parquet")  # other data, same name
     with pytest.raises(TamlError, match="the ledger says"):
         register_champions(searches["root"] / "a", searches["uri"], data_dir=str(tmp_path), tasks=("mpqa",),
-                           cache_dir=str(tmp_path / "cache"))
+                           cache_dir=str(tmp_path / "cache"), refit="none")
     assert len(client.search_model_versions("name = 'taml-mpqa'")) == before
 
 
@@ -291,7 +292,7 @@ def test_registering_into_a_store_without_the_runs_replays_the_ledger_first(sear
     """After an outage (or into another server) the trial runs are missing: they are synced from
     the ledger, then the models logged into them."""
     uri = f"sqlite:///{tmp_path / 'other.db'}"
-    report = register_champions(searches["root"] / "a", uri, data_dir=str(samples_dir), tasks=TASKS)
+    report = register_champions(searches["root"] / "a", uri, data_dir=str(samples_dir), tasks=TASKS, refit="none")
     client = _client(uri)
     experiment = client.get_experiment_by_name("taml/champ-a")
     children = client.search_runs([experiment.experiment_id], filter_string="tags.`taml.role` = 'child'")

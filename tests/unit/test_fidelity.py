@@ -87,6 +87,10 @@ class R:
     status: str = "ok"
     parent_trial_id: str | None = None
 
+    @property
+    def reward(self) -> float:  # without a cost target the reward ranks as the accuracy does
+        return self.val_accuracy
+
 
 def test_rungs_are_geometric_down_from_the_max_budget():
     assert Rungs(1 / 9, 1.0, 3).budgets == pytest.approx([1 / 9, 1 / 3, 1.0])
@@ -230,7 +234,7 @@ def test_sha_brackets_continue_children_ledger_mlflow_and_champion_retrain(base,
     at 1/3, the best of those at 1. A promoted child ends exactly where its configuration trained
     in one go ends (so it continued, and the champion retrain reproduces it); rungs are steps of
     one MLflow run; spent child states are deleted."""
-    from transfer_automl.study.champions import _best_rows, _retrain
+    from transfer_automl.study.refit import RefitCandidate, ranked_rows, reproduce, trial_seed_of
     from transfer_automl.tracking.mlflow import MlflowTracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -259,10 +263,11 @@ def test_sha_brackets_continue_children_ledger_mlflow_and_champion_retrain(base,
                                             seed=trial_seed(0, step, index), budget=1.0)
         assert (whole.val_accuracy, whole.test_accuracy, whole.train_steps) == \
             (row.val_accuracy, row.test_accuracy, 9)
-    best = _best_rows([r.to_dict() for r in rows])["sms_spam"]
+    best = ranked_rows([r.to_dict() for r in rows], 1)["sms_spam"][0]
     assert best["trial_id"] not in parents.values()  # a configuration at the highest rung it reached
-    model = _retrain(study.backend.trainer, study.backend.task_objects["sms_spam"], best, 0, out, parents)
-    assert model is not None
+    candidate = RefitCandidate(best, trial_seed_of(best, 0, parents))
+    reproduce(study.backend.trainer, study.backend.task_objects["sms_spam"], candidate, out)  # raises unless equal
+    assert candidate.model is not None and candidate.refit_val_accuracy == best["val_accuracy"]
     study.finish(register=False)
     # MLflow: each configuration one child run, its rungs steps 0, 1, 2 of child/val_accuracy.
     again = MlflowTracker(uri, tmp_path / "artifacts", uri=uri)

@@ -70,7 +70,7 @@ LAYERS = (
     {"errors", "trial_status", "console", "paths"},
     {"registry", "outputs", "limits"},
     {"space", "storage", "tracking"},
-    {"tasks", "controllers", "rewards"},
+    {"tasks", "controllers", "rewards", "history"},
     {"algorithms", "children"},
     {"search", "serving"},
     {"transfer", "report"},

@@ -70,10 +70,28 @@ def test_a_terminal_shows_the_trial_now_training_and_a_labelled_estimate():
     progress.trial_finished("mpqa", GLOVE_SMALL, "ok", 0.8)
     progress.trial_started("sms_spam", GLOVE_SMALL)
     clock.now += 4
-    bar, training = progress.status_lines()
+    bar, training, best = progress.status_lines()
     # 10 s per measured child of this key: 6 s left of this one, 10 s for the last, no overhead yet
     assert "1/3 trials" in bar and "ETA ~16s (estimate from 1 child)" in bar
     assert training.startswith("  training sms_spam:") and training.endswith("· 4s")
+    assert best == "  best so far: mpqa 0.8000"
+
+
+def test_the_best_so_far_per_task_counts_only_ok_trials_and_starts_from_a_resumed_searchs_best():
+    clock, stream = Clock(), io.StringIO()
+    progress = SearchProgress(total=9, done=4, enabled=True, stream=stream, terminal=False, clock=clock,
+                              best={"sst2": 0.81})
+    for task, status, val in (("mpqa", "ok", 0.70), ("mpqa", "ok", 0.66), ("sst2", "ok", 0.79),
+                              ("mpqa", "diverged", 0.99), ("sst2", "ok", 0.84)):
+        progress.trial_started(task, GLOVE_SMALL)
+        progress.trial_finished(task, GLOVE_SMALL, status, val)
+    assert progress.best == {"mpqa": 0.70, "sst2": 0.84}
+    progress.round_finished(1, 5, 0.84)
+    assert stream.getvalue().splitlines()[-1].endswith("best so far: mpqa 0.7000, sst2 0.8400")
+    progress.terminal = True
+    assert progress.status_lines()[-1] == "  best so far: mpqa 0.7000, sst2 0.8400"
+    progress.best = {f"t{i}": 0.5 for i in range(8)}
+    assert progress.best_so_far().endswith("t5 0.5000, +2 more")
 
 
 def test_not_a_terminal_one_line_per_trial_and_round_then_the_phases():
@@ -89,7 +107,8 @@ def test_not_a_terminal_one_line_per_trial_and_round_then_the_phases():
     assert lines[0].startswith("trial 1/2 mpqa: val 0.7500 in 2.0s (glove-6b-50d frozen")
     assert "ETA ~2s (estimate from 1 child)" in lines[0]
     assert lines[1].startswith("trial 2/2 sms_spam: diverged in 4.0s") and "ETA ~0s" in lines[1]
-    assert lines[2:] == ["round 0 done (2 trials, controller updated): best val of the round 0.7500", "refit: retraining mpqa's best child"]
+    assert lines[2:] == ["round 0 done (2 trials, controller updated): best val of the round 0.7500 · best so far: "
+                         "mpqa 0.7500", "refit: retraining mpqa's best child"]
     silent = io.StringIO()
     off = SearchProgress(total=1, enabled=False, stream=silent, terminal=False, clock=clock)
     off.trial_started("t", {})
@@ -107,7 +126,8 @@ def test_a_search_prints_one_line_per_trial_and_its_phases(tmp_path, toy_table):
     trials = [line for line in lines if line.startswith("trial ")]
     assert [re.match(r"trial (\d)/4 (t1|t2): val ", line) is not None for line in trials] == [True] * 4
     assert [line.split(" (")[0] for line in lines if line.startswith("round ")] == ["round 0 done", "round 1 done"]
-    assert lines[-1].startswith("summary: ")  # a table search registers no model: no refit phase
+    assert lines[-2].startswith("summary: ")  # a table search registers no model: no refit phase
+    assert lines[-1].startswith("history: ")  # the finished search recorded in the task history
     assert "depth=" in trials[0] and "(estimate from" in trials[-1]
 
 
@@ -122,7 +142,8 @@ def test_a_text_search_announces_refit_and_registration(tmp_path, monkeypatch, s
                               search_id="phases"), stream=stream)  # its own MLflow store: registers mpqa
     lines = stream.getvalue().splitlines()
     phases = [line.split(":")[0] for line in lines if not line.startswith(("trial ", "round "))]
-    assert phases == ["summary", "refit", "registration"], stream.getvalue()
+    # one refit line per candidate: --refit topk with k 3, and the task has 2 trials
+    assert phases == ["summary", "history", "refit", "refit", "registration"], stream.getvalue()
 
 
 def test_search_report_is_the_last_phase_and_an_existing_file_is_refused_first(tmp_path, toy_table, capsys):
@@ -131,7 +152,7 @@ def test_search_report_is_the_last_phase_and_an_existing_file_is_refused_first(t
     assert main(args) == 0
     captured = capsys.readouterr()
     phases = [line.split(":")[0] for line in captured.err.splitlines() if not line.startswith(("trial ", "round "))]
-    assert phases == ["summary", "report"]
+    assert phases == ["summary", "history", "report"]
     assert "<html" in (tmp_path / "s.html").read_text().lower() and f"report:     {tmp_path / 's.html'}" in captured.out
     before = (tmp_path / "s.html").read_bytes()
     args[args.index("--out") + 1] = str(tmp_path / "t")

@@ -27,6 +27,10 @@ class ChildResult:
     model: nn.Module | None = None  # the trained child, only when train(..., keep_model=True)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: features, train, evaluate
     state: dict[str, Any] | None = None  # the child's state to continue from, only when train(..., keep_state=True)
+    # With early stopping (children/early_stopping.py): the steps the budget allowed, and the step
+    # whose weights the child kept (its best validation accuracy); train_steps is the steps run.
+    max_steps: int | None = None
+    best_step: int | None = None
 
 
 @runtime_checkable

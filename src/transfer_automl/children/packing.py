@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from transfer_automl.children.early_stopping import BestWeights, EarlyStopping
 from transfer_automl.children.embeddings import get_module
 from transfer_automl.children.loop import accuracy
 from transfer_automl.children.model import WideDeepClassifier
@@ -72,7 +73,11 @@ class PackedTextTrainer:
         self.keep_models = keep_models
         self.last_pack_sizes: list[int] = []  # sizes of the packs the last train_many trained
 
-    def train_many(self, items: list[tuple[dict[str, Any], TextTask, int]]) -> list[ChildResult]:
+    def train_many(self, items: list[tuple[dict[str, Any], TextTask, int]],
+                   early_stopping: EarlyStopping | None = None) -> list[ChildResult]:
+        """`early_stopping` (the champion refit): each child evaluates its validation split as
+        children/early_stopping.py says, keeps its best weights and leaves the pack when its
+        patience runs out; the others go on."""
         results: list[ChildResult | None] = [None] * len(items)
         groups: dict[tuple, list[tuple[int, PackedChild]]] = defaultdict(list)
         cfg = self.trainer.config
@@ -80,7 +85,8 @@ class PackedTextTrainer:
         for i, (config, task, seed) in enumerate(items):
             spec = child_spec(config, cfg.budget_scale, cfg.batch_size)
             if self.trainer.invalid_reason(spec) or spec.fine_tune:  # invalid or fine-tuned: the plain path
-                results[i] = self.trainer.train(config, task, seed, keep_model=self.keep_models)
+                results[i] = self.trainer.train(config, task, seed, keep_model=self.keep_models,
+                                                early_stopping=early_stopping)
                 continue
             child = self._prepare(spec, task, seed)
             groups[pack_key(child, cfg.batch_size)].append((i, child))
@@ -90,7 +96,7 @@ class PackedTextTrainer:
                 self.last_pack_sizes.append(len(chunk))
                 started = time.perf_counter()
                 try:
-                    packed = train_pack([c for _, c in chunk], self.trainer, self.keep_models)
+                    packed = train_pack([c for _, c in chunk], self.trainer, self.keep_models, early_stopping)
                 except TamlError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - one pack's error fails its children, not the search
@@ -111,8 +117,12 @@ class PackedTextTrainer:
         return PackedChild(spec, task, seed, inputs, vocab, dim)
 
 
-def train_pack(children: list[PackedChild], trainer: TextChildTrainer, keep_models: bool = False) -> list[ChildResult]:
-    """Train same-key children together; evaluate each alone with the ordinary code."""
+def train_pack(children: list[PackedChild], trainer: TextChildTrainer, keep_models: bool = False,
+               early_stopping: EarlyStopping | None = None) -> list[ChildResult]:
+    """Train same-key children together; evaluate each alone with the ordinary code. With
+    `early_stopping`, child k is unstacked and scored on validation every `every(steps_k)` steps
+    and at its last; when its patience runs out it stops (inactive, as a finished child) and ends
+    with its best weights."""
     started = time.perf_counter()
     dev, cfg = trainer.device, trainer.config
     k_count = len(children)
@@ -134,6 +144,8 @@ def train_pack(children: list[PackedChild], trainer: TextChildTrainer, keep_mode
 
     deadline = started + cfg.timeout_s if cfg.timeout_s is not None else float("inf")
     timed_out: dict[int, int] = {}
+    budgets = [c.spec.train_steps for c in children]
+    bests = [BestWeights(early_stopping) for _ in children] if early_stopping is not None else None
     for step in range(int(steps.max())):
         active = (steps > step) & active
         if not bool(active.any()):
@@ -159,9 +171,15 @@ def train_pack(children: list[PackedChild], trainer: TextChildTrainer, keep_mode
         stack.zero_grad()
         torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
         stack.step(active)
+        if bests is not None:
+            _evaluate_due(stack, models, children, bests, budgets, step + 1, active, steps, labels, trainer)
 
     train_s = time.perf_counter() - started
-    stack.unstack_into(models, [diverged_at.get(k, c.spec.train_steps) for k, c in enumerate(children)])
+    ran = [int(min(steps[k].item(), diverged_at.get(k, budgets[k]))) for k in range(k_count)]
+    stack.unstack_into(models, ran)
+    if bests is not None:
+        return _early_stopped_results(children, models, bests, budgets, ran, timed_out, diverged_at, train_s,
+                                      labels, trainer, keep_models)
     results = []
     for k, (c, model) in enumerate(zip(children, models, strict=True)):
         per_child = train_s / k_count
@@ -191,6 +209,55 @@ def train_pack(children: list[PackedChild], trainer: TextChildTrainer, keep_mode
         results.append(ChildResult(STATUS_OK, val, test, c.spec.train_steps, per_child + evaluate,
                                    model=model if keep_models else None,
                                    phases={"train": per_child, "evaluate": evaluate}))
+    return results
+
+
+def _evaluate_due(stack: _Stack, models: list[WideDeepClassifier], children: list[PackedChild],
+                  bests: list[BestWeights], budgets: list[int], done: int, active: Tensor, steps: Tensor,
+                  labels: list[Tensor], trainer: TextChildTrainer) -> None:
+    """Score the children due an evaluation after `done` steps; stop those out of patience."""
+    for k in active.nonzero().flatten().tolist():
+        every = bests[k].rule.every(budgets[k])
+        if done % every and done != budgets[k]:
+            continue
+        stack.unstack_child(k, models[k], done)
+        c = children[k]
+
+        def make_batch(rows: np.ndarray, c: PackedChild = c) -> dict[str, Tensor]:
+            return trainer._batch(rows, c.spec, c.inputs)
+
+        val = accuracy(models[k], make_batch, c.task.splits["validation"], labels[k], trainer.config.eval_batch_size)
+        if bests[k].observe(done, val, models[k]):
+            steps[k] = done  # inactive from the next step on, as a child whose steps are done
+
+
+def _early_stopped_results(children: list[PackedChild], models: list[WideDeepClassifier], bests: list[BestWeights],
+                           budgets: list[int], ran: list[int], timed_out: dict[int, int], diverged_at: dict[int, int],
+                           train_s: float, labels: list[Tensor], trainer: TextChildTrainer,
+                           keep_models: bool) -> list[ChildResult]:
+    """Each child with its best weights (children/early_stopping.py), test scored on them; a child
+    that diverged or timed out before its first evaluation fails as it would alone."""
+    results = []
+    per_child = train_s / len(children)
+    for k, (c, model, best) in enumerate(zip(children, models, bests, strict=True)):
+        if best.state is None:
+            status = STATUS_TIMEOUT if k in timed_out else STATUS_DIVERGED
+            results.append(ChildResult(status, 0.0, 0.0, ran[k], per_child,
+                                       f"stopped at step {ran[k]} of {budgets[k]} before its first evaluation "
+                                       f"({status}, packed)", phases={"train": per_child}, max_steps=budgets[k]))
+            continue
+        best.restore(model)
+        clock = time.perf_counter()
+
+        def make_batch(rows: np.ndarray, c: PackedChild = c) -> dict[str, Tensor]:
+            return trainer._batch(rows, c.spec, c.inputs)
+
+        test = accuracy(model, make_batch, c.task.splits["test"], labels[k], trainer.config.eval_batch_size)
+        evaluate = time.perf_counter() - clock
+        results.append(ChildResult(STATUS_OK, best.val_accuracy, test, ran[k], per_child + evaluate,
+                                   model=model if keep_models else None,
+                                   phases={"train": per_child, "evaluate": evaluate}, max_steps=budgets[k],
+                                   best_step=best.step))
     return results
 
 
@@ -314,16 +381,21 @@ class _Stack:
     @torch.no_grad()
     def unstack_into(self, models: list[WideDeepClassifier], steps_done: list[int]) -> None:
         for k, model in enumerate(models):
-            if self.spec.use_deep:
-                for name, param in model.deep.named_parameters():
-                    param.copy_(self.params[f"deep.{name}"][k])
-                for name, buffer in model.deep.named_buffers():
-                    if name in self.buffers:
-                        buffer.copy_(self.buffers[name][k])
-                    elif name.endswith("num_batches_tracked"):
-                        buffer.fill_(steps_done[k])
-            if self.spec.use_wide:
-                start = self.wide_offsets[k]
-                model.wide.weight.copy_(self.params["wide.weight"][start : start + model.wide.weight.shape[0]])
-                model.wide_bias.copy_(self.params["wide_bias"][k])
+            self.unstack_child(k, model, steps_done[k])
+
+    @torch.no_grad()
+    def unstack_child(self, k: int, model: WideDeepClassifier, steps_done: int) -> None:
+        """Child k's weights and batch-norm statistics copied into its own model."""
+        if self.spec.use_deep:
+            for name, param in model.deep.named_parameters():
+                param.copy_(self.params[f"deep.{name}"][k])
+            for name, buffer in model.deep.named_buffers():
+                if name in self.buffers:
+                    buffer.copy_(self.buffers[name][k])
+                elif name.endswith("num_batches_tracked"):
+                    buffer.fill_(steps_done)
+        if self.spec.use_wide:
+            start = self.wide_offsets[k]
+            model.wide.weight.copy_(self.params["wide.weight"][start : start + model.wide.weight.shape[0]])
+            model.wide_bias.copy_(self.params["wide_bias"][k])
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from transfer_automl.children.base import ChildResult
 from transfer_automl.children.device import pick_device
+from transfer_automl.children.early_stopping import EarlyStopping, fit_with_early_stopping
 from transfer_automl.children.embeddings import (
     EncoderTokens,
     InputModule,
@@ -81,11 +82,13 @@ class ChildInputs:
 
 
 class Fidelity(NamedTuple):
-    """How much of a child to train (`GuardedChildTrainer.train`'s budget, resume, keep_state)."""
+    """How much of a child to train (`GuardedChildTrainer.train`'s budget, resume, keep_state,
+    early_stopping)."""
 
     budget: float | None = None
     resume: dict[str, Any] | None = None
     keep_state: bool = False
+    early_stopping: EarlyStopping | None = None
 
 
 class GuardedChildTrainer(abc.ABC):
@@ -100,13 +103,17 @@ class GuardedChildTrainer(abc.ABC):
 
     def train(self, config: dict[str, Any], task: Any, seed: int = 0, keep_model: bool = False,
               budget: float | None = None, resume: dict[str, Any] | None = None,
-              keep_state: bool = False) -> ChildResult:
+              keep_state: bool = False, early_stopping: EarlyStopping | None = None) -> ChildResult:
         """Multi-fidelity (search/fidelity.py): `budget` in (0, 1] trains ceil(budget x the
         configuration's steps) steps (None: all of them); `resume`, a `ChildResult.state` of the
         same configuration, task and seed, continues that child to the budget instead of starting
         again; `keep_state` returns the child's state (weights, optimizer, batch order, random
         generators) in `ChildResult.state`. On CPU, training to b1 then resuming to b2 gives
-        exactly the child trained to b2 in one go (tests/unit/test_fidelity.py)."""
+        exactly the child trained to b2 in one go (tests/unit/test_fidelity.py).
+
+        `early_stopping` (children/early_stopping.py; the champion refit) evaluates validation as
+        it trains, keeps the best weights and may stop before the budget; the result's
+        train_steps are the steps run, max_steps the budget's, best_step the kept weights'."""
         started = time.perf_counter()
         if budget is not None and not (isinstance(budget, int | float) and 0 < budget <= 1):
             raise ConfigError(f"budget must be a fraction in (0, 1] of the child's training budget, got {budget!r}")
@@ -114,8 +121,12 @@ class GuardedChildTrainer(abc.ABC):
         problem = self.invalid_reason(spec)
         if problem:
             return ChildResult(STATUS_INVALID, 0.0, 0.0, 0, time.perf_counter() - started, problem)
+        if early_stopping is not None and (resume is not None or keep_state):
+            raise ConfigError("early_stopping trains a child from scratch and keeps its best weights; it does not "
+                              "combine with resume or keep_state")
         try:
-            return self._train(spec, task, seed, started, keep_model, Fidelity(budget, resume, keep_state))
+            return self._train(spec, task, seed, started, keep_model,
+                               Fidelity(budget, resume, keep_state, early_stopping))
         except TamlError:
             raise
         except Exception as exc:  # noqa: BLE001 - any other error fails this child, not the search
@@ -148,8 +159,11 @@ class GuardedChildTrainer(abc.ABC):
                        fidelity: Fidelity | None = None) -> ChildResult:
         """Train for `steps` (the budget's share of them, continuing a resumed child; or until the
         deadline, or divergence), then score validation and test."""
-        budget, resume, keep_state = fidelity or Fidelity()
+        budget, resume, keep_state, early_stopping = fidelity or Fidelity()
         target = budget_steps(steps, budget)
+        if early_stopping is not None:
+            return self._fit_early_stopping(model, optimizer, make_batch, labels, splits, target, rng, deadline,
+                                            eval_batch, started, phases, keep_model, early_stopping)
         position: dict[str, Any] = {}
         done = 0
         if resume is not None:
@@ -168,6 +182,27 @@ class GuardedChildTrainer(abc.ABC):
         phases["evaluate"] = time.perf_counter() - clock
         return ChildResult(STATUS_OK, val, test, steps, time.perf_counter() - started,
                            model=model if keep_model else None, phases=phases, state=state)
+
+
+    def _fit_early_stopping(self, model: nn.Module, optimizer: Any, make_batch: Any, labels: Any,
+                            splits: dict[str, np.ndarray], target: int, rng: Any, deadline: float, eval_batch: int,
+                            started: float, phases: dict[str, float], keep_model: bool,
+                            rule: EarlyStopping) -> ChildResult:
+        """Up to `target` steps with early stopping on validation; test scored once, on the kept weights."""
+        clock = time.perf_counter()
+        status, ran, reason, best = fit_with_early_stopping(
+            model, optimizer, make_batch, labels, splits, target, self.config.batch_size, rng, rule, eval_batch,
+            deadline, self.config.timeout_s)
+        phases["train"] = time.perf_counter() - clock
+        if status != STATUS_OK:
+            return ChildResult(status, 0.0, 0.0, ran, time.perf_counter() - started, reason, phases=phases,
+                               max_steps=target)
+        clock = time.perf_counter()
+        test = accuracy(model, make_batch, splits["test"], labels, eval_batch)
+        phases["evaluate"] = time.perf_counter() - clock
+        return ChildResult(STATUS_OK, best.val_accuracy, test, ran, time.perf_counter() - started,
+                           model=model if keep_model else None, phases=phases, max_steps=target,
+                           best_step=best.step)
 
 
 CHILD_STATE_FORMAT = "taml-child-state/1"

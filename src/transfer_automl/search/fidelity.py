@@ -58,6 +58,7 @@ class RungResult(Protocol):
     rung: int
     status: str
     val_accuracy: float
+    reward: float  # what the search learns from (the accuracy, or its cost-aware form)
     parent_trial_id: str | None
 
 
@@ -90,9 +91,10 @@ class Rungs:
 
 
 def _rank_key(row: RungResult) -> tuple[float, str]:
-    """Best first: a higher validation accuracy; a child that did not train ranks last; ties by id."""
-    ok = row.status == STATUS_OK and math.isfinite(row.val_accuracy)
-    return (-row.val_accuracy if ok else math.inf, row.trial_id)
+    """Best first: a higher reward (the validation accuracy's, cost-aware with --cost-target-s: the
+    promotions see what the search sees); a child that did not train ranks last; ties by id."""
+    ok = row.status == STATUS_OK and math.isfinite(row.val_accuracy) and math.isfinite(row.reward)
+    return (-row.reward if ok else math.inf, row.trial_id)
 
 
 def asha_promotions(rows: Iterable[RungResult], rungs: Rungs, eta: float,

@@ -148,6 +148,11 @@ def read_sources(locations: str, space: SearchSpace) -> dict[str, dict[str, list
     for location in [p.strip() for p in locations.split(",") if p.strip()]:
         if not is_remote(location) and Path(location).is_file():
             table = pq.read_table(location)
+        elif is_remote(location) and location.endswith(".parquet"):  # e.g. a --transfer auto search's sources
+            from transfer_automl.storage import split_uri
+
+            store, key = split_uri(location)
+            table = store.read_parquet(key)
         else:
             store = get_store(location)  # a search directory, or its ledger directory itself
             ledger = store.sub("ledger") if store.list("ledger/") else store

@@ -122,7 +122,7 @@ CONTINUATIONS = "continuations"  # continuations/<step>.json: who continued the 
 
 
 def continue_search(search_dir: str | Path, settings: Mapping[str, Any], max_trials: int, run_id: str,
-                    submit: Any = None) -> dict[str, Any]:
+                    submit: Any = None, passed_on: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """After a window's rounds: submit the next window (one more run of this run's pipeline
     version, `init_from=resume`) while the search has rounds left of `max_trials`.
 
@@ -133,7 +133,8 @@ def continue_search(search_dir: str | Path, settings: Mapping[str, Any], max_tri
     twice whatever happens: the ledger and each trial's result file decide (`Study`).
 
     Returns {"status": "single-run" | "done" | "submitted" | "continued", "step", "next_run"}.
-    `submit(run_id, parameters, step) -> next run id` defaults to kubeflow.continuation.submit_next."""
+    `submit(run_id, parameters, step) -> next run id` defaults to kubeflow.continuation.submit_next.
+    `passed_on`: more of this run's parameters the next window gets as they are (refit, refit_k)."""
     if max_trials <= 0:
         return {"status": "single-run", "step": None, "next_run": None}
     study = Study.load(search_dir)
@@ -153,16 +154,25 @@ def continue_search(search_dir: str | Path, settings: Mapping[str, Any], max_tri
     if submit is None:
         from transfer_automl.kubeflow.continuation import submit_next as submit
     parameters = {"search_dir": str(search_dir), "settings": {**dict(settings), "init_from": "resume"},
-                  "max_trials": int(max_trials)}
+                  "max_trials": int(max_trials), **dict(passed_on or {})}
     next_run = submit(run_id, parameters, step)
     directory.write_json(key, {**record, "next_run": next_run, "parameters": parameters})
     return {"status": "submitted", "step": step, "next_run": next_run}
 
 
-def finish_search(search_dir: str | Path) -> dict[str, Any]:
-    """`Study.finish()`: the run closed with its summary and files, each task's best child
-    registered (alias `champion` only when better). {"tasks": {task: {...}}, "markdown": str}."""
-    result = Study.load(search_dir).finish()
+def finish_search(search_dir: str | Path, refit: str = "topk", refit_k: int = 3) -> dict[str, Any]:
+    """`Study.finish()`: the run closed with its summary and files, each task's champion refit
+    (study/refit.py: `refit` none, best or topk, `refit_k` candidates per task; checked as
+    SearchSettings checks them, before anything runs) and registered (alias `champion` only when
+    better). {"tasks": {task: {...}}, "markdown": str}."""
+    from dataclasses import replace
+
+    from transfer_automl.study.refit import check_refit
+
+    check_refit(refit, refit_k)
+    study = Study.load(search_dir)
+    study.settings = replace(study.settings, refit=refit, refit_k=int(refit_k))  # this run's, not stored
+    result = study.finish()
     report = result.champions
     tasks = {} if report is None else {
         r.candidate.task: {"model": r.name, "version": str(r.version), "val_accuracy": r.candidate.val_accuracy,

@@ -56,12 +56,13 @@ def resume_search(search_root: str | Path, tasks: tuple[str, ...] | list[str], c
     return search.location, init_search(search, {"init_from": "resume"}, children_per_round, rounds)
 
 
-def register_champion(search_dir: str | Path) -> dict[str, Any]:
-    """The search's end (`Study.finish`): {"tasks": {task: {model, version, val_accuracy, champion,
-    alias_moved}}, "markdown": summary}. MLflow: MLFLOW_TRACKING_URI (the KFP MLflow integration
-    sets it), else the search's own store. A search whose children are looked up in a table has
-    no model: nothing is registered, and the summary says why."""
-    return finish_search(search_dir)
+def register_champion(search_dir: str | Path, refit: str = "topk", refit_k: int = 3) -> dict[str, Any]:
+    """The search's end (`Study.finish`, its champions refit as `refit`/`refit_k` say:
+    study/refit.py): {"tasks": {task: {model, version, val_accuracy, champion, alias_moved}},
+    "markdown": summary}. MLflow: MLFLOW_TRACKING_URI (the KFP MLflow integration sets it), else
+    the search's own store. A search whose children are looked up in a table has no model:
+    nothing is registered, and the summary says why."""
+    return finish_search(search_dir, refit, refit_k)
 
 
 def _last_trial_end(search: SearchDir) -> str:

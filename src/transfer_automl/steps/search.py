@@ -6,6 +6,7 @@ The Kubeflow steps (steps/pipeline_steps.py) run the same calls, one per pod.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -32,7 +33,9 @@ def run_search(settings: SearchSettings | Mapping[str, Any], tracker: Tracker | 
 
     study = Study.open(settings, tracker=tracker, lease=True)  # one runner per directory
     done = min(study.search.step * study.settings.batch_size, study.settings.trials)
-    progress = SearchProgress(study.settings.trials, done, enabled=study.settings.progress, stream=stream)
+    best = {s.task: s.best_val_accuracy for s in study.summaries() if math.isfinite(s.best_val_accuracy)} \
+        if done else {}  # a resumed search shows its best so far from the start
+    progress = SearchProgress(study.settings.trials, done, enabled=study.settings.progress, stream=stream, best=best)
     pack = resolve_pack(study.settings.pack, study.backend.trainer)  # 1 on CPU: one child at a time
     budget = study.settings.time_budget
     deadline = study.started + budget if budget is not None else None

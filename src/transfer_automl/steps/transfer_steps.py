@@ -91,10 +91,19 @@ def source_settings(source_search: str | Path | SearchDir, data_dir: str | None 
 def task_distance(search_dir: str | Path, target_tasks: tuple[str, ...] | list[str], source_search: str | Path,
                   distance: str = "fisher_ld", select: str = "closest", repeats: int = 3, seed: int = 0,
                   data_dir: str | None = None, table: str | None = None,
-                  metric_columns: tuple[str, ...] | list[str] = (), probe_trials: int = 20) -> dict[str, list[str]]:
+                  metric_columns: tuple[str, ...] | list[str] = (), probe_trials: int = 20,
+                  transfer: str = "none") -> dict[str, list[str]]:
     """d[source, target] into search_dir/distance.parquet; returns {target: chosen sources, closest
-    first}: one for select="closest", every source for "all", or the named source task."""
+    first}: one for select="closest", every source for "all", or the named source task.
+    transfer "auto" (the new search's settings.transfer): nothing to measure ({target: []}); the
+    task history's sources are weighed by the target's own results as the search runs
+    (study/history.py)."""
     targets = _targets(target_tasks)
+    if transfer == "auto":
+        return {t: [] for t in targets}
+    if not str(source_search):
+        raise ConfigError("source_search: give the search to transfer from, or settings.transfer auto to learn "
+                          "from the task history")
     if distance not in DISTANCES:
         raise ConfigError(f"distance must be one of {list(DISTANCES)}, got {distance!r}")
     if repeats < 1 or probe_trials < 1:
@@ -177,8 +186,19 @@ def transfer_init(search_dir: str | Path, target_tasks: tuple[str, ...] | list[s
     """Create the new search for `target_tasks` in search_dir from the previous one; returns its
     step (the round the pipeline starts at). `sources`: task_distance's output. `settings`: the
     new search's settings mapping (SearchSettings' fields: seed, embedding, mixing_gamma, ...);
-    those the source search ran with are inherited unless given."""
+    those the source search ran with are inherited unless given.
+
+    settings.transfer "auto": no source search; the new search is `taml search --transfer auto`
+    over the task history (settings.history): rank-ensemble over the relevant earlier searches,
+    or a scratch search without any."""
     targets = _targets(target_tasks)
+    if dict(settings or {}).get("transfer") == "auto":
+        given = {k: v for k, v in dict(settings or {}).items() if k not in _WARM_START_ONLY}
+        step = init_search(SearchDir.of(search_dir), {**given, "tasks": targets, "init_from": "scratch"},
+                           children_per_round, rounds)
+        SearchDir.of(search_dir).write_json(TRANSFER_NAME, {"transfer": "auto", "history": given.get("history")},
+                                            indent=1)
+        return step
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
     missing = [t for t in targets if not sources.get(t)]
@@ -210,6 +230,10 @@ def transfer_init(search_dir: str | Path, target_tasks: tuple[str, ...] | list[s
     out.write_json(TRANSFER_NAME, {"source_search": source.location, "sources": chosen, "mode": mode,
                                    "embedding": new.get("embedding", "random")}, indent=1)
     return step
+
+
+# Settings of a controller warm start that a --transfer auto search has no use for.
+_WARM_START_ONLY = ("embedding", "transfer_sources", "mixing_gamma", "mixing_samples", "source")
 
 
 # What a new search takes from the search it transfers from, unless given: how its children are

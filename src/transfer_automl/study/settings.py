@@ -30,6 +30,8 @@ NORMALIZATIONS = ("std", "baseline")
 BENCHMARKS = ("transnasbench101-micro", "nasbench201", "taml-text-real")
 EMBEDDINGS = ("random", "closest", "mean")
 FIDELITIES = ("none", "asha", "sha")  # search/fidelity.py
+REFIT_MODES = ("none", "best", "topk")  # study/refit.py
+TRANSFERS = ("none", "auto")  # auto: rank-ensemble over the task history's earlier searches (study/history.py)
 MAX_SEED = 2**63 - 1
 
 # What a new search runs unless told otherwise: the best setting measured on real text children
@@ -159,7 +161,29 @@ class SearchSettings:
                                         help="wall time for this run of the search (90s, 30m, 2h or seconds): no new "
                                              "round starts unless its estimated cost fits what is left; then the "
                                              "search finishes as usual")
+    cost_target_s: float | None = setting(None, low=0, high=365 * 24 * 3600, low_open=True,
+                                          help="cost-aware reward for every method (MnasNet's soft constraint): reward x "
+                                               "(cost / target)^w, cost a child's estimated seconds (study/cost.py; "
+                                               "its measured seconds before the first estimate); the ledger keeps "
+                                               "val_accuracy and records the reward used (default: off)")
+    cost_weight: float = setting(-0.07, low=-10, high=0,
+                                 help="with --cost-target-s: the exponent w (MnasNet: -0.07; 0 ignores the cost)")
+    history: str | None = setting(None, resume="free",
+                                  help="task history: a directory or s3:// prefix where every finished search is "
+                                       "recorded and --transfer auto looks (default $TAML_HISTORY, else "
+                                       "~/.cache/transfer-automl/history); none: nothing recorded, only the shipped starter "
+                                       "history read")
+    transfer: str = setting("none", choices=TRANSFERS,
+                            help="auto: learn from the earlier searches of this space in the history and the "
+                                 "shipped starter history (rank-ensemble over them; with none, a scratch search "
+                                 "of --method)")
     top_n: int = setting(10, low=1, high=10_000, resume="free", help="accuracy-topN reported per task")
+    refit: str = setting("topk", choices=REFIT_MODES, resume="free",
+                         help="after the search, per task: topk retrains the --refit-k best configurations at the "
+                              "full budget (budget scale 1.0) with early stopping on validation and registers the "
+                              "best of them by validation accuracy; best the best one only; none registers the best "
+                              "child as the search trained it (study/refit.py)")
+    refit_k: int = setting(3, low=1, high=100, resume="free", help="with --refit topk: configurations per task")
     progress: bool = setting(True, cli=False, resume="free", help="a progress bar on stderr")
 
     @property
@@ -192,6 +216,13 @@ class SearchSettings:
         if (self.init_from == "transfer") != bool(self.source):
             raise ConfigError(f"{where}: init_from=transfer needs a source (--from: a search directory or "
                               "checkpoint), and a source needs init_from=transfer")
+        if self.transfer == "auto" and self.init_from == "transfer":
+            raise ConfigError(f"{where}.transfer: auto learns from the history; init_from=transfer (--from) "
+                              "continues one search's controller: choose one")
+        if self.history is not None:
+            from transfer_automl.history import check_history_uri
+
+            check_history_uri(self.history, f"{where}.history")
         if self.benchmark and self.space:
             raise ConfigError(f"{where}.space (--space) does not apply with a benchmark: its space is the "
                               f"benchmark table's columns; leave it out, or use --table with your own space")
@@ -247,10 +278,12 @@ class SearchSettings:
 # -- pipelines ---------------------------------------------------------------------------------------
 
 # Settings a pipeline's shape fixes, not its settings mapping: the search_dir, the compiled rounds
-# and children.
+# and children; the refit, a parameter of the pipeline's last step (one place to set it).
 PIPELINE_SHAPED = {"out": "search_dir", "batch_size": "the pipeline's --children",
                    "trials": "--rounds x --children", "progress": "nothing (no progress bar in a pod)",
-                   "pack": "the pipeline's --gpus (a round's children split into one pack per GPU pod)"}
+                   "pack": "the pipeline's --gpus (a round's children split into one pack per GPU pod)",
+                   "refit": "the pipeline's refit parameter (its register_champion step's)",
+                   "refit_k": "the pipeline's refit_k parameter (its register_champion step's)"}
 
 
 def check_pipeline_settings(values: Mapping[str, Any], where: str = "settings") -> dict[str, Any]:
@@ -261,9 +294,7 @@ def check_pipeline_settings(values: Mapping[str, Any], where: str = "settings") 
     if shaped:
         raise ConfigError(f"{where}: {shaped} are set by the pipeline ("
                           + "; ".join(f"{k}: {PIPELINE_SHAPED[k]}" for k in shaped) + "), not in the settings mapping")
-    coerced = _coerced(values, where)
-    for name, value in coerced.items():
-        _check_field(SearchSettings.__dataclass_fields__[name], value, where)
+    coerced = check_fields(values, where)
     if "method_options" in coerced:
         _check_method_options(coerced.get("method", "reinforce"), coerced["method_options"], where)
     if coerced.get("fidelity") == "sha":
@@ -273,6 +304,14 @@ def check_pipeline_settings(values: Mapping[str, Any], where: str = "settings") 
     if coerced.get("time_budget") is not None:
         raise ConfigError(f"{where}.time_budget: a pipeline runs its compiled rounds; bound it with the pipeline "
                           "run's own timeout, or use `taml search --time-budget`")
+    return coerced
+
+
+def check_fields(values: Mapping[str, Any], where: str = "settings") -> dict[str, Any]:
+    """Some settings, each checked as its field says (type, range, choices); returns them coerced."""
+    coerced = _coerced(values, where)
+    for name, value in coerced.items():
+        _check_field(SearchSettings.__dataclass_fields__[name], value, where)
     return coerced
 
 
@@ -294,12 +333,13 @@ def require_data_dir(values: Mapping[str, Any], where: str = "settings") -> None
 # -- flags -------------------------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
     """One flag per setting (the metadata's help, choices and range); a flag not given stays out
-    of the namespace, so `given_settings` tells what the user set from what defaulted."""
+    of the namespace, so `given_settings` tells what the user set from what defaulted. `only`:
+    just these settings' flags (another command that takes a few of them)."""
     for f in fields(SearchSettings):
         meta = f.metadata
-        if not meta["cli"]:
+        if not meta["cli"] or (only is not None and f.name not in only):
             continue
         flag = meta["flag"] or "--" + f.name.replace("_", "-")
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": _flag_help(f)}

@@ -33,7 +33,7 @@ from typing import Any
 
 from transfer_automl.errors import CheckpointError, ConfigError, StorageError, TamlError
 from transfer_automl.outputs import check_output_dir
-from transfer_automl.rewards import reward_from_accuracy
+from transfer_automl.rewards import cost_aware_reward, reward_from_accuracy
 from transfer_automl.rewards.summary import TaskHistory, TaskSummary, summarize
 from transfer_automl.search import (
     SEARCHES,
@@ -81,6 +81,7 @@ class SearchResult:
     champions: Any = None  # study.champions.ChampionReport: each task's best child in the MLflow registry
     browse_url: str = ""  # the search's runs in the MLflow UI ("" without an MLflow tracker)
     stopped: str = ""  # why the run ended before its last round ("" when it ran them all), e.g. the time budget
+    history_entry: str = ""  # where the finished search was recorded in the task history ("" nowhere)
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Study:
         self._cost = None  # study.cost.CostModel over the committed rounds (refitted after each tell)
         self._cut: set[int] = set()  # rounds end_round_early cut short
         self.slow_children: list[str] = []  # trials that took more than cost.SLOW_FACTOR x their estimate
+        self.transfer_record: dict[str, Any] | None = None  # --transfer auto: the history sources chosen
 
     # -- opening -------------------------------------------------------------------------------------
 
@@ -156,10 +158,16 @@ class Study:
 
             refuse_taken_search_id(directory, settings.search_id)
         backend = backend or make_backend(settings, directory)
+        transfer_record = None
+        if settings.transfer == "auto":  # rank-ensemble over the history's relevant searches, or scratch
+            from transfer_automl.study.history import resolve_auto_transfer
+
+            settings, transfer_record = resolve_auto_transfer(settings, backend, directory)
         search_id = settings.search_id or f"{_id_safe(directory.name)}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
         search = _new_search(settings, backend, search_id)
         settings = replace(settings, search_id=search_id)
         study = cls(settings, directory, search, backend=backend, tracker=tracker)
+        study.transfer_record = transfer_record
         study._write_settings({})
         study._save_checkpoint()
         study._write_space()
@@ -176,6 +184,8 @@ class Study:
         settings = settings.validated()
         if settings.init_from == "resume":
             raise ConfigError("init_from: an in-memory study cannot resume; it has no directory")
+        if settings.transfer == "auto":  # its sources file and history record live in the search directory
+            raise ConfigError("transfer: auto needs a search directory (Study.open); an in-memory study has none")
         backend = backend or make_backend(settings, None)
         body = source.search.state_dict() if isinstance(source, Study) else source
         search = _new_search(settings, backend, settings.search_id or "memory", source_body=body)
@@ -219,8 +229,10 @@ class Study:
         stored = stored_settings(directory)
         if settings.search_id not in (None, stored.search_id):
             return None
-        mine = {k: v for k, v in settings.to_dict().items() if k not in ("search_id", "progress")}
-        theirs = {k: v for k, v in stored.to_dict().items() if k not in ("search_id", "progress")}
+        # transfer=auto resolved the method and its sources when the search was first created.
+        resolved = ("method", "method_options") if stored.transfer == "auto" else ()
+        mine = {k: v for k, v in settings.to_dict().items() if k not in ("search_id", "progress", *resolved)}
+        theirs = {k: v for k, v in stored.to_dict().items() if k not in ("search_id", "progress", *resolved)}
         body = directory.load_checkpoint()
         if mine != theirs or int(body["step"]) != 0:
             return None
@@ -309,8 +321,11 @@ class Study:
             "data.content_hash": {task: f["content_hash"] for task, f in record["files"].items()},
             **({"data.truncated_texts": truncated} if (truncated := {
                 task: f["truncated_texts"] for task, f in record["files"].items() if f.get("truncated_texts")}) else {})}
+        chosen = self.transfer_record or self._stored_extra("_history")
+        history = {} if not chosen else {"history.sources": {u["search_id"]: u["tasks"] for u in chosen["entries"]}}
         return {**settings, "tasks": ",".join(self.search.tasks), "space_fingerprint": self.search.space.fingerprint(),
-                "child_trainer": self.backend.trainer_settings, "search_state": describe(self.search), **data}
+                "child_trainer": self.backend.trainer_settings, "search_state": describe(self.search), **data,
+                **history}
 
     def rows(self) -> list[LedgerRow]:
         """Every committed trial, in ledger order."""
@@ -472,7 +487,7 @@ class Study:
         row = LedgerRow(
             trial_id=trial.trial_id, search_id=self.search.search_id, task=trial.task,
             controller_step=trial.controller_step, config=json.dumps(trial.config, sort_keys=True),
-            reward=reward_from_accuracy(result.val_accuracy, self.settings.reward_power) if ok else 0.0,
+            reward=self._reward(result, expected) if ok else 0.0,
             val_accuracy=result.val_accuracy, test_accuracy=result.test_accuracy, status=result.status,
             error=result.error, started_at=started_at, ended_at=datetime.now(UTC), duration_s=result.duration_s,
             rung=trial.rung, budget=trial.budget, parent_trial_id=trial.parent_trial_id, expected_cost_s=expected,
@@ -490,6 +505,18 @@ class Study:
                     raise
                 return self._recorded_result(trial)
         return row
+
+    def _reward(self, result: Any, expected_cost_s: float | None) -> float:
+        """The one place a child's reward is formed, so every method (and ASHA's promotions) sees
+        the same: validation accuracy ** reward_power, times MnasNet's cost factor with
+        --cost-target-s (rewards.cost_aware_reward; the cost is the child's estimate, its measured
+        seconds while the search has no estimate yet)."""
+        reward = reward_from_accuracy(result.val_accuracy, self.settings.reward_power)
+        target = self.settings.cost_target_s
+        if target is None:
+            return reward
+        cost = expected_cost_s if expected_cost_s is not None else result.duration_s
+        return cost_aware_reward(reward, cost, target, self.settings.cost_weight)
 
     def tell_round(self, step: int, rows: Sequence[LedgerRow | Mapping[str, Any]]) -> RoundReport:
         """Commit round `step` to the ledger, tell the search, write the checkpoint, log the round.
@@ -552,6 +579,10 @@ class Study:
         # At the last told step, whichever process finishes (a pipeline's last step knows no step).
         tracker.log_controller(max(0, self.search.step - 1), {k: v for k, v in summary.items() if math.isfinite(v)})
         tracker.finish({})
+        from transfer_automl.study.history import record_search
+
+        history_entry = record_search(self, on_start=lambda where: announce(
+            "history", f"the search's summary, task fingerprints and checkpoint to {where}")) or ""
         champions = None
         if register and self.owns_tracker and self.directory is not None:
             from transfer_automl.study.champions import register_after_search
@@ -563,7 +594,7 @@ class Study:
             self.search.search_id, self.settings.method, "memory" if d is None else d.store.root if d.is_local
             else d.store.uri, self.backend.data_location, "memory" if d is None else d.ledger.root,
             "memory" if d is None else d.checkpoint, tracker.location, self.trials_run, per_task,
-            time.perf_counter() - self.started, champions, _browse_url(tracker))
+            time.perf_counter() - self.started, champions, _browse_url(tracker), history_entry=history_entry)
 
     def abort(self) -> None:
         """Close the tracker's run as KILLED (an interrupted or failed runner); release the lease."""
@@ -691,16 +722,22 @@ class Study:
                             "changed": {k: {"from": old, "to": new} for k, (old, new) in changes.items()}})
         body = {**self.settings.to_dict(), "progress": False}
         data = self.backend.data_record or self._stored_data()
+        chosen = self.transfer_record or self._stored_extra("_history")
         d.write_json(SETTINGS_NAME, {**body, **({"_data": data} if data else {}),
+                                     **({"_history": chosen} if chosen else {}),
                                      **({"_changes": history} if history else {})}, indent=1)
 
     def _stored_data(self) -> dict[str, Any]:
         """settings.json's `_data`: what the search recorded it read (tasks.registry.data_record)."""
+        return self._stored_extra("_data")
+
+    def _stored_extra(self, key: str) -> dict[str, Any]:
+        """A record settings.json keeps beside the settings: `_data`, `_history` (--transfer auto)."""
         d = self.directory
         if d is None or not d.store.exists(SETTINGS_NAME):
             return {}
         stored = d.read_json(SETTINGS_NAME)
-        return dict(stored.get("_data") or {}) if isinstance(stored, dict) else {}
+        return dict(stored.get(key) or {}) if isinstance(stored, dict) else {}
 
     def _data_changed(self) -> bool:
         return bool(self.backend.data_record) and self.backend.data_record != self._stored_data()
@@ -934,8 +971,9 @@ def trial_record(trial: Trial, search_id: str) -> dict[str, Any]:
     return {"trial_id": trial.trial_id, "search_id": search_id, "task": trial.task, "task_index": trial.task_index,
             "controller_step": trial.controller_step, "index": trial.index, "actions": list(trial.actions),
             "config": json.dumps(trial.config, sort_keys=True),
-            **({"rung": trial.rung, "budget": trial.budget, "parent_trial_id": trial.parent_trial_id}
-               if trial.budget is not None else {})}
+            **({"rung": trial.rung, "budget": trial.budget} if trial.budget is not None else {}),
+            # no null: a pipeline's loop item becomes a protobuf Struct, which kfp.local refuses None in
+            **({"parent_trial_id": trial.parent_trial_id} if trial.parent_trial_id is not None else {})}
 
 
 def trial_from_record(d: Mapping[str, Any]) -> Trial:

@@ -1,10 +1,9 @@
 """The champion of each task: a search's best child, retrained, logged and registered in MLflow.
 
-The ledger keeps configurations, not models, so the best row of each task (highest validation
-accuracy among trials with status ok; the first of equals, as the search summary) is retrained
-with the seed it had. A child is deterministic given its configuration, data and seed, and the
-retrained model must reproduce the row's validation and test accuracy; if it does not (other task
-data, a nondeterministic device) nothing is registered and the error says so. The model is logged
+The ledger keeps configurations, not models, so each task's model is trained again by the refit
+(study/refit.py): the best row retrained with its seed, reproducing the row's accuracies (refit
+none), or the best of the top configurations retrained at the full budget (refit best/topk, tags
+`taml.refit.*`, `taml.model_source` = refit). The model is logged
 into the trial's child run as a self-contained pyfunc model that takes raw texts
 (`ServingModel`, written by serving/export.py and logged by tracking/mlflow.py; safetensors weights,
 nothing pickled) and registered as a new
@@ -50,17 +49,30 @@ class ChampionCandidate:
     val_accuracy: float
     test_accuracy: float
     config: dict[str, Any] = field(default_factory=dict)
+    # How a refit trained the model (study/refit.py: mode, k, seed, steps, max_steps, cost_s,
+    # search_val_accuracy); empty for the ledger's own child (refit none).
+    refit: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def model_source(self) -> str:
+        """"refit" (retrained at the full budget) or "ledger" (the child as the search trained it):
+        one trial can have one version of each."""
+        return "refit" if self.refit else "ledger"
 
     def tags(self) -> dict[str, str]:
         return {
             "taml.task": self.task, "taml.search_id": self.search_id, "taml.trial_id": self.trial_id,
             "taml.ledger_file": self.ledger_file, "taml.val_accuracy": repr(self.val_accuracy),
             "taml.test_accuracy": repr(self.test_accuracy), "taml.config": json.dumps(self.config, sort_keys=True),
+            "taml.model_source": self.model_source, **{f"taml.refit.{k}": v for k, v in self.refit.items()},
         }
 
     def description(self) -> str:
+        how = (f"Refit at the full budget with early stopping ({self.refit.get('steps')} of "
+               f"{self.refit.get('max_steps')} steps, seed {self.refit.get('seed')}), chosen among the top "
+               f"configurations by refit validation accuracy; " if self.refit else "")
         return (f"Best child for task {self.task} in search {self.search_id} (trial {self.trial_id}, "
-                f"ledger {self.ledger_file}): validation accuracy {self.val_accuracy:.4f}, test accuracy "
+                f"ledger {self.ledger_file}): {how}validation accuracy {self.val_accuracy:.4f}, test accuracy "
                 f"{self.test_accuracy:.4f}. Configuration: {json.dumps(self.config, sort_keys=True)}. "
                 "A pyfunc model (mlflow.pyfunc.load_model, mlflow models serve, KServe): raw texts in (a DataFrame "
                 "column `text` or a list of strings), the label and one `prob_<class>` column per class out. "

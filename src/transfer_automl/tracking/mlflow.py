@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -302,7 +303,7 @@ class MlflowModelRegistry:
         """Log `model` into `run_id` and register it (once per trial), then apply the champion rule."""
         name = registered_model_name(candidate.task)
         self._ensure_registered_model(name, candidate.task)
-        version = self._version_of_trial(name, candidate.trial_id)
+        version = self._version_of_trial(name, candidate.trial_id, candidate.model_source)
         new_version = version is None
         if version is None:
             # The registry resolves `models:/<id>` through the global tracking URI, so both calls sit in it.
@@ -335,11 +336,56 @@ class MlflowModelRegistry:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
 
-    def _version_of_trial(self, name: str, trial_id: str):
+    def _version_of_trial(self, name: str, trial_id: str, source: str = "ledger"):
+        """The version registered for this trial's model from `source` (a version from before the
+        tag holds the ledger's child)."""
         for version in self.client.search_model_versions(f"name = '{name}'"):
-            if version.tags.get("taml.trial_id") == trial_id:
+            if version.tags.get("taml.trial_id") == trial_id and version.tags.get("taml.model_source", "ledger") == source:
                 return version
         return None
+
+    def log_refit(self, search_id: str, report: dict[str, Any]) -> None:
+        """The refit's cost and scores (study/refit.py's refit.json) on the search's controller run:
+        `refit/total_cost_s`, `refit/<task>/<rank>/{cost_s, steps, max_steps, val_accuracy,
+        test_accuracy}` (rank 1 = the search's best) and `refit/<task>/champion_rank`; refit.json
+        as an artifact. A search whose controller run MLflow lacks is skipped."""
+        run_id = self._controller_run_id(search_id)
+        if run_id is None:
+            return
+        now = _now_ms()
+        metrics = {"refit/total_cost_s": float(report["total_cost_s"])}
+        for task, entry in report["tasks"].items():
+            for rank, c in enumerate(entry["candidates"], 1):
+                prefix = f"refit/{task}/{rank}"
+                metrics |= {f"{prefix}/cost_s": c["cost_s"], f"{prefix}/steps": c["steps"],
+                            f"{prefix}/max_steps": c["max_steps"], f"{prefix}/val_accuracy": c["refit_val_accuracy"],
+                            f"{prefix}/test_accuracy": c["refit_test_accuracy"]}
+                if c["trial_id"] == entry["champion_trial_id"]:
+                    metrics[f"refit/{task}/champion_rank"] = rank
+        from mlflow.entities import Metric
+
+        keys = _keys(metrics)
+        self.client.log_batch(run_id, metrics=[Metric(keys[k], float(v), now, 0) for k, v in metrics.items()
+                                               if _finite(v)])
+        self.client.set_tag(run_id, "taml.refit", f"{report['mode']} (k {report['k']})")
+        with tempfile.TemporaryDirectory(prefix="taml-refit-") as tmp:
+            path = Path(tmp) / "refit.json"
+            path.write_text(json.dumps(report, indent=2))
+            self.client.log_artifact(run_id, str(path))
+
+    def _controller_run_id(self, search_id: str) -> str | None:
+        from mlflow.entities import ViewType
+
+        experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+        if not experiment_id:
+            found = self.client.get_experiment_by_name(search_experiment(search_id))
+            if found is None:
+                return None
+            experiment_id = found.experiment_id
+        runs = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`taml.search_id` = '{search_id}' and tags.`taml.role` = 'controller'",
+            run_view_type=ViewType.ACTIVE_ONLY, max_results=1)
+        return runs[0].info.run_id if runs else None
 
     def _champion(self, name: str):
         alias_version = self.client.get_registered_model(name).aliases.get(CHAMPION_ALIAS)
