@@ -222,6 +222,17 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _span_minutes(runs: list[dict[str, Any]]) -> float:
+    """Minutes from the first run's start to the last run's end (starts are kept to the minute)."""
+    from datetime import datetime, timedelta
+
+    if not runs:
+        return 0.0
+    starts = [datetime.strptime(r["started"], "%Y-%m-%d %H:%M UTC") for r in runs]
+    ends = [s + timedelta(seconds=r["wall_s"]) for s, r in zip(starts, runs, strict=True)]
+    return (max(ends) - min(starts)).total_seconds() / 60
+
+
 def _champion_cell(champion: dict[str, Any] | None) -> str:
     if champion is None:
         return "-"
@@ -239,13 +250,14 @@ def render(rows: list[dict[str, Any]], settings: QualitySettings, command: str, 
     refit = sum(r["champion"] is not None and r["champion"]["source"] == "refit" for r in rows)
     partial = f" ({len(rows) - refit} of {len(rows)} tasks not refit yet: their champion is the search's best)" \
         if 0 < refit < len(rows) else ""
-    total_wall = sum(r["wall_s"] for r in runs)
+    span = _span_minutes(runs)
     run_list = "; ".join(f"{r['wall_s'] / 60:.0f} min from {r['started']}"
                          + (f" (`{r['command']}`)" if r.get("command") else "") for r in runs)
     lines = [
         "# Quality: the searched champion against TF-IDF + logistic regression", "",
-        f"Command: `make bench-quality`, i.e. `{command}`; {total_wall / 60:.0f} min wall in {len(runs)} run(s) "
-        f"of it (resumed: a run skips the phases already done): {run_list}; {machine}.", "",
+        f"Command: `make bench-quality`, i.e. `{command}`; {span:.0f} min wall from the first run's start to the "
+        f"last one's end, in {len(runs)} run(s) of it (a run resumes: it skips the phases already done; runs on "
+        f"different tasks may overlap): {run_list}; {machine}.", "",
         f"Per task: `taml search --tasks <task> --space {SPACE} --budget-scale 1 --fidelity asha "
         f"--min-budget {settings.min_budget:.4g} --max-budget 1 --eta {settings.eta:g} --method {settings.method} "
         f"--batch-size {settings.batch_size} --time-budget {settings.time_budget_s:g}s --seed {settings.seed}` "

@@ -65,7 +65,7 @@ def test_rows_take_the_refit_champion_and_count_ties_as_wins(tmp_path):
     assert "at least TF-IDF + LR's on 1 of 2 tasks** (the goal is 12 of 14: not reached)" in page
     assert "| sst2 | 80.0 | 80.0 (10) | 83.4 (T4) | 50.0 | yes | wide lr 3 L1 0; 1,000,000 samples (4,000 steps)" in page
     assert "| mpqa | 80.0 | 86.0 (10) | 88.5 (T3) | 50.0 | **no** |" in page
-    assert "10 min wall in 1 run(s)" in page and "`make bench-quality`, i.e. `python -m benchmarks.quality`" in page and '`refit_champions(search_dir, "topk", 2)`' in page
+    assert "10 min wall from the first run's start to the last one's end, in 1 run(s)" in page and "`make bench-quality`, i.e. `python -m benchmarks.quality`" in page and '`refit_champions(search_dir, "topk", 2)`' in page
 
 
 def test_without_a_refit_the_champion_is_the_searchs_best_by_validation(tmp_path):
@@ -73,7 +73,9 @@ def test_without_a_refit_the_champion_is_the_searchs_best_by_validation(tmp_path
     (row,) = read_rows(tmp_path, ["political_social_media"])
     assert row["champion"]["source"] == "search" and row["champion"]["test"] == 0.78 and row["beats"]
     assert row["paper"] is None and row["refit_wall_s"] is None
-    page = render([row], QualitySettings(), "cmd", [{"started": "t", "wall_s": 60.0}], "m")
+    runs = [{"started": "2026-12-05 12:41 UTC", "wall_s": 1800.0}, {"started": "2026-12-05 13:00 UTC", "wall_s": 1200.0}]
+    page = render([row], QualitySettings(), "cmd", runs, "m")
+    assert "39 min wall from the first run's start" in page and "in 2 run(s)" in page  # overlapping runs: the span
     assert "no refit" in page and "| political_social_media | 78.0 (not refit) | 77.0 (10) | - |" in page
 
 
