@@ -82,6 +82,7 @@ class QualitySettings:
                 "eta": self.eta, "batch_size": self.batch_size, "time_budget": self.time_budget_s,
                 "out": str(directory), "search_id": f"quality-{task}",
                 "cache_dir": str(Path(self.out) / "cache"), "progress": False,
+                "history": "none",  # a benchmark's searches stay out of the user's task history
                 **({"data_dir": self.data_dir} if self.data_dir else {})}
 
 
@@ -260,8 +261,8 @@ def render(rows: list[dict[str, Any]], settings: QualitySettings, command: str, 
         f"different tasks may overlap): {run_list}; {machine}.", "",
         f"Per task: `taml search --tasks <task> --space {SPACE} --budget-scale 1 --fidelity asha "
         f"--min-budget {settings.min_budget:.4g} --max-budget 1 --eta {settings.eta:g} --method {settings.method} "
-        f"--batch-size {settings.batch_size} --time-budget {settings.time_budget_s:g}s --seed {settings.seed}` "
-        f"(through `steps.search.run_search`, one torch thread, {settings.workers} tasks at a time), then "
+        f"--batch-size {settings.batch_size} --time-budget {settings.time_budget_s:g}s --seed {settings.seed} --history none` "
+        f"(through `steps.search.run_search`, one torch thread, {settings.workers} task(s) at a time), then "
         + (f"`refit_champions(search_dir, \"topk\", {settings.refit_k})` (what `--refit topk --refit-k "
            f"{settings.refit_k}` runs)" if refit else "no refit (the champion refit is not in this checkout): "
            "the champion is the search's best child by validation accuracy")
@@ -269,7 +270,8 @@ def render(rows: list[dict[str, Any]], settings: QualitySettings, command: str, 
         f"{settings.time_budget_s / 60:.3g} min (`--time-budget`), so with one thread it uses at most about "
         f"{settings.time_budget_s / 60:.3g} CPU-minutes**; the refit and the baseline come on top (measured below).", "",
         f"**The champion's test accuracy is at least TF-IDF + LR's on {wins} of {len(rows)} tasks**"
-        + ("." if wins >= 12 else " (the goal is 12 of 14: not reached)."), "",
+        + ("." if wins >= 12 else " (the goal is 12 of 14: not reached)." if len(rows) == len(TASKS)
+           else f" (the goal, 12 of the {len(TASKS)} tasks, needs all of them)."), "",
         "| task | champion test | TF-IDF + LR test (C) | paper top-10 test | majority | champion >= TF-IDF | "
         "champion configuration | configurations (promotions) | search wall / CPU s | refit wall / CPU s |",
         "|---|---|---|---|---|---|---|---|---|---|",
