@@ -9,9 +9,9 @@ For each text task, one job (resumable, each phase's result kept under `<out>/<t
              search's CPU time is at most about its wall time).
 3. refit     `study.refit.refit_champions(search_dir, "topk", k)`, what `taml search --refit topk`
              runs: the top-k configurations retrained at the full budget with early stopping on
-             validation, the champion picked by refit validation accuracy. Where that module is
-             not installed, the champion is the search's best child by validation (the child
-             `taml runs register` retrains) and the table says so.
+             validation, the champion picked by refit validation accuracy. A task whose refit
+             has not run yet (a run stopped before it) shows the search's best child by
+             validation instead, and the table says so.
 
 Then `docs/benchmarks/quality.md`: per task the champion's test accuracy, TF-IDF + LR's, the
 Transfer AutoML paper's top-10 test accuracy where it has one, the champion's configuration, and
@@ -102,15 +102,6 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
     tmp.replace(path)  # a phase's file exists only once the phase is done
 
 
-def refit_function() -> Callable[..., dict[str, Any]] | None:
-    """`study.refit.refit_champions` when this checkout has it (the champion refit), else None."""
-    try:
-        from transfer_automl.study.refit import refit_champions
-    except ImportError:
-        return None
-    return refit_champions
-
-
 def run_task(task: str, settings: QualitySettings) -> list[dict[str, Any]]:
     """The three phases of one task; a phase whose result file exists is not run again."""
     import torch
@@ -126,10 +117,12 @@ def run_task(task: str, settings: QualitySettings) -> list[dict[str, Any]]:
     if not search_file.exists():
         shutil.rmtree(search_dir, ignore_errors=True)  # an interrupted search starts again, whole
         _write_json(search_file, _search(task, settings, search_dir))
-    refit = refit_function()
-    if refit is not None and not refit_file.exists():
-        result, wall, cpu = _timed(lambda: refit(str(search_dir), "topk", settings.refit_k,
-                                                 data_dir=settings.data_dir, cache_dir=str(Path(settings.out) / "cache")))
+    if not refit_file.exists():
+        from transfer_automl.study.refit import refit_champions
+
+        result, wall, cpu = _timed(lambda: refit_champions(str(search_dir), "topk", settings.refit_k,
+                                                           data_dir=settings.data_dir,
+                                                           cache_dir=str(Path(settings.out) / "cache")))
         _write_json(refit_file, {"task": task, **result["tasks"][task], "k": settings.refit_k,
                                  "total_cost_s": result.get("total_cost_s"), "wall_s": wall, "cpu_s": cpu})
     return [task]
@@ -264,7 +257,7 @@ def render(rows: list[dict[str, Any]], settings: QualitySettings, command: str, 
         f"--batch-size {settings.batch_size} --time-budget {settings.time_budget_s:g}s --seed {settings.seed} --history none` "
         f"(through `steps.search.run_search`, one torch thread, {settings.workers} task(s) at a time), then "
         + (f"`refit_champions(search_dir, \"topk\", {settings.refit_k})` (what `--refit topk --refit-k "
-           f"{settings.refit_k}` runs)" if refit else "no refit (the champion refit is not in this checkout): "
+           f"{settings.refit_k}` runs)" if refit else "no refit yet (a run stopped before it): "
            "the champion is the search's best child by validation accuracy")
         + partial + ". **CPU budget per task: the search's wall time is capped at "
         f"{settings.time_budget_s / 60:.3g} min (`--time-budget`), so with one thread it uses at most about "
@@ -351,10 +344,19 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(train_child(args.child[0], json.loads(changes), args.data_dir,
                                          str(Path(args.out) / "cache"))), flush=True)
         return 0
-    settings = QualitySettings(out=args.out, tasks=tuple(t for t in args.tasks.split(",") if t),
-                               data_dir=args.data_dir, time_budget_s=args.time_budget, method=args.method,
-                               batch_size=args.batch_size, refit_k=args.refit_k, seed=args.seed,
-                               workers=args.workers)
+    from transfer_automl.errors import TamlError
+    from transfer_automl.tasks.registry import resolve_task
+
+    try:  # bad settings or a misspelt task fail here, before any work and any file, naming it
+        settings = QualitySettings(out=args.out, tasks=tuple(t for t in args.tasks.split(",") if t),
+                                   data_dir=args.data_dir, time_budget_s=args.time_budget, method=args.method,
+                                   batch_size=args.batch_size, refit_k=args.refit_k, seed=args.seed,
+                                   workers=args.workers)
+        for task in settings.tasks:
+            resolve_task(task, settings.data_dir)
+    except TamlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     runs_file = out / "runs.json"
@@ -371,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         # read again: another run of the same --out (other tasks) may have finished meanwhile
         runs = json.loads(runs_file.read_text()) if runs_file.exists() else []
         runs.append({"started": started, "wall_s": time.perf_counter() - clock, "settings": asdict(settings),
-                     "refit": refit_function() is not None, "command": invoked})
+                     "command": invoked})
         runs_file.write_text(json.dumps(runs, indent=1))
     rows = read_rows(out, settings.tasks)
     machine = f"{os.cpu_count()}-core CPU machine shared with other jobs"

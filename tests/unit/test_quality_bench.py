@@ -101,3 +101,14 @@ def test_a_rewritten_page_keeps_the_notes_written_below_the_marker(tmp_path):
     page.write_text(page.read_text() + "Why 20newsgroups loses: measured.\n")
     write_page(page, "# second\n")
     assert page.read_text() == f"# second\n\n{NOTES_MARKER}\nWhy 20newsgroups loses: measured.\n"
+
+
+@pytest.mark.parametrize(("args", "named"), [(["--tasks", "sms_spam,nosuchtask"], "nosuchtask"),
+                                             (["--time-budget", "0"], "time_budget_s")])
+def test_the_command_refuses_bad_input_before_any_work(tmp_path, capsys, args, named):
+    from benchmarks.quality import main
+
+    out = tmp_path / "out"
+    assert main(["--out", str(out), "--doc", str(tmp_path / "q.md"), *args]) == 2
+    assert named in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "q.md").exists()
