@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-transfer-search bench-xor bench-table bench-transfer bench-children bench-serving bench-fidelity starter-history bench-history fuzz clean
+.PHONY: setup test test-fast lint run compile pipelines images push-images bench-search bench-transfer-search bench-xor bench-table bench-transfer bench-children bench-serving bench-fidelity starter-history bench-history bench-quality fuzz clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -126,6 +126,13 @@ bench-serving:
 # tasks: docs/benchmarks/fidelity.md and fidelity.png (about 20 minutes; never part of `make test`).
 bench-fidelity:
 	nice -n 10 $(PY) -m benchmarks.fidelity --seconds 75 --seeds 0,1 --out runs/bench/fidelity
+
+# The quality benchmark (issue 15): per text task a 3-minute ASHA search (--time-budget 180, one
+# torch thread, two tasks at a time), the top-3 refit, TF-IDF + LR beside it:
+# docs/benchmarks/quality.md. Resumable: a task's finished phases are kept under runs/bench-quality
+# (delete it to start over). These defaults are the settings the page was made with.
+bench-quality:
+	OMP_NUM_THREADS=1 nice -n 10 $(PY) -m benchmarks.quality --out runs/bench-quality --time-budget 180 --workers 2
 
 clean:
 	rm -rf runs .pytest_cache

@@ -79,7 +79,8 @@ def test_builtin_cardinalities_and_size():
 def test_get_space_by_name_and_by_path(tmp_path):
     assert get_space("mnms-text") is MNMS_TEXT
     assert get_space("taml-text") is TAML_TEXT
-    assert set(BUILTIN_SPACES) == {"mnms-text", "taml-text", "taml-text-all-modules", "taml-image", "taml-text-cpu"}
+    assert set(BUILTIN_SPACES) == {"mnms-text", "taml-text", "taml-text-all-modules", "taml-image", "taml-text-cpu",
+                                   "taml-text-cpu-full"}
     all_modules = get_space("taml-text-all-modules")
     assert all_modules.decisions[1:] == TAML_TEXT.decisions[1:]
     assert set(TAML_TEXT.decisions[0].choices) < set(all_modules.decisions[0].choices)
