@@ -386,7 +386,11 @@ def summarize(curves: list[Curve], bench, settings: TransferBenchSettings) -> di
 
 def _cell(m: tuple[float, float, float], cap: int, digits: int = 0) -> str:
     def one(x: float) -> str:
-        return f">{cap}" if math.isinf(x) else f"{x:.{digits}f}"
+        if math.isinf(x):
+            return f">{cap}"
+        if digits == 0:  # trial counts: a median of an even number of seeds may end in .5 (never round it)
+            return f"{x:g}"
+        return f"{x:.{digits}f}"
 
     return f"{one(m[0])} [{one(m[1])}-{one(m[2])}]"
 

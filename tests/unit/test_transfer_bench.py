@@ -144,3 +144,10 @@ def test_taml_bench_search_with_sources_runs_the_transfer_benchmark(bench, tmp_p
         assert _taml("bench", "search", "--benchmark", "nasbench201", *bad, "--out", str(tmp_path / "bad")) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_cells_keep_half_trial_medians():
+    from benchmarks.transfer_search import _cell
+
+    assert _cell((13.5, 10.25, math.inf), 100) == "13.5 [10.25->100]"  # not rounded to an even 14
+    assert _cell((0.1234, 0.0, 1.0), 100, 3) == "0.123 [0.000-1.000]"
