@@ -77,11 +77,15 @@ bench-search:
 	$(VENV)/bin/taml bench search --benchmark nasbench201 --seeds 20 --trials 200 --out runs/bench/nasbench201
 
 # Transfer from earlier searches' results against the transfer-HPO peers, leave one task out, sources
-# of 200 random evaluations per other task redrawn per seed: docs/benchmarks/transfer_search.md.
+# of 200 random evaluations per other task redrawn per seed, then sources that are the ledgers of
+# 200-trial TPE searches: docs/benchmarks/transfer_search.md.
 bench-transfer-search:
 	for b in transnasbench101-micro nasbench201 taml-text-real; do \
 	  nice -n 10 $(PY) -m benchmarks.transfer_search --benchmark $$b --seeds 20 --trials 100 --source-trials 200 \
 	    --out runs/bench-transfer/$$b --no-progress || exit 1; done
+	for b in transnasbench101-micro nasbench201 taml-text-real; do \
+	  nice -n 10 $(PY) -m benchmarks.transfer_search --benchmark $$b --seeds 20 --trials 100 --sources search200 \
+	    --out runs/bench-transfer/$$b-search --no-progress || exit 1; done
 
 # Which source to transfer from: LD / rank-correlation / embedding distances vs random, farthest,
 # all sources and scratch; image tasks (a table of real trainings, built first) and the tabular

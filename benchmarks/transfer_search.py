@@ -1,8 +1,15 @@
 """Transfer from earlier searches' results, against the transfer-HPO peers (`make bench-transfer-search`).
 
 Leave one task out. For every held-out task h of a table and every seed, the sources are what
-earlier searches recorded: `source_trials` uniform random evaluations (distinct rows) of each
-other task, redrawn per seed. Every method then searches h for `trials` trials:
+earlier searches recorded about each other task, redrawn per seed (`--sources`):
+
+- `random` (`r200` for 200): `source_trials` uniform random evaluations (distinct rows);
+- `search` (`search200`): the ledger of a real earlier search, `taml search --method tpe --trials
+  source_trials` on that task (in-memory `Study`, seeded per seed, the same for every held-out
+  task of that seed), its repeated configurations kept once; these are cached under
+  `<out>/source-searches/` so a second run (other methods, shuffled values) reuses them.
+
+Every method then searches h for `trials` trials:
 
 - rs, tpe: `taml search --method rs|tpe` from scratch (in-memory `Study`, no sources);
 - rank-ensemble: `taml search --method rank-ensemble --method-option sources=<file>` (in-memory
@@ -57,6 +64,24 @@ STUDY_METHODS = ("rs", "tpe", "rank-ensemble")
 PEERS = ("zero-shot", "round-robin", "bounding-box", "quantile")
 ALL_METHODS = ("rs", "tpe", *PEERS, "rank-ensemble")
 METHOD_OPTIONS: dict[str, dict[str, Any]] = {"rs": {}, "tpe": {"n_startup_trials": 10}, "rank-ensemble": {}}
+SOURCE_KINDS = ("random", "search")
+SOURCE_SEARCH_SEED = 10_000  # the earlier search on a source task for seed k runs with seed 10_000 + k
+
+
+def parse_sources(text: str, default_trials: int = 200) -> tuple[str, int]:
+    """`--sources` as (kind, evaluations per source task): "random" or "r200" (200 uniform random
+    evaluations), "search" or "search200" (the ledger of a 200-trial TPE search)."""
+    spelled = text.strip().lower()
+    for kind, prefixes in (("random", ("random", "r")), ("search", ("search", "s"))):
+        for prefix in prefixes:
+            rest = spelled[len(prefix):]
+            if spelled.startswith(prefix) and (rest == "" or rest.isdigit()):
+                n = int(rest) if rest else default_trials
+                if n < 1:
+                    break
+                return kind, n
+    raise ConfigError(f"--sources must be random, search, r<N> or search<N> (N >= 1 evaluations per source task), "
+                      f"got {text!r}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +96,7 @@ class TransferBenchSettings:
     checkpoints: tuple[int, ...] = (10, 25)
     tasks: tuple[str, ...] = ()  # held-out tasks (default: all)
     shuffle_sources: bool = False  # sources that predict nothing: does transfer hurt?
+    sources: str = "random"  # random: uniform evaluations; search: the ledger of a TPE search per source task
     workers: int = 1
     data_dir: str | None = None
 
@@ -81,6 +107,8 @@ class TransferBenchSettings:
         for name in ("seeds", "trials", "source_trials", "workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.sources not in SOURCE_KINDS:
+            raise ConfigError(f"sources must be one of {list(SOURCE_KINDS)}, got {self.sources!r}")
         if not 0 < self.top_fraction < 1:
             raise ConfigError(f"top_fraction must be in (0, 1), got {self.top_fraction}")
 
@@ -101,6 +129,45 @@ def draw_sources(bench, task: str, seed: int, n: int, shuffled: bool = False) ->
             values = bench.metric[s][rows]
             out[s] = (rows, rng.permutation(values) if shuffled else values)
     return out
+
+
+def search_sources(backend, task: str, seed: int, n: int, cache_dir: Path | None,
+                   shuffled: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{source task: (row indices, values)}: for every task but `task`, the distinct rows of the
+    ledger of an n-trial TPE search on it (`taml search --method tpe`, seed SOURCE_SEARCH_SEED +
+    seed), in the order first evaluated. `cache_dir` keeps each source search's ledger (task,
+    seed and n in its name) so later runs reuse it. `shuffled` as in `draw_sources`."""
+    bench = backend.trainer.benchmark
+    rng = np.random.default_rng([seed, bench.tasks.index(task), 14])
+    out = {}
+    for s in bench.tasks:
+        if s != task:
+            rows = _source_search_rows(backend, s, seed, n, cache_dir)
+            values = bench.metric[s][rows]
+            out[s] = (rows, rng.permutation(values) if shuffled else values)
+    return out
+
+
+def _source_search_rows(backend, task: str, seed: int, n: int, cache_dir: Path | None) -> np.ndarray:
+    """Distinct table rows an n-trial TPE search on `task` evaluated, in first-seen order."""
+    import os
+
+    from benchmarks.studies import on_tasks, run_study
+
+    bench = backend.trainer.benchmark
+    cached = cache_dir / f"{task}-seed{seed}-tpe{n}.json" if cache_dir is not None else None
+    if cached is not None and cached.is_file():
+        return np.asarray(json.loads(cached.read_text(encoding="utf-8"))["rows"], dtype=np.int64)
+    settings = {"method": "tpe", "seed": SOURCE_SEARCH_SEED + seed, "trials": n, "batch_size": 1,
+                "search_id": f"source-{task}-{seed}", "method_options": dict(METHOD_OPTIONS["tpe"])}
+    _, done = run_study(settings, on_tasks(backend, [task]))
+    rows = list(dict.fromkeys(bench.row(d.trial.actions) for d in done if d.row.status == "ok"))
+    if cached is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")  # workers may race: write, then rename
+        tmp.write_text(json.dumps({"task": task, "seed": seed, "trials": n, "rows": rows}), encoding="utf-8")
+        os.replace(tmp, cached)
+    return np.asarray(rows, dtype=np.int64)
 
 
 def top_threshold(bench, task: str, fraction: float) -> float:
@@ -249,7 +316,11 @@ def run_job(settings: TransferBenchSettings, task: str, seed: int) -> list[Curve
 
     backend = named_backend(settings.benchmark, settings.data_dir)
     bench = backend.trainer.benchmark
-    sources = draw_sources(bench, task, seed, settings.source_trials, settings.shuffle_sources)
+    if settings.sources == "search":
+        sources = search_sources(backend, task, seed, settings.source_trials, Path(settings.out) / "source-searches",
+                                 settings.shuffle_sources)
+    else:
+        sources = draw_sources(bench, task, seed, settings.source_trials, settings.shuffle_sources)
     threshold = top_threshold(bench, task, settings.top_fraction)
     curves = []
     with tempfile.TemporaryDirectory(prefix="taml-bench-sources-") as tmp:
@@ -315,7 +386,11 @@ def summarize(curves: list[Curve], bench, settings: TransferBenchSettings) -> di
 
 def _cell(m: tuple[float, float, float], cap: int, digits: int = 0) -> str:
     def one(x: float) -> str:
-        return f">{cap}" if math.isinf(x) else f"{x:.{digits}f}"
+        if math.isinf(x):
+            return f">{cap}"
+        if digits == 0:  # trial counts: a median of an even number of seeds may end in .5 (never round it)
+            return f"{x:g}"
+        return f"{x:.{digits}f}"
 
     return f"{one(m[0])} [{one(m[1])}-{one(m[2])}]"
 
@@ -325,7 +400,7 @@ def render(summary: dict[str, Any], settings: TransferBenchSettings, command: st
     tasks = list(summary["tasks"])
     lines = [f"# Transfer search: {summary['benchmark']}", "", f"Command: `{command}`  ",
              f"Wall time: {wall_s:.0f} s on {settings.workers} worker(s). {settings.seeds} seeds; sources: "
-             f"{settings.source_trials} random evaluations of every other task, redrawn per seed"
+             f"{_sources_words(settings)}, redrawn per seed"
              f"{' (values shuffled among rows: sources that predict nothing)' if settings.shuffle_sources else ''}; "
              f"{settings.trials} trials per search, every suggestion counted.", "",
              f"## Trials until a configuration of the held-out task's top {settings.top_fraction:.0%} is evaluated",
@@ -347,11 +422,18 @@ def render(summary: dict[str, Any], settings: TransferBenchSettings, command: st
     return "\n".join(lines) + "\n"
 
 
+def _sources_words(settings: TransferBenchSettings) -> str:
+    if settings.sources == "search":
+        return (f"the ledger of a {settings.source_trials}-trial TPE search (`taml search --method tpe`) on every "
+                "other task, its distinct configurations")
+    return f"{settings.source_trials} random evaluations of every other task"
+
+
 def command_line(settings: TransferBenchSettings) -> str:
     tasks = f" --tasks {','.join(settings.tasks)}" if settings.tasks else ""
     return (f"python -m benchmarks.transfer_search --benchmark {settings.benchmark} --methods "
             f"{','.join(settings.methods)} --seeds {settings.seeds} --trials {settings.trials} --source-trials "
-            f"{settings.source_trials}{tasks}{' --shuffle-sources' if settings.shuffle_sources else ''} --workers {settings.workers} --out {settings.out}")
+            f"{settings.source_trials} --sources {settings.sources}{tasks}{' --shuffle-sources' if settings.shuffle_sources else ''} --workers {settings.workers} --out {settings.out}")
 
 
 def run_benchmark(settings: TransferBenchSettings, progress: bool = True) -> dict[str, Any]:
@@ -384,7 +466,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(ALL_METHODS))
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--trials", type=int, default=100)
-    p.add_argument("--source-trials", type=int, default=200)
+    p.add_argument("--source-trials", type=int, default=None,
+                   help="evaluations per source task (default 200, or the N of --sources r<N>/search<N>)")
+    p.add_argument("--sources", default="random",
+                   help="random (uniform evaluations, also r200) or search (the ledger of a TPE search, also search200)")
     p.add_argument("--tasks", default="")
     p.add_argument("--shuffle-sources", action="store_true",
                    help="permute each source's values among its rows: sources that predict nothing")
@@ -393,9 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    kind, n = parse_sources(a.sources)
     settings = TransferBenchSettings(
         benchmark=a.benchmark, out=a.out, methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()),
-        seeds=a.seeds, trials=a.trials, source_trials=a.source_trials,
+        seeds=a.seeds, trials=a.trials, source_trials=a.source_trials or n, sources=kind,
         tasks=tuple(t.strip() for t in a.tasks.split(",") if t.strip()), shuffle_sources=a.shuffle_sources,
         workers=a.workers, data_dir=a.data_dir)
     result = run_benchmark(settings, progress=not a.no_progress)

@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from transfer_automl.console import print_json, print_table
-from transfer_automl.errors import TamlError
+from transfer_automl.errors import ConfigError, TamlError
 
 EXIT_USAGE = 2
 EXIT_BUG = 1
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `yes | head` reports
+# `taml bench search` methods when --methods is not given (with --sources: every transfer peer and rank-ensemble)
+_BENCH_METHODS = "rs,re,tpe,reinforce,ppo,pqt,transformer,transfer"
 
 
 def _positive_int(text: str) -> int:
@@ -171,13 +174,27 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = b.add_subparsers(dest="bench_command", required=True)
     bs = bsub.add_parser("search", help="search efficiency on a tabular NAS benchmark, leave-one-task-out transfer",
                          **_examples("taml bench search --benchmark transnasbench101-micro --seeds 20 --trials 200 "
-                                     "--out runs/bench-tnb"))
+                                     "--out runs/bench-tnb",
+                                     "taml bench search --benchmark transnasbench101-micro --methods tpe,quantile,"
+                                     "rank-ensemble --seeds 20 --target top1 --sources r200 --workers 1 --out runs/bench-tt"))
     bs.add_argument("--benchmark", required=True, choices=["transnasbench101-micro", "nasbench201", "taml-text-real"])
-    bs.add_argument("--methods", default="rs,re,tpe,reinforce,ppo,pqt,transformer,transfer",
-                    help="comma-separated: rs, re, tpe, reinforce, ppo, pqt, transformer, transfer")
+    bs.add_argument("--methods", default=_BENCH_METHODS,
+                    help="comma-separated: rs, re, tpe, reinforce, ppo, pqt, transformer, transfer (with --sources: "
+                         "rs, tpe, zero-shot, round-robin, bounding-box, quantile, rank-ensemble; default all)")
     bs.add_argument("--seeds", type=_positive_int, default=20)
-    bs.add_argument("--trials", type=_positive_int, default=200)
+    bs.add_argument("--trials", type=_positive_int, default=None,
+                    help="trials per search (default 200; 100 with --sources)")
     bs.add_argument("--tasks", default="", help="held-out tasks to run (default: all)")
+    bs.add_argument("--sources", default=None,
+                    help="transfer from earlier searches' results instead (benchmarks/transfer_search.py): the "
+                         "sources of each held-out task, r200 (200 random evaluations of every other task) or "
+                         "search200 (the ledger of a 200-trial TPE search on every other task); methods: rs, tpe, "
+                         "zero-shot, round-robin, bounding-box, quantile, rank-ensemble")
+    bs.add_argument("--target", default="top1",
+                    help="with --sources: count trials until a configuration of the held-out task's top N %% "
+                         "(topN, default top1)")
+    bs.add_argument("--shuffle-sources", action="store_true",
+                    help="with --sources: permute each source's values among its rows (sources that predict nothing)")
     bs.add_argument("--transfer-base", default="pqt", help="controller search pretrained for transfer")
     bs.add_argument("--pretrain-trials", type=_positive_int, default=200, help="pretraining trials per source task")
     bs.add_argument("--workers", type=_positive_int, default=2, help="processes (one per core)")
@@ -567,6 +584,11 @@ def _bench(args: argparse.Namespace) -> int:
         raise TamlError("taml bench needs a checkout (benchmarks/ is not in the wheel); run it from the repo root")
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))  # also the spawned workers' path
+    if args.sources is not None:
+        return _bench_transfer(args)
+    for flag, given in (("--shuffle-sources", args.shuffle_sources), ("--target", args.target != "top1")):
+        if given:
+            raise ConfigError(f"{flag} applies only with --sources (the transfer benchmark)")
     from benchmarks.search_efficiency import BenchSettings, run_benchmark
     from transfer_automl.outputs import check_output_dir
 
@@ -574,13 +596,44 @@ def _bench(args: argparse.Namespace) -> int:
 
     settings = BenchSettings(
         benchmark=args.benchmark, out=args.out, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-        seeds=args.seeds, trials=args.trials, tasks=tuple(t for t in args.tasks.split(",") if t),
+        seeds=args.seeds, trials=args.trials or 200, tasks=tuple(t for t in args.tasks.split(",") if t),
         transfer_base=args.transfer_base, pretrain_trials_per_task=args.pretrain_trials, workers=args.workers,
         data_dir=args.data_dir,
     )
     result = run_benchmark(settings, progress=not args.no_progress)
     print((Path(result["out"]) / "summary.md").read_text(encoding="utf-8"))
     print(f"wall time {result['wall_s']:.0f} s; results in {result['out']} (summary.md, results.parquet, regret_*.png)")
+    return 0
+
+
+def _bench_transfer(args: argparse.Namespace) -> int:
+    """`taml bench search --sources ...`: the transfer benchmark of benchmarks/transfer_search.py."""
+    from benchmarks.transfer_search import (
+        ALL_METHODS,
+        TransferBenchSettings,
+        parse_sources,
+        run_benchmark,
+    )
+    from transfer_automl.outputs import check_output_dir
+
+    kind, source_trials = parse_sources(args.sources)
+    target = args.target.strip().lower()
+    try:
+        percent = float(target.removeprefix("top"))
+    except ValueError:
+        percent = math.nan
+    if not target.startswith("top") or not 0 < percent < 100:
+        raise ConfigError(f"--target must be topN with 0 < N < 100 (percent of the table's rows), got {args.target!r}")
+    check_output_dir(args.out, ["summary.md", "summary.json", "curves.json"], args.force)
+    methods = ALL_METHODS if args.methods == _BENCH_METHODS else tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    settings = TransferBenchSettings(
+        benchmark=args.benchmark, out=args.out, methods=methods, seeds=args.seeds, trials=args.trials or 100,
+        source_trials=source_trials, sources=kind, top_fraction=percent / 100,
+        tasks=tuple(t for t in args.tasks.split(",") if t), shuffle_sources=args.shuffle_sources,
+        workers=args.workers, data_dir=args.data_dir)
+    result = run_benchmark(settings, progress=not args.no_progress)
+    print((Path(result["out"]) / "summary.md").read_text(encoding="utf-8"))
+    print(f"wall time {result['wall_s']:.0f} s; results in {result['out']} (summary.md, summary.json, curves.json)")
     return 0
 
 
