@@ -23,9 +23,8 @@ import numpy as np
 import torch
 
 from transfer_automl.search.rank_ensemble import (
-    _TARGET_MIN,
+    TARGET_MIN,
     RankEnsembleSearch,
-    _standardized,
     copula_values,
     kernel_ridge,
     loo_predictions,
@@ -33,6 +32,7 @@ from transfer_automl.search.rank_ensemble import (
     matches,
     misranked_pairs,
     pair_kernel,
+    standardized,
 )
 
 
@@ -91,7 +91,7 @@ class _AllModels(RankEnsembleSearch):
         if "<target>" in w:
             xo, yo = _target_xz(self, t)
             alpha = kernel_ridge(main_kernel(matches(xo, xo)), copula_values(yo), self.target_ridge)
-            rows.append(_standardized(main_kernel(matches(cands, xo)) @ alpha))
+            rows.append(standardized(main_kernel(matches(cands, xo)) @ alpha))
         return np.stack(rows)  # [M, C]
 
 
@@ -199,10 +199,10 @@ class DilutionGuard(RankEnsembleSearch):
         fits = self._source_fits() if fits is None else fits
         xo, yo = _target_xz(self, t)
         n, names = len(yo), list(fits)
-        if n < max(self.warmup, 1) or (not names and n < _TARGET_MIN):
+        if n < max(self.warmup, 1) or (not names and n < TARGET_MIN):
             return dict.fromkeys(names, 1.0 / len(names)) if names else {}
         preds = [pair_kernel(matches(xo, xs)) @ alpha for xs, alpha in fits.values()]
-        if n >= _TARGET_MIN:
+        if n >= TARGET_MIN:
             preds.append(loo_predictions(main_kernel(matches(xo, xo)), copula_values(yo), self.target_ridge))
             names.append("<target>")
         if len(preds) == 1:

@@ -59,7 +59,7 @@ from transfer_automl.search.base import Search, Trial, register_search
 from transfer_automl.search.random_search import check_state_header, uniform_actions
 from transfer_automl.space import SearchSpace
 
-_TARGET_MIN = 3  # target results before f_t exists (its leave-one-out needs >= 2 others)
+TARGET_MIN = 3  # target results before f_t exists (its leave-one-out needs >= 2 others)
 
 
 # -- pure maths helpers (numeric tests in tests/unit/test_rank_ensemble.py) -------------------
@@ -126,7 +126,7 @@ def bootstrap_weights(preds: np.ndarray, y: np.ndarray, samples: torch.Tensor) -
     return wins / len(samples)
 
 
-def _standardized(x: np.ndarray) -> np.ndarray:
+def standardized(x: np.ndarray) -> np.ndarray:
     sd = float(x.std())
     return (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)
 
@@ -241,13 +241,13 @@ class RankEnsembleSearch(Search):
 
     def _propose(self, task_indices: list[int]) -> list[list[int]]:
         fits = self._source_fits()
-        cands = self._candidates(fits) if (fits or any(len(h["rewards"]) >= _TARGET_MIN for h in self.history)) else None
+        cands = self._candidates(fits) if (fits or any(len(h["rewards"]) >= TARGET_MIN for h in self.history)) else None
         source_preds = None
         if cands is not None and fits:
             if self._cache is not None and self._cache[0] is cands:
                 source_preds = self._cache[1]
             else:
-                source_preds = np.stack([_standardized(pair_kernel(matches(cands, xs)) @ alpha)
+                source_preds = np.stack([standardized(pair_kernel(matches(cands, xs)) @ alpha)
                                          for xs, alpha in fits.values()])  # [S, C]
                 self._cache = (cands, source_preds) if self._enumerated is cands else None
         proposals: list[list[int]] = []
@@ -279,10 +279,10 @@ class RankEnsembleSearch(Search):
         yo = np.asarray(self.history[t]["rewards"], dtype=np.float64)
         n = len(yo)
         names = list(fits)
-        if n < max(self.warmup, 1) or (not names and n < _TARGET_MIN):
+        if n < max(self.warmup, 1) or (not names and n < TARGET_MIN):
             return dict.fromkeys(names, 1.0 / len(names)) if names else {}
         preds = [pair_kernel(matches(xo, xs)) @ alpha for xs, alpha in fits.values()]  # each [n]
-        if n >= _TARGET_MIN:
+        if n >= TARGET_MIN:
             z = copula_values(yo)
             preds.append(loo_predictions(main_kernel(matches(xo, xo)), z, self.target_ridge))
             names.append("<target>")
@@ -302,7 +302,7 @@ class RankEnsembleSearch(Search):
             xo = np.asarray(self.history[t]["actions"], dtype=np.int64).reshape(-1, len(self.space))
             z = copula_values(np.asarray(self.history[t]["rewards"]))
             alpha = kernel_ridge(main_kernel(matches(xo, xo)), z, self.target_ridge)
-            score += w["<target>"] * _standardized(main_kernel(matches(cands, xo)) @ alpha)
+            score += w["<target>"] * standardized(main_kernel(matches(cands, xo)) @ alpha)
         return score
 
     # -- learning -------------------------------------------------------------------------
