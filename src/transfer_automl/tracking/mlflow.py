@@ -278,26 +278,10 @@ class MlflowModelRegistry:
 
     def trial_run_id(self, search_id: str, trial_id: str) -> str | None:
         """The child run of a trial (MlflowTracker.log_trial), or None when MLflow lacks it."""
-        from mlflow.entities import ViewType
-
-        experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
-        if not experiment_id:
-            found = self.client.get_experiment_by_name(search_experiment(search_id))
-            if found is None:
-                return None
-            experiment_id = found.experiment_id
-        runs = self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`taml.search_id` = '{search_id}' and tags.`taml.role` = 'child' "
-                                           f"and tags.`taml.trial_id` = '{trial_id}'",
-            run_view_type=ViewType.ACTIVE_ONLY, max_results=1,
-        )
-        if not runs:  # a promoted trial (multi-fidelity) logs into its lineage's run
-            runs = self.client.search_runs(
-                [experiment_id], filter_string=f"tags.`taml.search_id` = '{search_id}' and tags.`taml.role` = 'child' "
-                                               f"and tags.`{promoted_tag(trial_id)}` = 'true'",
-                run_view_type=ViewType.ACTIVE_ONLY, max_results=1,
-            )
-        return runs[0].info.run_id if runs else None
+        child = f"tags.`taml.search_id` = '{search_id}' and tags.`taml.role` = 'child'"
+        return (self._first_run_id(search_id, f"{child} and tags.`taml.trial_id` = '{trial_id}'")
+                # a promoted trial (multi-fidelity) logs into its lineage's run
+                or self._first_run_id(search_id, f"{child} and tags.`{promoted_tag(trial_id)}` = 'true'"))
 
     def register(self, candidate: ChampionCandidate, model: ServingModel, run_id: str) -> RegisteredChampion:
         """Log `model` into `run_id` and register it (once per trial), then apply the champion rule."""
@@ -374,6 +358,11 @@ class MlflowModelRegistry:
             self.client.log_artifact(run_id, str(path))
 
     def _controller_run_id(self, search_id: str) -> str | None:
+        return self._first_run_id(search_id, f"tags.`taml.search_id` = '{search_id}' and tags.`taml.role` = 'controller'")
+
+    def _first_run_id(self, search_id: str, filter_string: str) -> str | None:
+        """The first active run of the search's experiment (MLFLOW_EXPERIMENT_ID inside a pipeline
+        that names one) matching `filter_string`; None when there is none."""
         from mlflow.entities import ViewType
 
         experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
@@ -382,9 +371,8 @@ class MlflowModelRegistry:
             if found is None:
                 return None
             experiment_id = found.experiment_id
-        runs = self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`taml.search_id` = '{search_id}' and tags.`taml.role` = 'controller'",
-            run_view_type=ViewType.ACTIVE_ONLY, max_results=1)
+        runs = self.client.search_runs([experiment_id], filter_string=filter_string,
+                                       run_view_type=ViewType.ACTIVE_ONLY, max_results=1)
         return runs[0].info.run_id if runs else None
 
     def _champion(self, name: str):
