@@ -94,6 +94,15 @@ class _AllModels(RankEnsembleSearch):
             rows.append(standardized(main_kernel(matches(cands, xo)) @ alpha))
         return np.stack(rows)  # [M, C]
 
+    def _weighted_rows(self, t, cands, fits, source_preds):
+        """(normalized RGPE weights [M], the models' standardized predictions [M, C]), or None
+        before any model has a weight."""
+        w = self.weights(t, fits)
+        if not w:
+            return None
+        p = np.asarray(list(w.values()))
+        return p / p.sum(), self._rows(t, cands, source_preds, w)
+
 
 class ThompsonModels(_AllModels):
     """One model per trial, drawn with its RGPE weight; plus `mix` x the weighted mean."""
@@ -101,13 +110,10 @@ class ThompsonModels(_AllModels):
     mix = 1.0
 
     def _score(self, t, cands, fits, source_preds):
-        w = self.weights(t, fits)
-        if not w:
+        if (weighted := self._weighted_rows(t, cands, fits, source_preds)) is None:
             return None
-        p = np.asarray(list(w.values()))
-        p = p / p.sum()
+        p, rows = weighted
         k = int(torch.multinomial(torch.tensor(p), 1, generator=self.generator))
-        rows = self._rows(t, cands, source_preds, w)
         return rows[k] + self.mix * (p @ rows)
 
 
@@ -117,12 +123,9 @@ class Disagreement(_AllModels):
     kappa = 0.5
 
     def _score(self, t, cands, fits, source_preds):
-        w = self.weights(t, fits)
-        if not w:
+        if (weighted := self._weighted_rows(t, cands, fits, source_preds)) is None:
             return None
-        p = np.asarray(list(w.values()))
-        p = p / p.sum()
-        rows = self._rows(t, cands, source_preds, w)
+        p, rows = weighted
         return p @ rows + self.kappa * rows[p > 0].std(0)
 
 
