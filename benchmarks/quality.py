@@ -171,7 +171,8 @@ def config_summary(config: dict[str, Any], steps: int | None = None) -> str:
                      f"{config['activation']}/{config['normalization']} drop {config['dropout']:g}, "
                      f"lr {config['deep_lr']:g} L2 {config['deep_reg']:g}")
     if config.get("wide_reg") != "disable_wide_tower":
-        parts.append(f"wide lr {config['wide_lr']:g} L1 {config['wide_reg']:g}")
+        features = " TF-IDF 1-2 grams" if config.get("wide_features") == "tfidf" else ""
+        parts.append(f"wide{features} lr {config['wide_lr']:g} L1 {config['wide_reg']:g}")
     samples = f"{int(config['training_samples']):,} samples"
     return "; ".join(parts) + f"; {samples}" + (f" ({steps:,} steps)" if steps is not None else "")
 

@@ -33,7 +33,8 @@ def short_config(config: Mapping[str, Any], width: int = 80) -> str:
                       str(c.get("normalization", "")), f"drop{c.get('dropout', 0)}", f"deep{c.get('deep_lr')}"]
         else:
             parts.append("no deep")
-        parts.append(f"wide{c.get('wide_lr')}" if c.get("wide_reg") != "disable_wide_tower" else "no wide")
+        tfidf = " tfidf" if c.get("wide_features") == "tfidf" else ""
+        parts.append(f"wide{c.get('wide_lr')}{tfidf}" if c.get("wide_reg") != "disable_wide_tower" else "no wide")
         parts.append(f"{_count(c['training_samples'])} samples")
         text = " ".join(p for p in parts if p)
     else:

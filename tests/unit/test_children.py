@@ -164,3 +164,37 @@ def test_word_table_features_are_the_mean_of_token_vectors():
     expected = (vectors[index["the"]] + vectors[index["cat"]]) / 2
     assert np.allclose(features[0], expected, atol=1e-6)
     assert not features[1].any() and not features[2].any()  # out-of-vocabulary and empty texts
+
+
+def test_tfidf_wide_features_weigh_word_grams_by_the_train_splits_idf():
+    from transfer_automl.children.tokens import stable_hash, wide_bags
+
+    texts = ["good movie", "bad movie", "good good plot", "unseen words here"]
+    buckets = 1 << 20
+    wide = wide_bags(texts, buckets, "tfidf", train_rows=np.array([0, 1, 2]))
+    row = {int(b): i for i, b in enumerate(wide.buckets)}
+    ids, _ = wide.bags.select(np.array([2]))
+    weights = dict(zip(ids.tolist(), wide.bags.select_weights(np.array([2])).tolist(), strict=True))
+    # "good good plot": grams good (twice), plot, "good good", "good plot"; idf from 3 train texts.
+    idf = {g: np.log(4 / (1 + df)) + 1 for g, df in {"good": 2, "plot": 1, "good good": 1, "good plot": 1}.items()}
+    raw = {g: (1 + np.log(2 if g == "good" else 1)) * idf[g] for g in idf}
+    norm = np.sqrt(sum(v * v for v in raw.values()))
+    for gram, value in raw.items():
+        assert weights[row[stable_hash(gram) % buckets]] == pytest.approx(value / norm, rel=1e-6)
+    # The test text's words were never in the train split: the IDF of an unseen term, and the
+    # train texts' weights do not depend on it.
+    assert wide.idf_unseen == pytest.approx(np.log(4) + 1)
+    assert wide.idf[row[stable_hash("unseen") % buckets]] == pytest.approx(wide.idf_unseen)
+    other = wide_bags([*texts[:3], "something else entirely"], buckets, "tfidf", train_rows=np.array([0, 1, 2]))
+    rows = np.array([0, 1, 2])
+    assert np.array_equal(other.bags.select_weights(rows), wide.bags.select_weights(rows))
+    assert wide_bags(texts, buckets, "binary", np.array([0])).bags.weights is None
+
+
+def test_a_tfidf_wide_child_trains_and_a_bad_wide_features_value_is_named(trainer, mpqa):
+    config = {**BASE, "deep_reg": "disable_deep_tower", "wide_reg": 0.0, "wide_lr": 3.0, "wide_features": "tfidf"}
+    result = trainer.train(config, mpqa, seed=1)
+    assert result.status == "ok", result.error
+    assert result.val_accuracy > mpqa.majority_accuracy("validation") + 0.05
+    with pytest.raises(SearchSpaceError, match="'wide_features' must be one of \\['binary', 'tfidf'\\], got 'bm25'"):
+        child_spec({**config, "wide_features": "bm25"}, budget_scale=1.0, batch_size=100)

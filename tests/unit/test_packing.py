@@ -77,6 +77,25 @@ def test_packed_weights_equal_alone_weights_with_wide_towers_and_swish(trainer, 
         assert int((sp["wide.weight"] == 0).sum()) > 0  # the L1 step zeroed weights, as alone
 
 
+def test_tfidf_wide_towers_pack_apart_from_binary_ones_and_match_alone(trainer, tasks):
+    mpqa, reviews = tasks
+    configs = [
+        ({**BASE, "wide_reg": 0.0, "wide_lr": 3.0, "wide_features": "tfidf"}, mpqa, 8),
+        ({**BASE, "wide_reg": 0.0001, "wide_lr": 1.0, "wide_features": "tfidf"}, reviews, 9),
+        ({**BASE, "wide_reg": 0.0, "wide_lr": 3.0, "wide_features": "binary"}, mpqa, 8),
+    ]
+    alone = [trainer.train(c, t, seed=s, keep_model=True) for c, t, s in configs]
+    packer = PackedTextTrainer(trainer, keep_models=True)
+    packed = packer.train_many(configs)
+    assert sorted(packer.last_pack_sizes) == [1, 2]  # binary bags carry no weights: another pack
+    for a, p in zip(alone, packed, strict=True):
+        sa, sp = _state(a.model), _state(p.model)
+        for name in sa:
+            assert torch.allclose(sa[name], sp[name], atol=1e-5, rtol=1e-4), name
+    # Same seed and learning rate, other features: the wide towers' rows differ (bigrams, weights).
+    assert alone[0].model.wide.weight.shape[0] > alone[2].model.wide.weight.shape[0]
+
+
 def test_a_diverging_child_does_not_stop_its_pack(trainer, tasks):
     mpqa, _ = tasks
     configs = [({**BASE, "deep_lr": 3.0e12, "hidden_layers": 2, "hidden_size": 16, "training_samples": 100000}, mpqa, 0),

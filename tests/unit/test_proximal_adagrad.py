@@ -221,3 +221,29 @@ def test_float32_parameters_work():
 def test_invalid_arguments(kwargs, word):
     with pytest.raises(ValueError, match=word):
         ProximalAdagrad([_param()], **kwargs)
+
+
+def test_sparse_rows_update_only_touched_rows_and_equal_the_dense_update():
+    """Without L1/L2 a row with a zero gradient keeps its weight and accumulator, so the
+    row-sparse path (the wide tower's) must end bit for bit where the dense one does; with L1 it
+    falls back to the dense update, which also shrinks untouched rows."""
+    torch.manual_seed(0)
+    for l1, untouched_move in ((0.0, False), (0.5, True)):
+        dense, sparse = torch.randn(50, 4), None
+        sparse = dense.clone().requires_grad_(True)
+        dense.requires_grad_(True)
+        opt_dense = ProximalAdagrad([{"params": [dense], "lr": 0.7, "l1": l1}])
+        opt_sparse = ProximalAdagrad([{"params": [sparse], "lr": 0.7, "l1": l1, "sparse_rows": True}])
+        for step in range(5):
+            grad = torch.zeros(50, 4)
+            touched = torch.randperm(50)[:7]
+            grad[touched] = torch.randn(7, 4)
+            dense.grad, sparse.grad = grad.clone(), grad.clone()
+            before = sparse.detach().clone()
+            opt_dense.step()
+            opt_sparse.step()
+            assert torch.equal(dense, sparse), step
+            assert torch.equal(opt_dense.state[dense]["accum"], opt_sparse.state[sparse]["accum"])
+            others = torch.ones(50, dtype=torch.bool)
+            others[touched] = False
+            assert torch.equal(sparse.detach()[others], before[others]) != untouched_move

@@ -13,7 +13,16 @@ import pytest
 import torch
 
 from transfer_automl.children.embeddings import murmurhash64a
-from transfer_automl.children.tokens import compact, hashed_unigram_bags, stable_hash, tokenize
+from transfer_automl.children.tokens import (
+    compact,
+    hashed_gram_counts,
+    hashed_unigram_bags,
+    stable_hash,
+    tfidf_weights,
+    tokenize,
+    wide_bags,
+    word_grams,
+)
 from transfer_automl.serving.export import CODE_FILE
 
 CONFIG = {"input_module": "random-hashed-64", "fine_tune": False, "hidden_layers": 1, "hidden_size": 32,
@@ -44,6 +53,11 @@ def test_the_runtimes_tokenizer_and_hashes_are_the_trainers(runtime, samples_dir
         for token in tokenize(text):
             assert runtime.stable_hash(token) == stable_hash(token)
             assert runtime.murmurhash64a(token.encode()) == murmurhash64a(token.encode())
+        assert runtime.word_grams(text) == word_grams(text)
+        ours, theirs = hashed_gram_counts(text, 1 << 18), runtime.hashed_gram_counts(text, 1 << 18)
+        assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+        idf = np.linspace(1.0, 3.0, len(ours[1]))
+        assert np.array_equal(runtime.tfidf_weights(ours[1], idf), tfidf_weights(ours[1], idf))
 
 
 def test_texts_are_read_from_a_text_column_a_list_or_a_series_and_anything_else_is_named(runtime):
@@ -83,6 +97,29 @@ def _saved(model, task, trainer, tmp_path):
     served = serving_model(model, task, trainer.config.wide_buckets, tmp_path / "bundle")
     save_serving_model(served, tmp_path / "model")
     return served, mlflow.pyfunc.load_model(str(tmp_path / "model"))
+
+
+def test_a_tfidf_wide_child_served_from_raw_text_predicts_what_the_trainer_does(mpqa, feature_cache_dir, tmp_path):
+    """The bundle carries the train split's IDF: served TF-IDF weights are the trainer's, and a
+    text with words the task never had is weighted as the trainer weighs an unseen term."""
+    config = {**CONFIG, "wide_features": "tfidf", "wide_lr": 3.0, "wide_reg": 0.0}
+    trainer, result = _trained(config, mpqa, feature_cache_dir)
+    model = result.model.cpu().eval()
+    _, loaded = _saved(model, mpqa, trainer, tmp_path)
+    rows = mpqa.splits["test"]
+    texts = [mpqa.texts[i] for i in rows]
+    predicted = loaded.predict(pd.DataFrame({"text": texts}))
+    served_accuracy = float((predicted["label"].map(mpqa.classes.index).to_numpy() == mpqa.labels[rows]).mean())
+    assert served_accuracy == result.test_accuracy  # the ledger's number, from raw text
+    champion = loaded.unwrap_python_model().champion
+    wide = wide_bags(mpqa.texts, trainer.config.wide_buckets, "tfidf", mpqa.splits["train"])
+    ids, offsets, weights = champion._wide(texts[:50])
+    assert np.array_equal(ids.numpy(), wide.bags.select(rows[:50])[0])
+    assert np.array_equal(weights.numpy(), wide.bags.select_weights(rows[:50]))
+    # Unknown words still count in the L2 norm, with the IDF of a term the train split never had.
+    _, _, known_only = champion._wide(["good"])
+    _, _, with_unknown = champion._wide(["good zzqxv"])
+    assert len(known_only) == len(with_unknown) == 1 and with_unknown[0] < known_only[0]
 
 
 def test_a_frozen_child_served_from_raw_text_predicts_bit_for_bit_what_the_trainer_does(

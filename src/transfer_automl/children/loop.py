@@ -29,7 +29,8 @@ def proximal_adagrad_for(model: nn.Module, spec: ChildSpec) -> ProximalAdagrad:
     if spec.use_deep:
         groups.append({"params": model.deep_parameters(), "lr": spec.deep_lr, "l2": spec.deep_l2, "l1": 0.0})
     if spec.use_wide:
-        groups.append({"params": model.wide_parameters(), "lr": spec.wide_lr, "l1": spec.wide_l1, "l2": 0.0})
+        groups.append({"params": model.wide_parameters(), "lr": spec.wide_lr, "l1": spec.wide_l1, "l2": 0.0,
+                       "sparse_rows": True})
     return ProximalAdagrad(groups)
 
 

@@ -3,7 +3,8 @@
 deep tower: input module (frozen features, a fine-tuned EmbeddingBag, or a fine-tuned encoder such
             as a sentence transformer) -> hidden_layers x
             [Linear(hidden_size) -> norm -> activation -> dropout] -> Linear(num_classes)
-wide tower: one-hot token features -> Linear(num_classes), i.e. a sum of per-token class weights
+wide tower: one-hot token features (or TF-IDF weighted word 1-2 grams, children/tokens.py) ->
+            Linear(num_classes), i.e. a (weighted) sum of per-token class weights
 logits = deep + wide (either tower may be disabled by the configuration)
 """
 
@@ -81,7 +82,8 @@ class WideDeepClassifier(nn.Module):
                 x = batch["features"]
             logits = self.deep(x)
         if self.wide is not None:
-            wide = self.wide(batch["wide_ids"], batch["wide_offsets"]) + self.wide_bias
+            wide = self.wide(batch["wide_ids"], batch["wide_offsets"], per_sample_weights=batch.get("wide_weights"))
+            wide = wide + self.wide_bias
             logits = wide if logits is None else logits + wide
         return logits
 

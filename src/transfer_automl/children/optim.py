@@ -7,6 +7,12 @@ For each parameter w with gradient g, per step:
     w     <- sign(v) * max(|v| - eta * l1, 0) / (1 + eta * l2)
 `accum` starts at `initial_accumulator_value` (TensorFlow's default 0.1). The L1 step sets small
 weights exactly to zero, which is why Transfer AutoML's wide tower uses it for sparsity.
+
+A group with `sparse_rows=True` (the wide tower) updates only the rows of a 2-D parameter whose
+gradient is not zero when it has no L1 or L2 weight: for the other rows the update above is the
+identity (accum + 0, w - eta * 0), so skipping them is exact, and a wide table of 260,000 rows
+(20newsgroups' TF-IDF word 1-2 grams) then costs the rows a batch touches, not all of them
+(measured: 56 of a step's 67 ms went to the dense update).
 """
 
 from __future__ import annotations
@@ -41,6 +47,13 @@ class ProximalAdagrad(torch.optim.Optimizer):
                 if "accum" not in state:
                     state["accum"] = torch.full_like(p, group["initial_accumulator_value"])
                 accum = state["accum"]
+                if group.get("sparse_rows") and p.dim() == 2 and l1 == 0 and l2 == 0:
+                    rows = grad.ne(0).any(dim=1).nonzero().squeeze(1)
+                    g = grad[rows]
+                    row_accum = accum[rows].addcmul_(g, g)
+                    accum[rows] = row_accum
+                    p[rows] = p[rows] - lr / row_accum.sqrt() * g
+                    continue
                 accum.addcmul_(grad, grad)
                 eta = lr / accum.sqrt()
                 v = p - eta * grad

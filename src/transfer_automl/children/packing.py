@@ -61,7 +61,8 @@ def pack_key(child: PackedChild, batch_size: int) -> tuple:
     """Children with equal keys can share one stacked model."""
     s = child.spec
     deep = (child.input_dim, s.hidden_layers, s.hidden_size, s.activation, s.normalization) if s.use_deep else None
-    return (deep, s.use_wide, child.task.num_classes, min(batch_size, len(child.task.splits["train"])))
+    wide = s.wide_features if s.use_wide else None  # binary bags have no weights, TF-IDF bags do
+    return (deep, wide, child.task.num_classes, min(batch_size, len(child.task.splits["train"])))
 
 
 class PackedTextTrainer:
@@ -113,7 +114,7 @@ class PackedTextTrainer:
             inputs.features = self.trainer.cache.get(task, module.name, module.features)
             dim = module.dimension
         if spec.use_wide:
-            inputs.wide, vocab = self.trainer._wide_bags(task)
+            inputs.wide, vocab = self.trainer._wide_bags(task, spec.wide_features)
         return PackedChild(spec, task, seed, inputs, vocab, dim)
 
 
@@ -323,14 +324,17 @@ class _Stack:
             last = 4 * spec.hidden_layers
             logits = torch.baddbmm(p[f"deep.{last}.bias"].unsqueeze(1), x, p[f"deep.{last}.weight"].transpose(1, 2))
         if spec.use_wide:
-            ids, offsets, total = [], [], 0
+            ids, offsets, weights, total = [], [], [], 0
             for k, (c, r) in enumerate(zip(children, rows, strict=True)):
                 bag_ids, bag_offsets = c.inputs.wide.select(r)
                 ids.append(bag_ids + self.wide_offsets[k])
                 offsets.append(bag_offsets + total)
+                weights.append(c.inputs.wide.select_weights(r))
                 total += len(bag_ids)
+            per_sample = torch.from_numpy(np.concatenate(weights)).to(dev) if weights[0] is not None else None
             flat = F.embedding_bag(torch.from_numpy(np.concatenate(ids)).to(dev), p["wide.weight"],
-                                   torch.from_numpy(np.concatenate(offsets)).to(dev), mode="sum")
+                                   torch.from_numpy(np.concatenate(offsets)).to(dev), mode="sum",
+                                   per_sample_weights=per_sample)
             wide = flat.view(len(children), -1, flat.shape[-1]) + p["wide_bias"].unsqueeze(1)
             logits = wide if logits is None else logits + wide
         return logits
@@ -369,6 +373,9 @@ class _Stack:
             if w.grad is None:
                 continue
             g = w.grad
+            if name == "wide.weight" and not bool(self.l1[name].any()):
+                self._step_touched_rows(w, g, active[self.wide_rows])
+                continue
             mask = active[self.wide_rows] if name == "wide.weight" else active
             mask = mask.view(-1, *([1] * (w.dim() - 1)))
             accum = torch.where(mask, self.accum[name] + g * g, self.accum[name])
@@ -377,6 +384,18 @@ class _Stack:
             v = v.sign() * (v.abs() - eta * self.l1[name]).clamp_min(0.0)
             self.accum[name] = accum
             w.copy_(torch.where(mask, v / (1.0 + eta * self.l2[name]), w))
+
+    def _step_touched_rows(self, w: Tensor, g: Tensor, active_rows: Tensor) -> None:
+        """The step above on the wide table's rows with a gradient only: without L1 (and the wide
+        tower has no L2) the other rows' update is the identity (children/optim.py)."""
+        name = "wide.weight"
+        rows = (active_rows & g.ne(0).any(dim=1)).nonzero().squeeze(1)
+        gr = g[rows]
+        accum = self.accum[name][rows] + gr * gr
+        self.accum[name][rows] = accum
+        eta = self.lr[name][rows] / accum.sqrt()
+        v = w[rows] - eta * gr
+        w[rows] = v.sign() * v.abs() / (1.0 + eta * self.l2[name][rows])
 
     @torch.no_grad()
     def unstack_into(self, models: list[WideDeepClassifier], steps_done: list[int]) -> None:

@@ -11,12 +11,16 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from transfer_automl.children.tokens import WIDE_FEATURES
 from transfer_automl.errors import SearchSpaceError
 
 TAML_KEYS = {
     "input_module", "fine_tune", "hidden_layers", "hidden_size", "activation", "normalization",
     "dropout", "deep_lr", "deep_reg", "wide_lr", "wide_reg", "training_samples",
 }
+# Optional Transfer AutoML decision: the wide tower's features (children/tokens.py WIDE_FEATURES);
+# a space without it gets the papers' binary unigrams.
+OPTIONAL_TAML_KEYS = {"wide_features"}
 MNMS_KEYS = {"embedding_table", "trainable", "layers", "nodes", "learning_rate", "iterations", "l2"}
 DISABLE_DEEP = "disable_deep_tower"
 DISABLE_WIDE = "disable_wide_tower"
@@ -37,6 +41,7 @@ class ChildSpec:
     wide_lr: float = 0.01
     wide_l1: float = 0.0
     use_wide: bool = False
+    wide_features: str = "binary"  # binary | tfidf (children/tokens.py)
     train_steps: int = 100  # batches, after budget scaling
 
     def to_dict(self) -> dict[str, Any]:
@@ -46,11 +51,11 @@ class ChildSpec:
 def child_spec(config: dict[str, Any], budget_scale: float, batch_size: int) -> ChildSpec:
     """`budget_scale` multiplies the training budget the space asks for (documented CPU factor)."""
     keys = set(config)
-    if keys == TAML_KEYS:
+    if keys - OPTIONAL_TAML_KEYS == TAML_KEYS:
         return _taml_spec(config, budget_scale, batch_size)
     if keys == MNMS_KEYS:
         return _mnms_spec(config, budget_scale)
-    unknown = sorted(keys - TAML_KEYS - MNMS_KEYS)
+    unknown = sorted(keys - TAML_KEYS - OPTIONAL_TAML_KEYS - MNMS_KEYS)
     raise SearchSpaceError(
         "the text child trainer understands the decisions of 'taml-text' "
         f"({sorted(TAML_KEYS)}) or 'mnms-text' ({sorted(MNMS_KEYS)}); "
@@ -63,6 +68,9 @@ def _steps(amount: float, budget_scale: float) -> int:
 
 
 def _taml_spec(c: dict[str, Any], budget_scale: float, batch_size: int) -> ChildSpec:
+    wide_features = str(c.get("wide_features", "binary"))
+    if wide_features not in WIDE_FEATURES:
+        raise SearchSpaceError(f"decision 'wide_features' must be one of {list(WIDE_FEATURES)}, got {wide_features!r}")
     use_deep = c["deep_reg"] != DISABLE_DEEP
     use_wide = c["wide_reg"] != DISABLE_WIDE
     return ChildSpec(
@@ -72,7 +80,7 @@ def _taml_spec(c: dict[str, Any], budget_scale: float, batch_size: int) -> Child
         dropout=float(c["dropout"]), deep_lr=float(c["deep_lr"]),
         deep_l2=float(c["deep_reg"]) if use_deep else 0.0, use_deep=use_deep,
         wide_lr=float(c["wide_lr"]), wide_l1=float(c["wide_reg"]) if use_wide else 0.0, use_wide=use_wide,
-        train_steps=_steps(int(c["training_samples"]) / batch_size, budget_scale),
+        wide_features=wide_features, train_steps=_steps(int(c["training_samples"]) / batch_size, budget_scale),
     )
 
 

@@ -33,7 +33,7 @@ from transfer_automl.children.embeddings import (
 from transfer_automl.children.loop import accuracy, fit, proximal_adagrad_for
 from transfer_automl.children.model import WideDeepClassifier
 from transfer_automl.children.spec import ChildSpec, child_spec
-from transfer_automl.children.tokens import TokenBags, compact, hashed_unigram_bags
+from transfer_automl.children.tokens import TokenBags, WideBags, wide_bags
 from transfer_automl.errors import ConfigError, TamlError
 from transfer_automl.tasks.features import FeatureCache
 from transfer_automl.tasks.text import TextTask
@@ -141,7 +141,10 @@ class GuardedChildTrainer(abc.ABC):
         ran = budget_steps(spec.train_steps, budget) - (budget_steps(spec.train_steps, from_budget)
                                                         if from_budget is not None else 0)
         width = 1 + (spec.hidden_layers * spec.hidden_size / 256 if spec.use_deep else 0)
-        towers = "+".join(t for t, on in (("deep", spec.use_deep), ("wide", spec.use_wide)) if on)
+        # The wide tower's step cost depends on its features (TF-IDF 1-2 grams touch more rows)
+        # and on L1 (children/optim.py: without it only the touched rows are updated).
+        wide = f"wide-{spec.wide_features}{'-l1' if spec.wide_l1 > 0 else ''}"
+        towers = "+".join(t for t, on in (("deep", spec.use_deep), (wide, spec.use_wide)) if on)
         module = f"{spec.input_module}/{'fine-tuned' if spec.fine_tune else 'frozen'}" if spec.use_deep else "-"
         return f"{module}/{towers}", max(ran, 1) * width
 
@@ -261,7 +264,7 @@ class TextChildTrainer(GuardedChildTrainer):
         self.cache = cache
         self.device = pick_device(config.device)
         self._tables: dict[tuple[str, str], TableInput] = {}
-        self._wide: dict[str, tuple[TokenBags, int]] = {}
+        self._wide: dict[tuple[str, str], WideBags] = {}
         self._encoder_tokens: dict[tuple[str, str], EncoderTokens] = {}
 
     def invalid_reason(self, spec: ChildSpec) -> str:
@@ -283,11 +286,16 @@ class TextChildTrainer(GuardedChildTrainer):
             self._tables[key] = get_module(module_name).table_input(task.texts)
         return self._tables[key]
 
-    def _wide_bags(self, task: TextTask) -> tuple[TokenBags, int]:
-        if task.content_hash not in self._wide:
-            bags, used = compact(hashed_unigram_bags(task.texts, self.config.wide_buckets))
-            self._wide[task.content_hash] = (bags, len(used))
-        return self._wide[task.content_hash]
+    def wide_bags(self, task: TextTask, features: str) -> WideBags:
+        """The wide tower's bags of `task` (children/tokens.py), cached per task and kind."""
+        key = (task.content_hash, features)
+        if key not in self._wide:
+            self._wide[key] = wide_bags(task.texts, self.config.wide_buckets, features, task.splits["train"])
+        return self._wide[key]
+
+    def _wide_bags(self, task: TextTask, features: str) -> tuple[TokenBags, int]:
+        wide = self.wide_bags(task, features)
+        return wide.bags, len(wide.buckets)
 
     def _tokens(self, task: TextTask, module: InputModule) -> EncoderTokens:
         key = (task.content_hash, module.name)
@@ -311,6 +319,9 @@ class TextChildTrainer(GuardedChildTrainer):
             ids, offsets = inputs.wide.select(rows)
             batch["wide_ids"] = torch.from_numpy(ids).to(dev)
             batch["wide_offsets"] = torch.from_numpy(offsets).to(dev)
+            weights = inputs.wide.select_weights(rows)
+            if weights is not None:
+                batch["wide_weights"] = torch.from_numpy(weights).to(dev)
         return batch
 
     # -- training -----------------------------------------------------------------------------
@@ -333,7 +344,7 @@ class TextChildTrainer(GuardedChildTrainer):
             else:
                 inputs.features = self.cache.get(task, module.name, module.features)
         if spec.use_wide:
-            inputs.wide, wide_vocab = self._wide_bags(task)
+            inputs.wide, wide_vocab = self._wide_bags(task, spec.wide_features)
         else:
             wide_vocab = 0
         phases["features"] = time.perf_counter() - clock

@@ -24,7 +24,10 @@ What each input module computes, as the trainer did (children/trainer.py):
   task rows were replaced by the fine-tuned ones (tokens the task never had keep their pretrained
   vector, where the trainer had none to give them);
 - the wide tower: the unique hashed unigrams of a text, kept when the task had them (a bucket the
-  task never saw has no trained weight: its contribution was zero), summed, plus the bias;
+  task never saw has no trained weight: its contribution was zero), summed, plus the bias; with
+  TF-IDF features the hashed word 1-2 grams, weighted by sublinear TF times the bundled IDF and
+  L2-normalized over all of the text's grams (an unseen bucket with the IDF of a term the train
+  split never had, as the trainer computed for validation and test texts), then the same sum;
 - all-MiniLM-L6-v2: `SentenceTransformer.encode` (frozen) or the fine-tuned copy's forward pass;
   me5-small and USE: their pinned packages (frozen only).
 """
@@ -67,6 +70,25 @@ def tokenize(text: str) -> list[str]:
 def stable_hash(token: str) -> int:
     """children/tokens.py: CRC-32 of the UTF-8 bytes."""
     return zlib.crc32(token.encode("utf-8"))
+
+
+def word_grams(text: str) -> list[str]:
+    """children/tokens.py: a text's tokens and its adjacent token pairs."""
+    tokens = tokenize(text)
+    return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+
+
+def hashed_gram_counts(text: str, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """children/tokens.py: sorted hash buckets of a text's 1-2 grams and their counts."""
+    hashed = [stable_hash(g) % buckets for g in word_grams(text)]
+    return np.unique(np.asarray(hashed, dtype=np.int64), return_counts=True)
+
+
+def tfidf_weights(counts: np.ndarray, idf: np.ndarray) -> np.ndarray:
+    """children/tokens.py: (1 + log count) x IDF, L2-normalized (float32)."""
+    w = (1.0 + np.log(counts)) * idf
+    norm = np.linalg.norm(w)
+    return (w / norm if norm > 0 else w).astype(np.float32)
 
 
 def murmurhash64a(data: bytes, seed: int = 1) -> int:
@@ -154,7 +176,8 @@ class ChildNet(nn.Module):
             self.wide = nn.EmbeddingBag(max(wide_vocab, 1), num_classes, mode="sum")
             self.wide_bias = nn.Parameter(torch.zeros(num_classes))
 
-    def forward(self, features: torch.Tensor | None, wide: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor | None,
+                wide: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None) -> torch.Tensor:
         logits = self.deep(features) if self.deep is not None else None
         if self.wide is not None:
             w = self.wide(*wide) + self.wide_bias
@@ -227,9 +250,13 @@ class Champion:
         self.fine_tune = bool(spec["fine_tune"])
         self.kind = module["kind"] if (module and spec["use_deep"]) else None
         self.batch_size = int(module.get("batch_size", 4096)) if self.kind else 4096
-        wide = load_arrays(directory / "wide.safetensors")["buckets"] if spec["use_wide"] else None
+        wide_arrays = load_arrays(directory / "wide.safetensors") if spec["use_wide"] else {}
+        wide = wide_arrays.get("buckets")
         self.wide_buckets = int(meta["wide_buckets"])
         self.wide_known = wide  # sorted hash buckets; row i of the wide tower is bucket wide_known[i]
+        self.wide_tfidf = spec.get("wide_features", "binary") == "tfidf"
+        self.wide_idf = wide_arrays.get("idf")  # TF-IDF only: IDF of row i, and of an unseen bucket
+        self.wide_idf_unseen = float(wide_arrays["idf_unseen"][0]) if self.wide_tfidf else 0.0
         self.table = self.encoder = self.engine = None
         encoder = None
         if self.kind == "word-table":
@@ -291,18 +318,26 @@ class Champion:
             return torch.from_numpy(np.asarray(self.engine.query(texts), dtype=np.float32)).to(self.device)
         return torch.from_numpy(np.asarray(self.engine.encode(list(texts)), dtype=np.float32)).to(self.device)
 
-    def _wide(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _wide(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
         if self.wide_known is None:
             return None
-        known, lists = self.wide_known, []
+        known, lists, weights = self.wide_known, [], []
         for text in texts:
-            buckets = np.array(sorted({stable_hash(t) % self.wide_buckets for t in tokenize(text)}), dtype=np.int64)
+            if self.wide_tfidf:
+                buckets, counts = hashed_gram_counts(text, self.wide_buckets)
+            else:
+                buckets = np.array(sorted({stable_hash(t) % self.wide_buckets for t in tokenize(text)}), dtype=np.int64)
             at = np.searchsorted(known, buckets)
             hit = at < len(known)
             hit[hit] = known[at[hit]] == buckets[hit]
             lists.append(at[hit].tolist())
+            if self.wide_tfidf:
+                idf = np.full(len(buckets), self.wide_idf_unseen)
+                idf[hit] = self.wide_idf[at[hit]]
+                weights.append(tfidf_weights(counts, idf)[hit])
         ids, offsets = _bags(lists)
-        return ids.to(self.device), offsets.to(self.device)
+        per_sample = torch.from_numpy(np.concatenate(weights)).to(self.device) if self.wide_tfidf else None
+        return ids.to(self.device), offsets.to(self.device), per_sample
 
     # -- prediction ----------------------------------------------------------------------------
 

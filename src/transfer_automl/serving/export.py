@@ -3,7 +3,8 @@
 `export_bundle(model, task, wide_buckets, directory)` writes what serving/champion_model.py loads:
 `meta.json` (format, task, classes, child spec, input module entry, wide buckets, text limit),
 `child.safetensors` (the child's state dict; a fine-tuned word table's rows go into the table
-instead), `wide.safetensors` (the hash buckets the task's texts use, the wide tower's row order),
+instead), `wide.safetensors` (the hash buckets the task's texts use, the wide tower's row order, and for
+TF-IDF features their IDF),
 `table.safetensors` / `vocab.json` (a word table) or `encoder/` (a sentence-transformers
 directory). Every weight is a safetensors tensor: nothing in a bundle is unpickled.
 
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from transfer_automl.children.embeddings import WordTableModule, get_module
-from transfer_automl.children.tokens import compact, hashed_unigram_bags
+from transfer_automl.children.tokens import compact, wide_bags
 from transfer_automl.errors import ConfigError
 from transfer_automl.tasks.text import TextTask
 from transfer_automl.tracking.champion import ServingModel
@@ -63,8 +64,11 @@ def export_bundle(model: Any, task: TextTask, wide_buckets: int, directory: str 
         if arrays:
             save_arrays({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(directory / "table.safetensors"))
     if spec.use_wide:
-        _, used = compact(hashed_unigram_bags(task.texts, wide_buckets))
-        save_arrays({"buckets": used.astype(np.int64)}, str(directory / "wide.safetensors"))
+        wide = wide_bags(task.texts, wide_buckets, spec.wide_features, task.splits["train"])
+        arrays = {"buckets": wide.buckets.astype(np.int64)}
+        if wide.idf is not None:  # TF-IDF: the train split's IDF of each row, and of an unseen bucket
+            arrays |= {"idf": wide.idf.astype(np.float64), "idf_unseen": np.array([wide.idf_unseen])}
+        save_arrays(arrays, str(directory / "wide.safetensors"))
     save_tensors(_unshared(state, torch), str(directory / "child.safetensors"))
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "task": task.name, "classes": list(task.classes),
             "spec": spec.to_dict(), "input": module_meta, "wide_buckets": int(wide_buckets),
