@@ -87,7 +87,7 @@ WIDE_FEATURES = ("binary", "tfidf")
 def word_grams(text: str) -> list[str]:
     """A text's tokens and its adjacent token pairs ("good", "not good")."""
     tokens = tokenize(text)
-    return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+    return tokens + [f"{a} {b}" for a, b in zip(tokens[:-1], tokens[1:], strict=True)]
 
 
 def hashed_gram_counts(text: str, buckets: int) -> tuple[np.ndarray, np.ndarray]:

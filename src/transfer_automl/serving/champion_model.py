@@ -75,7 +75,7 @@ def stable_hash(token: str) -> int:
 def word_grams(text: str) -> list[str]:
     """children/tokens.py: a text's tokens and its adjacent token pairs."""
     tokens = tokenize(text)
-    return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+    return tokens + [f"{a} {b}" for a, b in zip(tokens[:-1], tokens[1:], strict=True)]
 
 
 def hashed_gram_counts(text: str, buckets: int) -> tuple[np.ndarray, np.ndarray]:
