@@ -136,7 +136,7 @@ bench-fidelity:
 # docs/benchmarks/quality.md. Resumable: a task's finished phases are kept under runs/bench-quality
 # (delete it to start over). These defaults are the settings the page was made with.
 bench-quality:
-	OMP_NUM_THREADS=1 nice -n 10 $(PY) -m benchmarks.quality --out runs/bench-quality --time-budget 180 --workers 2
+	OMP_NUM_THREADS=1 nice -n 10 $(PY) -m benchmarks.quality --out runs/bench-quality --time-budget 180 --workers 2 --refit ensemble --refit-k 5
 
 clean:
 	rm -rf runs .pytest_cache

@@ -7,11 +7,12 @@ For each text task, one job (resumable, each phase's result kept under `<out>/<t
 2. search    `taml search` itself (`steps.search.run_search`) on the task alone, in SPACE with
              `--fidelity asha` under `--time-budget` (wall seconds; one torch thread, so the
              search's CPU time is at most about its wall time).
-3. refit     `study.refit.refit_champions(search_dir, "topk", k)`, what `taml search --refit topk`
-             runs: the top-k configurations retrained at the full budget with early stopping on
-             validation, the champion picked by refit validation accuracy. A task whose refit
-             has not run yet (a run stopped before it) shows the search's best child by
-             validation instead, and the table says so.
+3. refit     `study.refit.refit_champions(search_dir, mode, k)`, what `taml search --refit MODE
+             --refit-k K` runs: the top-k configurations retrained at the full budget with early
+             stopping on validation; the champion is all of them averaged (`ensemble`, the
+             default here) or the best by refit validation accuracy (`topk`). A refit.json of
+             another mode or k is run again. A task whose refit has not run yet (a run stopped
+             before it) shows the search's best child by validation instead, and the table says so.
 
 Then `docs/benchmarks/quality.md`: per task the champion's test accuracy, TF-IDF + LR's, the
 Transfer AutoML paper's top-10 test accuracy where it has one, the champion's configuration, and
@@ -60,7 +61,8 @@ class QualitySettings:
     min_budget: float = 1 / 9  # `--min-budget`: ASHA's lowest rung, a fraction of a child's steps
     eta: float = 3.0  # `--eta`
     batch_size: int = 9  # `--batch-size`: trials per round (and per controller update)
-    refit_k: int = 3  # `--refit topk --refit-k`
+    refit: str = "ensemble"  # `--refit`: ensemble or topk (study/refit.py)
+    refit_k: int = 5  # `--refit-k`
     seed: int = 0
     workers: int = 2  # tasks run at once, one process each
 
@@ -69,6 +71,8 @@ class QualitySettings:
 
         if not self.tasks:
             raise ConfigError("tasks: give at least one task name")
+        if self.refit not in ("ensemble", "topk"):
+            raise ConfigError(f"refit must be ensemble or topk, got {self.refit!r}")
         for name, value, low in (("time_budget_s", self.time_budget_s, 1.0), ("refit_k", self.refit_k, 1),
                                  ("batch_size", self.batch_size, 1), ("workers", self.workers, 1)):
             if not value >= low:
@@ -117,15 +121,24 @@ def run_task(task: str, settings: QualitySettings) -> list[dict[str, Any]]:
     if not search_file.exists():
         shutil.rmtree(search_dir, ignore_errors=True)  # an interrupted search starts again, whole
         _write_json(search_file, _search(task, settings, search_dir))
-    if not refit_file.exists():
+    if not _refit_done(refit_file, settings):
         from transfer_automl.study.refit import refit_champions
 
-        result, wall, cpu = _timed(lambda: refit_champions(str(search_dir), "topk", settings.refit_k,
+        result, wall, cpu = _timed(lambda: refit_champions(str(search_dir), settings.refit, settings.refit_k,
                                                            data_dir=settings.data_dir,
                                                            cache_dir=str(Path(settings.out) / "cache")))
-        _write_json(refit_file, {"task": task, **result["tasks"][task], "k": settings.refit_k,
-                                 "total_cost_s": result.get("total_cost_s"), "wall_s": wall, "cpu_s": cpu})
+        _write_json(refit_file, {"task": task, **result["tasks"][task], "mode": settings.refit,
+                                 "k": settings.refit_k, "total_cost_s": result.get("total_cost_s"), "wall_s": wall,
+                                 "cpu_s": cpu})
     return [task]
+
+
+def _refit_done(refit_file: Path, settings: QualitySettings) -> bool:
+    """Whether refit.json holds a refit of this run's mode and k (one written before modes: topk)."""
+    if not refit_file.exists():
+        return False
+    done = json.loads(refit_file.read_text())
+    return (done.get("mode", "topk"), done.get("k")) == (settings.refit, settings.refit_k)
 
 
 def _search(task: str, settings: QualitySettings, directory: Path) -> dict[str, Any]:
@@ -184,7 +197,7 @@ def task_row(task: str, baseline: dict[str, Any], search: dict[str, Any], refit:
         chosen = next(c for c in refit["candidates"] if c["trial_id"] == trial)
         champion = {"source": "refit", "trial_id": trial, "val": refit["champion_val_accuracy"],
                     "test": refit["champion_test_accuracy"], "steps": chosen.get("steps"),
-                    "config": search["configs"][trial]}
+                    "config": search["configs"][trial], "members": len(refit.get("ensemble_trial_ids", [trial]))}
     elif search.get("best") is not None:
         best = search["best"]
         champion = {"source": "search", "trial_id": best["trial_id"], "val": best["val_accuracy"],
@@ -257,8 +270,8 @@ def render(rows: list[dict[str, Any]], settings: QualitySettings, command: str, 
         f"--min-budget {settings.min_budget:.4g} --max-budget 1 --eta {settings.eta:g} --method {settings.method} "
         f"--batch-size {settings.batch_size} --time-budget {settings.time_budget_s:g}s --seed {settings.seed} --history none` "
         f"(through `steps.search.run_search`, one torch thread, {settings.workers} task(s) at a time), then "
-        + (f"`refit_champions(search_dir, \"topk\", {settings.refit_k})` (what `--refit topk --refit-k "
-           f"{settings.refit_k}` runs)" if refit else "no refit yet (a run stopped before it): "
+        + (f"`refit_champions(search_dir, \"{settings.refit}\", {settings.refit_k})` (what `--refit {settings.refit} "
+           f"--refit-k {settings.refit_k}` runs)" if refit else "no refit yet (a run stopped before it): "
            "the champion is the search's best child by validation accuracy")
         + partial + ". **CPU budget per task: the search's wall time is capped at "
         f"{settings.time_budget_s / 60:.3g} min (`--time-budget`), so with one thread it uses at most about "
@@ -274,13 +287,18 @@ def render(rows: list[dict[str, Any]], settings: QualitySettings, command: str, 
         champion = r["champion"]
         paper = f"{r['paper'][0]:.1f} ({r['paper'][1]})" if r["paper"] else "-"
         summary = config_summary(champion["config"], champion["steps"]) if champion else "no child trained"
+        if champion and champion.get("members", 1) > 1:
+            summary = f"ensemble of {champion['members']}; its first: {summary}"
         lines.append(
             f"| {r['task']} | {_champion_cell(champion)} | {_pct(r['tfidf_test'])} ({r['tfidf_C']:g}) "
             f"| {paper} | {_pct(r['majority_test'])} | {'yes' if r['beats'] else '**no**'} | {summary} "
             f"| {r['configurations']} ({r['promotions']}) | {_secs(r['search_wall_s'], r['search_cpu_s'])} "
             f"| {_secs(r['refit_wall_s'], r['refit_cpu_s'])} |")
     lines += ["", "Columns: test accuracy in %, on each task's test split (never used to select). Champion: "
-              + ("the refit champion (top-k by search validation accuracy retrained, the best by refit validation)."
+              + (("the refit champion: the top-k by search validation accuracy retrained at the full budget, "
+                  + ("all of them as one model averaging their class probabilities (an ensemble; its configuration "
+                     "column shows the first, the search's best)." if settings.refit == "ensemble"
+                     else "the best by refit validation."))
                  if refit else "the search's best child by validation accuracy at the highest rung it reached.")
               + " TF-IDF + LR: `benchmarks/real_table.py:tfidf_baseline` (word 1-2 grams, min_df 2, sublinear tf, "
               "C in {1, 10, 100} by validation). Paper: Transfer AutoML's test accuracy-top10 after 2,000 trials "
@@ -332,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-budget", type=float, default=defaults.time_budget_s, help="seconds per task search")
     parser.add_argument("--method", default=defaults.method)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--refit", default=defaults.refit, help="ensemble or topk")
     parser.add_argument("--refit-k", type=int, default=defaults.refit_k)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--workers", type=int, default=defaults.workers)
@@ -351,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # bad settings or a misspelt task fail here, before any work and any file, naming it
         settings = QualitySettings(out=args.out, tasks=tuple(t for t in args.tasks.split(",") if t),
                                    data_dir=args.data_dir, time_budget_s=args.time_budget, method=args.method,
-                                   batch_size=args.batch_size, refit_k=args.refit_k, seed=args.seed,
+                                   batch_size=args.batch_size, refit=args.refit, refit_k=args.refit_k, seed=args.seed,
                                    workers=args.workers)
         for task in settings.tasks:
             resolve_task(task, settings.data_dir)
@@ -365,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     invoked = " ".join(["python -m benchmarks.quality", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     # the command `make bench-quality` runs, with this run's settings
     command = (f"python -m benchmarks.quality --out {settings.out} --time-budget {settings.time_budget_s:g} "
-               f"--workers {settings.workers}")
+               f"--workers {settings.workers} --refit {settings.refit} --refit-k {settings.refit_k}")
     if not args.report_only:
         from benchmarks.jobs import run_jobs
 

@@ -10,7 +10,7 @@ from components.image import IMAGE
 def register_champion(search_dir: str, summary: dsl.Output[dsl.Markdown], refit: str = "topk",
                       refit_k: int = 3) -> dict:
     """{task: registered model version and whether the champion alias moved}; MLflow from MLFLOW_TRACKING_URI.
-    refit: none, best or topk (refit_k configurations per task at the full budget; study/refit.py)."""
+    refit: none, best, topk or ensemble (refit_k configurations per task at the full budget; study/refit.py)."""
     from transfer_automl.steps.retraining_steps import register_champion as step
 
     out = step(search_dir, refit, refit_k)

@@ -63,7 +63,7 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
         # One key: kfp writes a dict default's keys in hash order, and the compiled YAML must not vary.
         settings: dict = {"tasks": []},  # noqa: B006  (KFP reads defaults from the signature)
         max_trials: int = max_trials,
-        refit: str = "topk",  # champions: none, best or topk (study/refit.py)
+        refit: str = "topk",  # champions: none, best, topk or ensemble (study/refit.py)
         refit_k: int = 3,
     ):
         init = state_step(init_search(search_dir=search_dir, settings=settings, children_per_round=children_per_round,

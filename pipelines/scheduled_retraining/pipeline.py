@@ -42,7 +42,7 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
     def scheduled_retraining(
         search_root: str,
         tasks: list = [],  # noqa: B006  (KFP takes a pipeline parameter's default from the signature)
-        refit: str = "topk",  # champions: none, best or topk (study/refit.py)
+        refit: str = "topk",  # champions: none, best, topk or ensemble (study/refit.py)
         refit_k: int = 3,
     ):
         resumed = state_step(resume_search(search_root=search_root, tasks=tasks, children_per_round=children_per_round,

@@ -52,7 +52,7 @@ def build_pipeline(rounds: int = DEFAULT_ROUNDS, children_per_round: int = DEFAU
         mode: str = "warm_start",
         top_k: int = 10,
         settings: dict = {"embedding": "closest"},  # noqa: B006  (one key: see multitask_search)
-        refit: str = "topk",  # champions: none, best or topk (study/refit.py)
+        refit: str = "topk",  # champions: none, best, topk or ensemble (study/refit.py)
         refit_k: int = 3,
     ):
         dist = state_step(task_distance(

@@ -60,12 +60,29 @@ def test_rows_take_the_refit_champion_and_count_ties_as_wins(tmp_path):
     assert sst2["champion"]["test"] == 0.80 and sst2["champion"]["config"]["deep_reg"] == "disable_deep_tower"
     assert sst2["beats"] is True  # 0.80 >= 0.80: "at least" TF-IDF's
     assert mpqa["beats"] is False  # refit 0.80 < 0.86, although the search's best child had 0.90
-    page = render(rows, QualitySettings(refit_k=2), "python -m benchmarks.quality", [
+    page = render(rows, QualitySettings(refit="topk", refit_k=2), "python -m benchmarks.quality", [
         {"started": "2026-12-05 13:00 UTC", "wall_s": 600.0}], "test machine")
     assert "at least TF-IDF + LR's on 1 of 2 tasks** (the goal, 12 of the 14 tasks, needs all of them)" in page
     assert "| sst2 | 80.0 | 80.0 (10) | 83.4 (T4) | 50.0 | yes | wide lr 3 L1 0; 1,000,000 samples (4,000 steps)" in page
     assert "| mpqa | 80.0 | 86.0 (10) | 88.5 (T3) | 50.0 | **no** |" in page
     assert "10 min wall from the first run's start to the last one's end, in 1 run(s)" in page and "`make bench-quality`, i.e. `python -m benchmarks.quality`" in page and '`refit_champions(search_dir, "topk", 2)`' in page
+
+
+def test_an_ensemble_champion_shows_its_size_and_a_refit_of_another_mode_or_k_runs_again(tmp_path):
+    from benchmarks.quality import _refit_done
+
+    refit = {**_refit("s/0/1", 0.86, 0.83), "ensemble_trial_ids": ["s/0/1", "s/0/2"], "mode": "ensemble"}
+    _task(tmp_path, "sst2", tfidf=0.83, search_best=(0.82, 0.70), refit=refit)
+    (row,) = read_rows(tmp_path, ["sst2"])
+    assert row["champion"]["test"] == 0.83 and row["champion"]["members"] == 2 and row["beats"]
+    page = render([row], QualitySettings(refit_k=2), "cmd", [{"started": "2026-12-05 13:00 UTC", "wall_s": 60.0}], "m")
+    assert "| sst2 | 83.0 | 83.0 (10) | 83.4 (T4) | 50.0 | yes | ensemble of 2; its first: glove-6b-50d" in page
+    assert '`refit_champions(search_dir, "ensemble", 2)`' in page and "averaging their class probabilities" in page
+    done = tmp_path / "sst2" / "refit.json"
+    assert _refit_done(done, QualitySettings(refit_k=2))
+    assert not _refit_done(done, QualitySettings(refit_k=5)) and not _refit_done(done, QualitySettings(refit="topk", refit_k=2))
+    _task(tmp_path, "mpqa", tfidf=0.8, search_best=(0.8, 0.8), refit=_refit("s/0/2", 0.85, 0.80))  # no mode: topk
+    assert _refit_done(tmp_path / "mpqa" / "refit.json", QualitySettings(refit="topk", refit_k=2))
 
 
 def test_without_a_refit_the_champion_is_the_searchs_best_by_validation(tmp_path):
@@ -86,7 +103,8 @@ def test_config_summary_names_only_the_enabled_towers():
     assert paper_top10("20newsgroups") == (88.6, "T3") and paper_top10("sst2") == (83.4, "T4")
 
 
-@pytest.mark.parametrize(("field", "value"), [("time_budget_s", 0.0), ("refit_k", 0), ("workers", 0), ("tasks", ())])
+@pytest.mark.parametrize(("field", "value"), [("time_budget_s", 0.0), ("refit_k", 0), ("workers", 0), ("tasks", ()),
+                                              ("refit", "best")])
 def test_bad_settings_are_refused_by_name(field, value):
     with pytest.raises(ConfigError, match=field.split("_s")[0] if field != "tasks" else "tasks"):
         QualitySettings(**{field: value})

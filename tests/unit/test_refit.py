@@ -5,8 +5,11 @@ accuracy, refit.json's shape (a contract benchmarks read), and the flags refused
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -316,3 +319,77 @@ def test_a_search_with_pack_refits_its_candidates_packed(tmp_path, space, sample
             [c["trial_id"].split("/", 1)[1] for c in other["candidates"]]
         assert [c["steps"] for c in entry["candidates"]] == [c["steps"] for c in other["candidates"]]
         assert entry["champion_val_accuracy"] == pytest.approx(other["champion_val_accuracy"], abs=0.02)
+
+
+# -- the ensemble champion ---------------------------------------------------------------------------------
+
+
+class _FixedProbabilities:
+    """A trainer whose members predict fixed class probabilities (per member, per split)."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def probabilities(self, model, task, split):
+        return np.asarray(self.table[model.name][split], dtype=np.float32)
+
+
+def test_the_ensemble_is_every_member_that_trained_scored_by_their_mean_probabilities():
+    from transfer_automl.study.refit import ensemble_of
+
+    task = SimpleNamespace(labels=np.array([0, 1, 1, 0]), splits={"validation": np.array([0, 1]),
+                                                                  "test": np.array([2, 3])})
+    # a alone: validation 1/2, test 0/2; c alone: validation 1/2, test 2/2; the mean: validation 2/2, test 1/2
+    table = {"a": {"validation": [[0.9, 0.1], [0.6, 0.4]], "test": [[0.9, 0.1], [0.2, 0.8]]},
+             "c": {"validation": [[0.4, 0.6], [0.1, 0.9]], "test": [[0.05, 0.95], [0.7, 0.3]]}}
+    members = [_candidate("a", 0.5, 0.0), RefitCandidate({"trial_id": "b"}, 0, ok=False), _candidate("c", 0.5, 1.0)]
+    members[0].model, members[2].model = _Named("a"), _Named("c")
+    ensemble = ensemble_of(_FixedProbabilities(table), task, members)
+    assert [m.row["trial_id"] for m in ensemble.members] == ["a", "c"]  # the failed one is left out
+    assert (ensemble.val_accuracy, ensemble.test_accuracy) == (1.0, 0.5)
+    assert ensemble_of(_FixedProbabilities(table), task, members[:2]) is None  # one model is its own champion
+
+
+class _Named(torch.nn.Module):
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+
+
+def test_ensemble_refit_registers_one_model_that_serves_the_refits_test_accuracy(
+        tmp_path, space, samples_dir, feature_cache_dir, monkeypatch, capsys):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from transfer_automl.tasks import load_task
+
+    out = _search(tmp_path, space, samples_dir, feature_cache_dir)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main(["runs", "register", str(out), "--data-dir", str(samples_dir), "--refit", "ensemble", "--refit-k",
+                 "3", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    report = json.loads((out / "refit.json").read_text())
+    assert (report["mode"], report["k"]) == ("ensemble", 3)
+    client = MlflowClient(uri, uri)
+    for registered in document["registered"]:
+        entry = report["tasks"][registered["task"]]
+        trained = [c["trial_id"] for c in entry["candidates"] if c["refit_val_accuracy"] > 0]
+        assert entry["ensemble_trial_ids"] == trained and len(trained) == 3
+        assert entry["champion_trial_id"] == trained[0]
+        version = client.get_model_version(registered["name"], registered["version"])
+        assert version.tags["taml.model_source"] == "ensemble"
+        assert version.tags["taml.refit.ensemble_trial_ids"] == ",".join(trained)
+        assert float(version.tags["taml.test_accuracy"]) == entry["champion_test_accuracy"]
+        # the served model is the refit's ensemble: its test accuracy, text for text
+        task = load_task(registered["task"], str(samples_dir))
+        model = mlflow.pyfunc.load_model(f"models:/{registered['name']}/{registered['version']}")
+        rows = task.splits["test"]
+        predicted = model.predict(pd.DataFrame({"text": [task.texts[i] for i in rows]}))["label"]
+        served = float(np.mean(predicted.to_numpy() == np.asarray(task.classes, dtype=object)[task.labels[rows]]))
+        assert served == pytest.approx(entry["champion_test_accuracy"])
+        # three frozen children of one module carry its table once
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{registered['name']}/{registered['version']}"))
+        (bundle,) = {p.parent for p in local.rglob("ensemble.json")}
+        assert sorted(p.parent.name for p in bundle.rglob("table.safetensors")) == ["member-1"]
+        assert json.loads((bundle / "member-3" / "meta.json").read_text())["input"]["files_from"] == "../member-1"

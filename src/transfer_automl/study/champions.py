@@ -4,7 +4,8 @@ The ledger keeps configurations, not models, so each task's champion is trained 
 refit (study/refit.py): with `refit="none"` the best row retrained with its seed and budget, which
 must reproduce the row's validation and test accuracy (else nothing is registered and the error
 says so); with `"best"`/`"topk"` the best of the top configurations retrained at the full budget
-with early stopping, chosen by refit validation accuracy. What is registered and when the alias
+with early stopping, chosen by refit validation accuracy; with `"ensemble"` all of those top
+configurations together, one model averaging their class probabilities. What is registered and when the alias
 moves: tracking/champion.py; the model itself, raw texts in and labels out, is
 serving/export.py's bundle.
 
@@ -29,7 +30,7 @@ from transfer_automl.tracking.champion import ChampionCandidate, ChampionReport
 def register_champions(search_dir: str | Path, tracking_uri: str | None = None, *, data_dir: str | None = None,
                        cache_dir: Any = None, tasks: Sequence[str] | None = None,
                        on_phase: Any = None, refit: str = "topk", refit_k: int = 3) -> ChampionReport:
-    """Refit (study/refit.py: `refit` none, best or topk, `refit_k` candidates per task), log and
+    """Refit (study/refit.py: `refit` none, best, topk or ensemble, `refit_k` candidates per task), log and
     register each task's champion of the search in `search_dir` (a local directory or an s3:// uri).
     The tracking URI: `tracking_uri`, else MLFLOW_TRACKING_URI, else the search's default store
     (search_dir.py). `tasks` are the task names or files as given to the search and `data_dir` where
@@ -50,7 +51,7 @@ def register_champions(search_dir: str | Path, tracking_uri: str | None = None, 
     if not ranked_rows(out.ledger.read().to_pylist(), 1):
         return ChampionReport(search_id, "", skipped=f"search {search_id} has no trial with status ok: no model to log")
 
-    from transfer_automl.serving.export import serving_model
+    from transfer_automl.serving.export import serving_ensemble, serving_model
     from transfer_automl.tracking.mlflow import MlflowModelRegistry
 
     registry = MlflowModelRegistry(out.default_tracking_uri(), tracking_uri)  # refused before any training
@@ -58,15 +59,23 @@ def register_champions(search_dir: str | Path, tracking_uri: str | None = None, 
                             on_phase=on_phase)
     report = ChampionReport(search_id, registry.uri)
     for task_name, chosen in sorted(refitted.champions.items()):
+        ensemble = refitted.ensembles.get(task_name)
+        if ensemble is not None:  # registered on its first member's trial run, with the ensemble's scores
+            chosen = ensemble.members[0]
         row = chosen.row
+        val, test = (ensemble.val_accuracy, ensemble.test_accuracy) if ensemble else (chosen.refit_val_accuracy,
+                                                                                        chosen.refit_test_accuracy)
         candidate = ChampionCandidate(
             task_name, str(row["search_id"]), str(row["trial_id"]), out.ledger.round_name(int(row["controller_step"])),
-            chosen.refit_val_accuracy, chosen.refit_test_accuracy, _config(row),
-            refit=_refit_tags(refit, refit_k, chosen))
+            val, test, _config(row), refit=_refit_tags(refit, refit_k, chosen, ensemble))
         announce("registration", f"logging and registering {task_name}'s model in {registry.uri}")
         run_id = _trial_run_id(registry, out, candidate)
+        task = refitted.task_objects[task_name]
         with tempfile.TemporaryDirectory(prefix="taml-champion-") as bundle:
-            served = serving_model(chosen.model, refitted.task_objects[task_name], refitted.wide_buckets, bundle)
+            if ensemble is not None:
+                served = serving_ensemble([m.model for m in ensemble.members], task, refitted.wide_buckets, bundle)
+            else:
+                served = serving_model(chosen.model, task, refitted.wide_buckets, bundle)
             report.registered.append(registry.register(candidate, served, run_id))
     registry.log_refit(search_id, refitted.report)
     return report
@@ -76,13 +85,17 @@ def _config(row: dict[str, Any]) -> dict[str, Any]:
     return json.loads(row["config"])
 
 
-def _refit_tags(mode: str, k: int, chosen: Any) -> dict[str, str]:
-    """What the registered model's tags say about how it was trained (none: the ledger's child)."""
+def _refit_tags(mode: str, k: int, chosen: Any, ensemble: Any = None) -> dict[str, str]:
+    """What the registered model's tags say about how it was trained (none: the ledger's child; an
+    ensemble: its first member's training, and every member's trial)."""
     if mode == "none":
         return {}
-    return {"mode": mode, "k": str(k), "seed": str(chosen.seed), "steps": str(chosen.steps),
+    tags = {"mode": mode, "k": str(k), "seed": str(chosen.seed), "steps": str(chosen.steps),
             "max_steps": str(chosen.max_steps), "cost_s": f"{chosen.cost_s:.3f}",
             "search_val_accuracy": repr(float(chosen.row["val_accuracy"]))}
+    if ensemble is not None:
+        tags["ensemble_trial_ids"] = ",".join(str(m.row["trial_id"]) for m in ensemble.members)
+    return tags
 
 
 def register_after_search(settings: Any, out: Any, tracker: Any, on_phase: Any = None) -> ChampionReport:

@@ -14,6 +14,13 @@ for its whole budget. After a search, per task:
   go to the earlier candidate in ranking order. Test accuracy is scored and reported, never used
   to select. A candidate whose refit fails (diverged before its first evaluation) scores 0 and
   cannot be chosen.
+* `mode="ensemble"`: the top `k` refit as with `"topk"`; the champion is all of them that trained
+  (at least two), predicting the mean of their class probabilities. Picking one of k by validation
+  accuracy is a coin flip where validation is a few hundred texts (docs/benchmarks/quality.md:
+  primary_emotions' pick by 252 texts tested 5 points below the other two); averaging removes that
+  choice and the variance of each member, as the AutoML systems users know do (auto-sklearn's and
+  AutoGluon's final models are ensembles: Feurer et al. 2015, Erickson et al. 2020; Caruana et
+  al. 2004). Nothing is chosen by a score, so test accuracy cannot leak into it.
 
 `refit_champions` trains and writes `refit.json` in the search directory (through its store, so
 also on s3://); study/champions.py registers the chosen models. refit.json is read by benchmarks:
@@ -31,6 +38,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from transfer_automl.children.early_stopping import EarlyStopping
 from transfer_automl.errors import ConfigError, TamlError
@@ -66,11 +75,24 @@ class RefitCandidate:
 
 
 @dataclass
+class Ensemble:
+    """A task's champion under `mode="ensemble"`: its members (in ranking order) and the accuracy
+    of the mean of their class probabilities."""
+
+    members: list[RefitCandidate]
+    val_accuracy: float
+    test_accuracy: float
+
+
+@dataclass
 class RefitResult:
-    """What `refit_models` trained: the refit.json body, each task's champion and its task object."""
+    """What `refit_models` trained: the refit.json body, each task's champion and its task object
+    (under `mode="ensemble"`, `ensembles[task]` is the champion and `champions[task]` its best
+    member by refit validation)."""
 
     report: dict[str, Any]
     champions: dict[str, RefitCandidate] = field(default_factory=dict)
+    ensembles: dict[str, Ensemble] = field(default_factory=dict)
     task_objects: dict[str, Any] = field(default_factory=dict)
     wide_buckets: int = 0
 
@@ -81,11 +103,12 @@ def refit_champions(search_dir: str | Path, mode: str = "topk", k: int = 3, *, d
     """Refit the search in `search_dir` (local or s3://), write and return refit.json's body:
 
     {"search_id", "mode", "k", "total_cost_s", "tasks": {task: {"champion_trial_id",
-    "champion_val_accuracy", "champion_test_accuracy", "candidates": [{"trial_id",
+    "champion_val_accuracy", "champion_test_accuracy", ["ensemble_trial_ids",] "candidates": [{"trial_id",
     "search_val_accuracy", "search_test_accuracy", "refit_val_accuracy", "refit_test_accuracy",
     "steps", "max_steps", "cost_s"}, ...]}}}
 
-    Trains but registers nothing (study/champions.py does). `data_dir`, `tasks`, `cache_dir` as
+    With mode "ensemble" the champion's accuracies are the ensemble's, "champion_trial_id" is its
+    first member's and "ensemble_trial_ids" lists them all. Trains but registers nothing (study/champions.py does). `data_dir`, `tasks`, `cache_dir` as
     for `register_champions`; `on_phase(name, detail)` hears each candidate as it starts."""
     return refit_models(search_dir, mode, k, data_dir=data_dir, tasks=tasks, cache_dir=cache_dir,
                         on_phase=on_phase).report
@@ -142,14 +165,20 @@ def refit_models(search_dir: str | Path, mode: str = "topk", k: int = 3, *, data
                             f"({', '.join(str(c.row['trial_id']) for c in refits)}); `--refit none` registers "
                             "the best child as the search trained it")
         result.champions[task_name] = champion
-        result.report["tasks"][task_name] = {
-            "champion_trial_id": str(champion.row["trial_id"]),
-            "champion_val_accuracy": float(champion.refit_val_accuracy),
-            "champion_test_accuracy": float(champion.refit_test_accuracy),
-            "candidates": [c.to_dict() for c in refits]}
+        ensemble = ensemble_of(trainer, loaded[task_name], refits) if mode == "ensemble" else None
+        entry = {"champion_trial_id": str(champion.row["trial_id"]),
+                 "champion_val_accuracy": float(champion.refit_val_accuracy),
+                 "champion_test_accuracy": float(champion.refit_test_accuracy)}
+        if ensemble is not None:
+            result.ensembles[task_name] = ensemble
+            entry = {"champion_trial_id": str(ensemble.members[0].row["trial_id"]),
+                     "champion_val_accuracy": ensemble.val_accuracy, "champion_test_accuracy": ensemble.test_accuracy,
+                     "ensemble_trial_ids": [str(c.row["trial_id"]) for c in ensemble.members]}
+        result.report["tasks"][task_name] = entry | {"candidates": [c.to_dict() for c in refits]}
         result.report["total_cost_s"] += sum(c.cost_s for c in refits)
+        kept = ensemble.members if ensemble is not None else [champion]
         for c in refits:
-            if c is not champion:
+            if not any(c is k for k in kept):
                 c.model = None  # only the champions are kept for registering
     out.write_json(REFIT_NAME, result.report, indent=2)
     return result
@@ -182,6 +211,28 @@ def choose_champion(candidates: Sequence[RefitCandidate]) -> RefitCandidate | No
         if candidate.ok and (best is None or candidate.refit_val_accuracy > best.refit_val_accuracy):
             best = candidate
     return best
+
+
+def ensemble_of(trainer: Any, task: Any, candidates: Sequence[RefitCandidate]) -> Ensemble | None:
+    """The candidates that trained, as one model: the mean of their class probabilities (summed in
+    ranking order, as serving/champion_model.py does), scored on validation and test. None with
+    fewer than two: a single model is its own champion."""
+    members = [c for c in candidates if c.ok]
+    if len(members) < 2:
+        return None
+
+    def accuracy(split: str) -> float:
+        total = None
+        for member in members:
+            probabilities = trainer.probabilities(member.model, task, split)
+            total = probabilities if total is None else total + probabilities
+        predicted = (total / np.float32(len(members))).argmax(axis=1)
+        return float(np.mean(predicted == task.labels[task.splits[split]]))
+
+    ensemble = Ensemble(members, accuracy("validation"), accuracy("test"))
+    for member in members:
+        member.model = member.model.cpu().eval()
+    return ensemble
 
 
 def trial_seed_of(row: dict[str, Any], search_seed: int, parents: dict[str, Any]) -> int:

@@ -30,7 +30,7 @@ NORMALIZATIONS = ("std", "baseline")
 BENCHMARKS = ("transnasbench101-micro", "nasbench201", "taml-text-real")
 EMBEDDINGS = ("random", "closest", "mean")
 FIDELITIES = ("none", "asha", "sha")  # search/fidelity.py
-REFIT_MODES = ("none", "best", "topk")  # study/refit.py
+REFIT_MODES = ("none", "best", "topk", "ensemble")  # study/refit.py
 TRANSFERS = ("none", "auto")  # auto: rank-ensemble over the task history's earlier searches (study/history.py)
 MAX_SEED = 2**63 - 1
 
@@ -181,9 +181,11 @@ class SearchSettings:
     refit: str = setting("topk", choices=REFIT_MODES, resume="free",
                          help="after the search, per task: topk retrains the --refit-k best configurations at the "
                               "full budget (budget scale 1.0) with early stopping on validation and registers the "
-                              "best of them by validation accuracy; best the best one only; none registers the best "
-                              "child as the search trained it (study/refit.py)")
-    refit_k: int = setting(3, low=1, high=100, resume="free", help="with --refit topk: configurations per task")
+                              "best of them by validation accuracy; ensemble retrains them the same way and registers "
+                              "all of them as one model, the mean of their class probabilities; best the best one "
+                              "only; none registers the best child as the search trained it (study/refit.py)")
+    refit_k: int = setting(3, low=1, high=100, resume="free",
+                           help="with --refit topk or ensemble: configurations per task")
     progress: bool = setting(True, cli=False, resume="free", help="a progress bar on stderr")
 
     @property

@@ -3,7 +3,8 @@
 The ledger keeps configurations, not models, so each task's model is trained again by the refit
 (study/refit.py): the best row retrained with its seed, reproducing the row's accuracies (refit
 none), or the best of the top configurations retrained at the full budget (refit best/topk, tags
-`taml.refit.*`, `taml.model_source` = refit). The model is logged
+`taml.refit.*`, `taml.model_source` = refit), or all of them as one ensemble (refit ensemble,
+`taml.model_source` = ensemble, on its first member's trial). The model is logged
 into the trial's child run as a self-contained pyfunc model that takes raw texts
 (`ServingModel`, written by serving/export.py and logged by tracking/mlflow.py; safetensors weights,
 nothing pickled) and registered as a new
@@ -55,8 +56,11 @@ class ChampionCandidate:
 
     @property
     def model_source(self) -> str:
-        """"refit" (retrained at the full budget) or "ledger" (the child as the search trained it):
-        one trial can have one version of each."""
+        """"refit" (retrained at the full budget), "ensemble" (the top refits averaged, registered on
+        the first member's trial) or "ledger" (the child as the search trained it): one trial can
+        have one version of each."""
+        if self.refit.get("ensemble_trial_ids"):
+            return "ensemble"
         return "refit" if self.refit else "ledger"
 
     def tags(self) -> dict[str, str]:
@@ -71,6 +75,10 @@ class ChampionCandidate:
         how = (f"Refit at the full budget with early stopping ({self.refit.get('steps')} of "
                f"{self.refit.get('max_steps')} steps, seed {self.refit.get('seed')}), chosen among the top "
                f"configurations by refit validation accuracy; " if self.refit else "")
+        if self.refit.get("ensemble_trial_ids"):
+            how = ("An ensemble, the mean of the class probabilities of the top configurations refit at the full "
+                   f"budget with early stopping (trials {self.refit['ensemble_trial_ids']}; this trial's "
+                   "configuration below); ")
         return (f"Best child for task {self.task} in search {self.search_id} (trial {self.trial_id}, "
                 f"ledger {self.ledger_file}): {how}validation accuracy {self.val_accuracy:.4f}, test accuracy "
                 f"{self.test_accuracy:.4f}. Configuration: {json.dumps(self.config, sort_keys=True)}. "

@@ -346,6 +346,10 @@ class MlflowModelRegistry:
                             f"{prefix}/test_accuracy": c["refit_test_accuracy"]}
                 if c["trial_id"] == entry["champion_trial_id"]:
                     metrics[f"refit/{task}/champion_rank"] = rank
+            if entry.get("ensemble_trial_ids"):
+                metrics |= {f"refit/{task}/ensemble_size": len(entry["ensemble_trial_ids"]),
+                            f"refit/{task}/ensemble_val_accuracy": entry["champion_val_accuracy"],
+                            f"refit/{task}/ensemble_test_accuracy": entry["champion_test_accuracy"]}
         from mlflow.entities import Metric
 
         keys = _keys(metrics)
