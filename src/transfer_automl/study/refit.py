@@ -108,8 +108,9 @@ def refit_champions(search_dir: str | Path, mode: str = "topk", k: int = 3, *, d
     "steps", "max_steps", "cost_s"}, ...]}}}
 
     With mode "ensemble" the champion's accuracies are the ensemble's, "champion_trial_id" is its
-    first member's and "ensemble_trial_ids" lists them all. Trains but registers nothing (study/champions.py does). `data_dir`, `tasks`, `cache_dir` as
-    for `register_champions`; `on_phase(name, detail)` hears each candidate as it starts."""
+    first member's and "ensemble_trial_ids" lists them all. Trains but registers nothing
+    (study/champions.py does). `data_dir`, `tasks`, `cache_dir` as for `register_champions`;
+    `on_phase(name, detail)` hears each candidate as it starts."""
     return refit_models(search_dir, mode, k, data_dir=data_dir, tasks=tasks, cache_dir=cache_dir,
                         on_phase=on_phase).report
 
@@ -178,7 +179,7 @@ def refit_models(search_dir: str | Path, mode: str = "topk", k: int = 3, *, data
         result.report["total_cost_s"] += sum(c.cost_s for c in refits)
         kept = ensemble.members if ensemble is not None else [champion]
         for c in refits:
-            if not any(c is k for k in kept):
+            if not any(c is member for member in kept):
                 c.model = None  # only the champions are kept for registering
     out.write_json(REFIT_NAME, result.report, indent=2)
     return result
