@@ -225,25 +225,42 @@ def test_invalid_arguments(kwargs, word):
 
 def test_sparse_rows_update_only_touched_rows_and_equal_the_dense_update():
     """Without L1/L2 a row with a zero gradient keeps its weight and accumulator, so the
-    row-sparse path (the wide tower's) must end bit for bit where the dense one does; with L1 it
-    falls back to the dense update, which also shrinks untouched rows."""
+    row-sparse path (the wide tower's) must end bit for bit where the dense one does."""
     torch.manual_seed(0)
-    for l1, untouched_move in ((0.0, False), (0.5, True)):
-        dense, sparse = torch.randn(50, 4), None
-        sparse = dense.clone().requires_grad_(True)
-        dense.requires_grad_(True)
-        opt_dense = ProximalAdagrad([{"params": [dense], "lr": 0.7, "l1": l1}])
-        opt_sparse = ProximalAdagrad([{"params": [sparse], "lr": 0.7, "l1": l1, "sparse_rows": True}])
-        for step in range(5):
-            grad = torch.zeros(50, 4)
-            touched = torch.randperm(50)[:7]
-            grad[touched] = torch.randn(7, 4)
-            dense.grad, sparse.grad = grad.clone(), grad.clone()
-            before = sparse.detach().clone()
-            opt_dense.step()
-            opt_sparse.step()
-            assert torch.equal(dense, sparse), step
-            assert torch.equal(opt_dense.state[dense]["accum"], opt_sparse.state[sparse]["accum"])
-            others = torch.ones(50, dtype=torch.bool)
-            others[touched] = False
-            assert torch.equal(sparse.detach()[others], before[others]) != untouched_move
+    dense = torch.randn(50, 4)
+    sparse = dense.clone().requires_grad_(True)
+    dense.requires_grad_(True)
+    opt_dense = ProximalAdagrad([{"params": [dense], "lr": 0.7}])
+    opt_sparse = ProximalAdagrad([{"params": [sparse], "lr": 0.7, "sparse_rows": True}])
+    for step in range(5):
+        grad = torch.zeros(50, 4)
+        grad[torch.randperm(50)[:7]] = torch.randn(7, 4)
+        dense.grad, sparse.grad = grad.clone(), grad.clone()
+        opt_dense.step()
+        opt_sparse.step()
+        assert torch.equal(dense, sparse), step
+        assert torch.equal(opt_dense.state[dense]["accum"], opt_sparse.state[sparse]["accum"])
+
+
+def test_sparse_rows_regularize_lazily_like_tensorflows_sparse_update():
+    """With L1 and L2 the row-sparse path shrinks only the rows with a gradient (TensorFlow's
+    SparseApplyProximalAdagrad): those rows get exactly the dense update, the others stay put,
+    where the dense update would have shrunk them too."""
+    torch.manual_seed(0)
+    start = torch.randn(50, 4)
+    for step in range(5):
+        grad = torch.zeros(50, 4)
+        touched = torch.randperm(50)[:7]
+        grad[touched] = torch.randn(7, 4)
+        dense, sparse = start.clone().requires_grad_(True), start.clone().requires_grad_(True)
+        opt_dense = ProximalAdagrad([{"params": [dense], "lr": 0.7, "l1": 0.5, "l2": 0.1}])
+        opt_sparse = ProximalAdagrad([{"params": [sparse], "lr": 0.7, "l1": 0.5, "l2": 0.1, "sparse_rows": True}])
+        dense.grad, sparse.grad = grad.clone(), grad.clone()
+        opt_dense.step()
+        opt_sparse.step()
+        others = torch.ones(50, dtype=torch.bool)
+        others[touched] = False
+        assert torch.equal(sparse.detach()[touched], dense.detach()[touched]), step
+        assert torch.equal(sparse.detach()[others], start[others]), step
+        assert not torch.equal(dense.detach()[others], start[others]), step
+        start = sparse.detach().clone()

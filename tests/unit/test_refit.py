@@ -362,6 +362,7 @@ def test_ensemble_refit_registers_one_model_that_serves_the_refits_test_accuracy
     from mlflow.tracking import MlflowClient
 
     from transfer_automl.tasks import load_task
+    from transfer_automl.tracking.mlflow import _fluent_tracking_uri
 
     out = _search(tmp_path, space, samples_dir, feature_cache_dir)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -383,13 +384,14 @@ def test_ensemble_refit_registers_one_model_that_serves_the_refits_test_accuracy
         assert float(version.tags["taml.test_accuracy"]) == entry["champion_test_accuracy"]
         # the served model is the refit's ensemble: its test accuracy, text for text
         task = load_task(registered["task"], str(samples_dir))
-        model = mlflow.pyfunc.load_model(f"models:/{registered['name']}/{registered['version']}")
+        with _fluent_tracking_uri(uri):  # an earlier test may have set the global URI, which load_model reads
+            model = mlflow.pyfunc.load_model(f"models:/{registered['name']}/{registered['version']}")
+            local = Path(mlflow.artifacts.download_artifacts(f"models:/{registered['name']}/{registered['version']}"))
         rows = task.splits["test"]
         predicted = model.predict(pd.DataFrame({"text": [task.texts[i] for i in rows]}))["label"]
         served = float(np.mean(predicted.to_numpy() == np.asarray(task.classes, dtype=object)[task.labels[rows]]))
         assert served == pytest.approx(entry["champion_test_accuracy"])
         # three frozen children of one module carry its table once
-        local = Path(mlflow.artifacts.download_artifacts(f"models:/{registered['name']}/{registered['version']}"))
         (bundle,) = {p.parent for p in local.rglob("ensemble.json")}
         assert sorted(p.parent.name for p in bundle.rglob("table.safetensors")) == ["member-1"]
         assert json.loads((bundle / "member-3" / "meta.json").read_text())["input"]["files_from"] == "../member-1"

@@ -8,11 +8,13 @@ For each parameter w with gradient g, per step:
 `accum` starts at `initial_accumulator_value` (TensorFlow's default 0.1). The L1 step sets small
 weights exactly to zero, which is why Transfer AutoML's wide tower uses it for sparsity.
 
-A group with `sparse_rows=True` (the wide tower) updates only the rows of a 2-D parameter whose
-gradient is not zero when it has no L1 or L2 weight: for the other rows the update above is the
-identity (accum + 0, w - eta * 0), so skipping them is exact, and a wide table of 260,000 rows
-(20newsgroups' TF-IDF word 1-2 grams) then costs the rows a batch touches, not all of them
-(measured: 56 of a step's 67 ms went to the dense update).
+A group with `sparse_rows=True` (the wide tower) updates only the rows of a 2-D parameter that its
+sparse gradient holds (or, for a dense gradient, whose gradient is not zero), as TensorFlow's SparseApplyProximalAdagrad does for the wide tower's
+embedding lookups (the papers' models): without L1 or L2 the other rows' update is the identity
+(accum + 0, w - eta * 0); with them, a row is shrunk only on the steps its features occur in
+(lazy regularization). A wide table of 260,000 rows (20newsgroups' TF-IDF word 1-2 grams) then
+costs the rows a batch touches, not all of them (measured on 20newsgroups, one thread: a
+step with L1 took 117 ms dense, 40 ms row-sparse; the sparse gradient saves 50 ms more).
 """
 
 from __future__ import annotations
@@ -47,17 +49,32 @@ class ProximalAdagrad(torch.optim.Optimizer):
                 if "accum" not in state:
                     state["accum"] = torch.full_like(p, group["initial_accumulator_value"])
                 accum = state["accum"]
-                if group.get("sparse_rows") and p.dim() == 2 and l1 == 0 and l2 == 0:
-                    rows = grad.ne(0).any(dim=1).nonzero().squeeze(1)
-                    g = grad[rows]
+                if group.get("sparse_rows") and p.dim() == 2:
+                    rows, g = _touched_rows(grad)
                     row_accum = accum[rows].addcmul_(g, g)
                     accum[rows] = row_accum
-                    p[rows] = p[rows] - lr / row_accum.sqrt() * g
+                    p[rows] = _proximal(p[rows], g, lr / row_accum.sqrt(), l1, l2)
                     continue
+                if grad.is_sparse:
+                    grad = grad.to_dense()
                 accum.addcmul_(grad, grad)
-                eta = lr / accum.sqrt()
-                v = p - eta * grad
-                if l1 > 0:
-                    v = v.sign() * (v.abs() - eta * l1).clamp_min(0.0)
-                p.copy_(v / (1.0 + eta * l2))
+                p.copy_(_proximal(p, grad, lr / accum.sqrt(), l1, l2))
         return loss
+
+
+def _proximal(w: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor, l1: float, l2: float) -> torch.Tensor:
+    """The gradient step, then L1 soft-thresholding and L2 shrinkage (the proximal operator)."""
+    v = w - eta * grad
+    if l1 > 0:
+        v = v.sign() * (v.abs() - eta * l1).clamp_min(0.0)
+    return v / (1.0 + eta * l2)
+
+
+def _touched_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows a gradient updates and their gradients: of a sparse gradient (an EmbeddingBag's
+    with sparse=True) the rows looked up, duplicates summed; of a dense one the nonzero rows."""
+    if grad.is_sparse:
+        grad = grad.coalesce()
+        return grad.indices()[0], grad.values()
+    rows = grad.ne(0).any(dim=1).nonzero().squeeze(1)
+    return rows, grad[rows]

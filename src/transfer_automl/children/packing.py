@@ -334,7 +334,7 @@ class _Stack:
             per_sample = torch.from_numpy(np.concatenate(weights)).to(dev) if weights[0] is not None else None
             flat = F.embedding_bag(torch.from_numpy(np.concatenate(ids)).to(dev), p["wide.weight"],
                                    torch.from_numpy(np.concatenate(offsets)).to(dev), mode="sum",
-                                   per_sample_weights=per_sample)
+                                   per_sample_weights=per_sample, sparse=True)
             wide = flat.view(len(children), -1, flat.shape[-1]) + p["wide_bias"].unsqueeze(1)
             logits = wide if logits is None else logits + wide
         return logits
@@ -373,7 +373,7 @@ class _Stack:
             if w.grad is None:
                 continue
             g = w.grad
-            if name == "wide.weight" and not bool(self.l1[name].any()):
+            if name == "wide.weight":
                 self._step_touched_rows(w, g, active[self.wide_rows])
                 continue
             mask = active[self.wide_rows] if name == "wide.weight" else active
@@ -386,16 +386,23 @@ class _Stack:
             w.copy_(torch.where(mask, v / (1.0 + eta * self.l2[name]), w))
 
     def _step_touched_rows(self, w: Tensor, g: Tensor, active_rows: Tensor) -> None:
-        """The step above on the wide table's rows with a gradient only: without L1 (and the wide
-        tower has no L2) the other rows' update is the identity (children/optim.py)."""
+        """The step above on the wide table's rows with a gradient only, L1 included: the lazy
+        update of TensorFlow's sparse Proximal Adagrad, as `ProximalAdagrad` does (children/optim.py)."""
         name = "wide.weight"
-        rows = (active_rows & g.ne(0).any(dim=1)).nonzero().squeeze(1)
-        gr = g[rows]
+        if g.is_sparse:  # the rows a batch looked up (TensorFlow's IndexedSlices), duplicates summed
+            g = g.coalesce()
+            looked_up, values = g.indices()[0], g.values()
+            keep = active_rows[looked_up]
+            rows, gr = looked_up[keep], values[keep]
+        else:
+            rows = (active_rows & g.ne(0).any(dim=1)).nonzero().squeeze(1)
+            gr = g[rows]
         accum = self.accum[name][rows] + gr * gr
         self.accum[name][rows] = accum
         eta = self.lr[name][rows] / accum.sqrt()
         v = w[rows] - eta * gr
-        w[rows] = v.sign() * v.abs() / (1.0 + eta * self.l2[name][rows])
+        v = v.sign() * (v.abs() - eta * self.l1[name][rows]).clamp_min(0.0)
+        w[rows] = v / (1.0 + eta * self.l2[name][rows])
 
     @torch.no_grad()
     def unstack_into(self, models: list[WideDeepClassifier], steps_done: list[int]) -> None:
