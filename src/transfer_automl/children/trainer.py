@@ -141,9 +141,9 @@ class GuardedChildTrainer(abc.ABC):
         ran = budget_steps(spec.train_steps, budget) - (budget_steps(spec.train_steps, from_budget)
                                                         if from_budget is not None else 0)
         width = 1 + (spec.hidden_layers * spec.hidden_size / 256 if spec.use_deep else 0)
-        # The wide tower's step cost depends on its features (TF-IDF 1-2 grams touch more rows)
-        # and on L1 (children/optim.py: without it only the touched rows are updated).
-        wide = f"wide-{spec.wide_features}{'-l1' if spec.wide_l1 > 0 else ''}"
+        # The wide tower's step cost depends on its features (TF-IDF 1-2 grams touch more rows);
+        # not on L1, since only the touched rows are updated either way (children/optim.py).
+        wide = f"wide-{spec.wide_features}"
         towers = "+".join(t for t, on in (("deep", spec.use_deep), (wide, spec.use_wide)) if on)
         module = f"{spec.input_module}/{'fine-tuned' if spec.fine_tune else 'frozen'}" if spec.use_deep else "-"
         return f"{module}/{towers}", max(ran, 1) * width
