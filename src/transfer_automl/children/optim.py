@@ -9,12 +9,13 @@ For each parameter w with gradient g, per step:
 weights exactly to zero, which is why Transfer AutoML's wide tower uses it for sparsity.
 
 A group with `sparse_rows=True` (the wide tower) updates only the rows of a 2-D parameter that its
-sparse gradient holds (or, for a dense gradient, whose gradient is not zero), as TensorFlow's SparseApplyProximalAdagrad does for the wide tower's
-embedding lookups (the papers' models): without L1 or L2 the other rows' update is the identity
-(accum + 0, w - eta * 0); with them, a row is shrunk only on the steps its features occur in
-(lazy regularization). A wide table of 260,000 rows (20newsgroups' TF-IDF word 1-2 grams) then
-costs the rows a batch touches, not all of them (measured on 20newsgroups, one thread: a
-step with L1 took 117 ms dense, 40 ms row-sparse; the sparse gradient saves 50 ms more).
+sparse gradient holds (of a dense gradient: the rows that are not zero), as TensorFlow's
+SparseApplyProximalAdagrad does for the wide tower's embedding lookups (the papers' models):
+without L1 or L2 the other rows' update is the identity (accum + 0, w - eta * 0); with them, a row
+is shrunk only on the steps its features occur in (lazy regularization). A wide table of 260,000
+rows (20newsgroups' TF-IDF word 1-2 grams) then costs the rows a batch touches, not all of them
+(measured on 20newsgroups, one thread: a step with L1 took 117 ms dense, 40 ms row-sparse; the
+sparse gradient saves 50 ms more).
 """
 
 from __future__ import annotations

@@ -376,8 +376,7 @@ class _Stack:
             if name == "wide.weight":
                 self._step_touched_rows(w, g, active[self.wide_rows])
                 continue
-            mask = active[self.wide_rows] if name == "wide.weight" else active
-            mask = mask.view(-1, *([1] * (w.dim() - 1)))
+            mask = active.view(-1, *([1] * (w.dim() - 1)))
             accum = torch.where(mask, self.accum[name] + g * g, self.accum[name])
             eta = self.lr[name] / accum.sqrt()
             v = w - eta * g
