@@ -51,27 +51,29 @@ class ProximalAdagrad(torch.optim.Optimizer):
                     state["accum"] = torch.full_like(p, group["initial_accumulator_value"])
                 accum = state["accum"]
                 if group.get("sparse_rows") and p.dim() == 2:
-                    rows, g = _touched_rows(grad)
+                    rows, g = touched_rows(grad)
                     row_accum = accum[rows].addcmul_(g, g)
                     accum[rows] = row_accum
-                    p[rows] = _proximal(p[rows], g, lr / row_accum.sqrt(), l1, l2)
+                    p[rows] = proximal_step(p[rows], g, lr / row_accum.sqrt(), l1, l2)
                     continue
                 if grad.is_sparse:
                     grad = grad.to_dense()
                 accum.addcmul_(grad, grad)
-                p.copy_(_proximal(p, grad, lr / accum.sqrt(), l1, l2))
+                p.copy_(proximal_step(p, grad, lr / accum.sqrt(), l1, l2))
         return loss
 
 
-def _proximal(w: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor, l1: float, l2: float) -> torch.Tensor:
-    """The gradient step, then L1 soft-thresholding and L2 shrinkage (the proximal operator)."""
+def proximal_step(w: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor, l1: float | torch.Tensor,
+                  l2: float | torch.Tensor) -> torch.Tensor:
+    """The gradient step, then L1 soft-thresholding and L2 shrinkage (the proximal operator); l1 and
+    l2 may be tensors that broadcast against w (children/packing.py: one per child)."""
     v = w - eta * grad
-    if l1 > 0:
+    if torch.is_tensor(l1) or l1 > 0:
         v = v.sign() * (v.abs() - eta * l1).clamp_min(0.0)
     return v / (1.0 + eta * l2)
 
 
-def _touched_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def touched_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The rows a gradient updates and their gradients: of a sparse gradient (an EmbeddingBag's
     with sparse=True) the rows looked up, duplicates summed; of a dense one the nonzero rows."""
     if grad.is_sparse:

@@ -36,6 +36,7 @@ from transfer_automl.children.early_stopping import BestWeights, EarlyStopping
 from transfer_automl.children.embeddings import get_module
 from transfer_automl.children.loop import accuracy
 from transfer_automl.children.model import WideDeepClassifier
+from transfer_automl.children.optim import proximal_step, touched_rows
 from transfer_automl.children.spec import ChildSpec, child_spec
 from transfer_automl.children.trainer import ChildInputs, ChildResult, TextChildTrainer
 from transfer_automl.errors import TamlError
@@ -388,20 +389,13 @@ class _Stack:
         """The step above on the wide table's rows with a gradient only, L1 included: the lazy
         update of TensorFlow's sparse Proximal Adagrad, as `ProximalAdagrad` does (children/optim.py)."""
         name = "wide.weight"
-        if g.is_sparse:  # the rows a batch looked up (TensorFlow's IndexedSlices), duplicates summed
-            g = g.coalesce()
-            looked_up, values = g.indices()[0], g.values()
-            keep = active_rows[looked_up]
-            rows, gr = looked_up[keep], values[keep]
-        else:
-            rows = (active_rows & g.ne(0).any(dim=1)).nonzero().squeeze(1)
-            gr = g[rows]
+        looked_up, values = touched_rows(g)
+        keep = active_rows[looked_up]
+        rows, gr = looked_up[keep], values[keep]
         accum = self.accum[name][rows] + gr * gr
         self.accum[name][rows] = accum
-        eta = self.lr[name][rows] / accum.sqrt()
-        v = w[rows] - eta * gr
-        v = v.sign() * (v.abs() - eta * self.l1[name][rows]).clamp_min(0.0)
-        w[rows] = v / (1.0 + eta * self.l2[name][rows])
+        w[rows] = proximal_step(w[rows], gr, self.lr[name][rows] / accum.sqrt(), self.l1[name][rows],
+                                self.l2[name][rows])
 
     @torch.no_grad()
     def unstack_into(self, models: list[WideDeepClassifier], steps_done: list[int]) -> None:
